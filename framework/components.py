@@ -1,0 +1,341 @@
+"""Component contracts: the small, typed classes every plugin implements.
+
+The core knows these contracts and nothing about any vendor. A plugin returns subclasses from a
+registration hook (see ``hookspecs.py``); a recipe picks one with ``type: NAME``. Every component
+declares a ``Config`` dataclass: the recipe section is validated against it before anything runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Mapping, Protocol, Sequence
+
+
+@dataclass
+class NoConfig:
+    """Config of a component that takes no options."""
+
+
+class Component:
+    """Base of every component. Subclasses set ``name`` (the recipe's ``type:``) and ``Config``."""
+
+    kind: ClassVar[str] = "component"
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = NoConfig
+    #: one line shown by ``python -m framework plugins``
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+
+# ---------------------------------------------------------------------------------------------
+# What flows between stages
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Dataset:
+    """A loaded table: feature columns plus one target column."""
+
+    name: str
+    frame: Any  # pandas.DataFrame
+    features: list[str]
+    target: str
+    task: str = "classification"
+    classes: list[Any] | None = None
+    description: str = ""
+
+
+@dataclass
+class DataSplits:
+    """Train / validation / test frames cut from one Dataset (stratified, seeded)."""
+
+    dataset: Dataset
+    train: Any
+    val: Any
+    test: Any
+
+    def arrays(self, part: str):
+        """(X float32, y int64) of one split, classes encoded as their index in ``dataset.classes``."""
+        import numpy as np
+
+        frame = getattr(self, part)
+        x = frame[self.dataset.features].to_numpy(dtype=np.float32)
+        classes = self.dataset.classes or []
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.asarray([index[v] for v in frame[self.dataset.target]], dtype=np.int64)
+        return x, y
+
+
+@dataclass
+class CheckReport:
+    """Result of one data check. ``failures`` rows: {column, check, rows (list of row labels)}."""
+
+    check: str
+    passed: bool
+    rows_checked: int
+    failures: list[dict] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class FeatureSpec:
+    name: str
+    dtype: str = "float"  # "float" | "int" | "str"
+
+
+@dataclass
+class InputSchema:
+    """What one prediction request must carry: named features, in model order."""
+
+    features: list[FeatureSpec]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def to_dict(self) -> dict:
+        return {"features": [dataclasses.asdict(f) for f in self.features]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "InputSchema":
+        return cls([FeatureSpec(**f) for f in data["features"]])
+
+
+@dataclass
+class TrainedModel:
+    """A trained in-memory model: ``module`` maps raw float32 features [batch, n] to class logits."""
+
+    module: Any  # torch.nn.Module, in eval mode, preprocessing included
+    schema: InputSchema
+    classes: list[Any]
+    metrics: dict[str, float]
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. the trial table
+
+
+@dataclass
+class ExportedModel:
+    """A portable model file (ONNX) plus what a server needs to run it."""
+
+    path: Path
+    format: str
+    schema: InputSchema
+    classes: list[Any]
+    input_name: str
+    output_name: str
+    metrics: dict[str, float] = field(default_factory=dict)  # e.g. max_abs_diff vs torch
+
+
+# ---------------------------------------------------------------------------------------------
+# What a stage gets from the core
+# ---------------------------------------------------------------------------------------------
+class Progress(Protocol):
+    def advance(self, steps: int = 1, note: str = "") -> None: ...
+
+
+class StageContext(Protocol):
+    """Handed to every component call. Implemented by the core (``run.py``)."""
+
+    stage: str
+    out_dir: Path  # this stage's folder in the run directory
+    seed: int
+    logger: logging.Logger
+
+    def progress(self, total: int, description: str) -> Progress: ...
+
+    def metric(self, name: str, value: float | int | str) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage contracts
+# ---------------------------------------------------------------------------------------------
+class DataSource(Component):
+    kind = "data_source"
+
+    def load(self, ctx: StageContext) -> Dataset:
+        raise NotImplementedError
+
+
+class DataCheck(Component):
+    """Checks a dataset. Returns a report; the core stops the run on a failed blocking check."""
+
+    kind = "data_check"
+
+    def check(self, dataset: Dataset, ctx: StageContext) -> CheckReport:
+        raise NotImplementedError
+
+
+class Labeler(Component):
+    kind = "labeler"
+
+    def label(self, dataset: Dataset, ctx: StageContext) -> Dataset:
+        raise NotImplementedError
+
+
+class Trainer(Component):
+    kind = "trainer"
+
+    def fit(self, splits: DataSplits, ctx: StageContext) -> TrainedModel:
+        raise NotImplementedError
+
+
+class Compressor(Component):
+    kind = "compressor"
+
+    def compress(self, model: TrainedModel, splits: DataSplits, ctx: StageContext) -> TrainedModel:
+        raise NotImplementedError
+
+
+class Exporter(Component):
+    kind = "exporter"
+
+    def export(self, model: TrainedModel, splits: DataSplits, ctx: StageContext) -> ExportedModel:
+        raise NotImplementedError
+
+
+class BatchPredictor(Component):
+    kind = "batch_predictor"
+
+    def predict(self, model: ExportedModel, frame: Any, ctx: StageContext) -> Any:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+# Traffic strategies: pure Python, no Ray import, decisions in microseconds
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RouteRequest:
+    """What a strategy sees of a request: its id and an optional sticky key (user id...)."""
+
+    request_id: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which arm answers the client, and which arms only shadow the request."""
+
+    primary: str
+    shadows: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One arm's answer to one request (``error`` True when it failed)."""
+
+    request_id: str
+    arm: str
+    latency_ms: float
+    error: bool = False
+    prediction: Any = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Ground truth, reward or click for a past request, by request id."""
+
+    request_id: str
+    arm: str
+    label: Any = None
+    reward: float | None = None
+
+
+class Verdict(str, enum.Enum):
+    HOLD = "hold"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    reason: str = ""
+    weights: Mapping[str, float] | None = None
+
+
+class TrafficStrategy(Component):
+    """Decides which model answers each request and, per window, promote / roll back / hold.
+
+    ``arms`` maps an arm name (e.g. ``champion``) to the model version it serves.
+    """
+
+    kind = "traffic_strategy"
+
+    def __init__(self, config: Any, arms: Mapping[str, str]):
+        super().__init__(config)
+        self.arms = dict(arms)
+
+    @classmethod
+    def arm_names(cls, config: Any, arms: Mapping[str, str]) -> Sequence[str]:
+        """Validate at plan time that the declared arms fit this strategy; return them."""
+        return list(arms)
+
+    def route(self, request: RouteRequest) -> Route:
+        raise NotImplementedError
+
+    def observe(self, outcome: Outcome) -> None:
+        """Latency and errors of an answer; called off the client's path where possible."""
+
+    def feedback(self, feedback: Feedback) -> None:
+        """Ground truth or reward that arrived later for a request."""
+
+    def decide(self) -> Decision:
+        return Decision(Verdict.HOLD, "no decision logic")
+
+    def state(self) -> dict:
+        """A JSON-able snapshot for reports and the admin endpoint."""
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Monitoring
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ServedWindow:
+    """What the server saw: one row per answered instance.
+
+    ``frame`` columns: the input features, ``prediction``, ``model_version``, ``latency_ms``,
+    ``request_id``, ``timestamp``.
+    """
+
+    frame: Any
+    features: list[str]
+
+
+@dataclass
+class MonitorReport:
+    monitor: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    alerts: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+
+
+class Monitor(Component):
+    """Looks at served traffic against a reference (the training data) and reports."""
+
+    kind = "monitor"
+
+    def evaluate(self, served: ServedWindow, reference: DataSplits, ctx: StageContext) -> MonitorReport:
+        raise NotImplementedError
+
+
+#: Every component kind, in stage order, with the registration hook that supplies it.
+COMPONENT_KINDS: dict[str, tuple[type[Component], str]] = {
+    "data_source": (DataSource, "register_data_sources"),
+    "data_check": (DataCheck, "register_data_checks"),
+    "labeler": (Labeler, "register_labelers"),
+    "trainer": (Trainer, "register_trainers"),
+    "compressor": (Compressor, "register_compressors"),
+    "exporter": (Exporter, "register_exporters"),
+    "traffic_strategy": (TrafficStrategy, "register_traffic_strategies"),
+    "batch_predictor": (BatchPredictor, "register_batch_predictors"),
+    "monitor": (Monitor, "register_monitors"),
+}
+
+
+def iter_kinds() -> Iterable[tuple[str, type[Component], str]]:
+    for kind, (base, hook) in COMPONENT_KINDS.items():
+        yield kind, base, hook

@@ -1,0 +1,45 @@
+"""The StageContext the core hands to every component call."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+@dataclass
+class ConsoleProgress:
+    """Progress of a long stage, shown on the console (rich) and written to the run log."""
+
+    description: str
+    total: int
+    logger: logging.Logger
+    on_advance: Callable[[int, int, str], None] | None = None
+    done: int = 0
+
+    def advance(self, steps: int = 1, note: str = "") -> None:
+        self.done = min(self.total, self.done + steps)
+        self.logger.info("%s: %d/%d %s", self.description, self.done, self.total, note)
+        if self.on_advance:
+            self.on_advance(self.done, self.total, note)
+
+
+@dataclass
+class RunStageContext:
+    stage: str
+    out_dir: Path
+    seed: int = 0
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("framework.stage"))
+    metrics: dict[str, Any] = field(default_factory=dict)
+    progress_factory: Callable[[str, int], Callable[[int, int, str], None]] | None = None
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def progress(self, total: int, description: str) -> ConsoleProgress:
+        hook = self.progress_factory(description, total) if self.progress_factory else None
+        return ConsoleProgress(description, total, self.logger, hook)
+
+    def metric(self, name: str, value: Any) -> None:
+        self.metrics[name] = value

@@ -1,0 +1,42 @@
+"""Starting and reaching the compute engine (Ray) with settings that suit a laptop or a cluster."""
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def start_ray(address: str | None = None, num_cpus: int = 2, namespace: str = "framework") -> dict:
+    """Connect to ``address``, or start a local Ray: explicit CPUs, no dashboard, loopback only.
+
+    Idempotent: an already initialised Ray in this process is reused. Returns a small description.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return {"address": ray.get_runtime_context().gcs_address, "started": False}
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Workers should not oversubscribe 2 cores with their own thread pools.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if address:
+        ray.init(address=address, namespace=namespace, log_to_driver=False)
+        log.info("connected to Ray at %s", address)
+        return {"address": address, "started": False}
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        namespace=namespace,
+        log_to_driver=False,
+        configure_logging=True,
+        logging_level=logging.WARNING,
+    )
+    return {"address": ray.get_runtime_context().gcs_address, "started": True}
+
+
+def stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,117 @@
+"""The one plugin-manager factory, and the typed component registry built from it.
+
+Built-in plugins are registered through the same ``framework`` entry-point group a third party
+uses, so the third-party path runs on every invocation. ``FRAMEWORK_DISABLE_PLUGINS`` (comma
+separated entry-point names) blocks plugins.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .components import COMPONENT_KINDS, Component
+from .errors import PluginError, RecipeError
+
+ENTRY_POINT_GROUP = "framework"
+DISABLE_ENV = "FRAMEWORK_DISABLE_PLUGINS"
+
+
+def get_plugin_manager(load_entry_points: bool = True, extra: list[Any] | None = None) -> pluggy.PluginManager:
+    """A plugin manager with every hookspec, blocked names applied and entry points loaded."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in filter(None, (n.strip() for n in os.environ.get(DISABLE_ENV, "").split(","))):
+        pm.set_blocked(name)
+    if load_entry_points:
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except Exception as exc:  # an entry point that fails to import names itself
+            raise PluginError(f"loading entry-point group '{ENTRY_POINT_GROUP}' failed: {exc!r}") from exc
+    for plugin in extra or []:
+        pm.register(plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from exc
+    return pm
+
+
+@dataclass
+class ComponentEntry:
+    cls: type[Component]
+    plugin: str
+
+
+@dataclass
+class Components:
+    """Typed view over a plugin manager: one registry per component kind."""
+
+    pm: pluggy.PluginManager
+    by_kind: dict[str, dict[str, ComponentEntry]] = field(default_factory=dict)
+
+    @classmethod
+    def collect(cls, pm: pluggy.PluginManager) -> "Components":
+        registry = cls(pm)
+        for kind, (base, hook_name) in COMPONENT_KINDS.items():
+            entries: dict[str, ComponentEntry] = {}
+            hook = getattr(pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+                result = impl.function()
+                for comp in result or []:
+                    if not (isinstance(comp, type) and issubclass(comp, base)):
+                        raise PluginError(
+                            f"plugin '{plugin_name}' hook {hook_name} returned {comp!r}, "
+                            f"which is not a {base.__name__} subclass"
+                        )
+                    if not comp.name:
+                        raise PluginError(f"plugin '{plugin_name}': {comp.__qualname__} has no `name`")
+                    if comp.name in entries:
+                        raise PluginError(
+                            f"duplicate {kind} '{comp.name}': provided by plugin '{entries[comp.name].plugin}' "
+                            f"and by plugin '{plugin_name}'. Rename one, or block a plugin with "
+                            f"{DISABLE_ENV}=NAME"
+                        )
+                    entries[comp.name] = ComponentEntry(comp, plugin_name)
+            registry.by_kind[kind] = entries
+        return registry
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.by_kind.get(kind, {}))
+
+    def get(self, kind: str, name: str, where: str) -> ComponentEntry:
+        """The component ``name`` of ``kind``; ``where`` is the recipe key path for the message."""
+        entries = self.by_kind.get(kind, {})
+        if name in entries:
+            return entries[name]
+        known = sorted(entries)
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise RecipeError(
+            f"{where}: unknown {kind} type '{name}'.{hint} Known: {', '.join(known) or '(none installed)'}"
+        )
+
+    def recipe_dirs(self) -> list[str]:
+        dirs: list[str] = []
+        for result in self.pm.hook.recipe_search_paths():
+            dirs.extend(str(d) for d in result or [])
+        return dirs
+
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call a lifecycle hook; a failing observer is a plugin bug and says so."""
+        try:
+            getattr(self.pm.hook, hook_name)(**kwargs)
+        except Exception as exc:
+            raise PluginError(f"lifecycle hook {hook_name} failed: {exc!r}") from exc
+
+
+@lru_cache(maxsize=1)
+def default_components() -> Components:
+    """The components of every installed plugin (cached per process)."""
+    return Components.collect(get_plugin_manager())

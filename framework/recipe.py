@@ -1,0 +1,287 @@
+"""The recipe schema and how a recipe is composed with Hydra.
+
+The top level is a dataclass structured config registered in Hydra's ConfigStore, so a misspelt
+core key fails with its full key path. Component sections (``data``, ``train``, ``strategy`` ...)
+hold ``type: NAME`` plus that component's own options; ``plan.py`` validates those against the
+component's ``Config`` dataclass once the plugin is known.
+
+``+recipe=NAME`` resolves ``NAME.yaml`` in the recipe folders (the project's ``recipes/``, the
+folders named in ``FRAMEWORK_RECIPES`` or ``recipes_dir=...``, and folders plugins ship) through a
+small Hydra ConfigSource that maps those folders onto the ``recipe`` config group.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import RecipeError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_ROOT / "conf"
+PROJECT_RECIPES = PROJECT_ROOT / "recipes"
+RECIPES_ENV = "FRAMEWORK_RECIPES"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RayConfig:
+    #: an existing cluster ("ray://host:10001" or "auto"); None starts a local Ray
+    address: Optional[str] = None
+    num_cpus: int = 2
+    namespace: str = "framework"
+
+
+@dataclass
+class StoreConfig:
+    #: a local folder or an fsspec URL (s3://bucket/prefix, memory://x ...)
+    uri: str = ".framework/store"
+
+
+@dataclass
+class SplitConfig:
+    val: float = 0.15
+    test: float = 0.15
+    stratify: bool = True
+
+
+@dataclass
+class RegisterConfig:
+    model_name: str = "model"
+    #: aliases moved to the new version when it is registered
+    aliases: List[str] = field(default_factory=lambda: ["latest"])
+
+
+@dataclass
+class ServeConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8000
+    route_prefix: str = "/"
+    #: keep serving after the run until Ctrl-C
+    keep_serving: bool = False
+    #: "ingress": the ONNX model runs inside the ingress replica (no extra hop, the default);
+    #: "deployment": each model in its own Ray Serve deployment
+    placement: str = "ingress"
+    replicas: int = 1
+    #: arm name -> model reference ("this_run", "NAME@ALIAS" or "NAME:VERSION_ID")
+    models: Dict[str, str] = field(default_factory=lambda: {"primary": "this_run"})
+    #: served rows kept in memory for monitors (a ring buffer, off the request path)
+    record_buffer: int = 10000
+
+
+@dataclass
+class OnlineEvalConfig:
+    """Send a held-out slice through the served endpoint and compare with offline predictions."""
+
+    enabled: bool = True
+    rows: int = 64
+    batch_size: int = 8
+    #: maximal allowed |served probability - offline probability|
+    tolerance: float = 1e-5
+
+
+@dataclass
+class RecipeConfig:
+    name: str = "unnamed"
+    description: str = ""
+    seed: int = 0
+    runs_dir: str = "runs"
+    recipes_dir: Optional[str] = None
+    store: StoreConfig = field(default_factory=StoreConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    data: Dict[str, Any] = field(default_factory=dict)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    checks: List[Any] = field(default_factory=list)
+    label: Optional[Dict[str, Any]] = None
+    train: Dict[str, Any] = field(default_factory=dict)
+    compress: List[Any] = field(default_factory=list)
+    export: Dict[str, Any] = field(default_factory=dict)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    strategy: Dict[str, Any] = field(default_factory=lambda: {"type": "single"})
+    online_eval: OnlineEvalConfig = field(default_factory=OnlineEvalConfig)
+    batch: Optional[Dict[str, Any]] = None
+    monitor: List[Any] = field(default_factory=list)
+
+
+SCHEMA_NAME = "recipe_schema"
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipe folders as the Hydra `recipe` group
+# ---------------------------------------------------------------------------------------------
+def _recipe_source_class():
+    from hydra._internal.core_plugins.file_config_source import FileConfigSource
+    from hydra.core.object_type import ObjectType
+    from hydra.plugins.config_source import ConfigLoadError
+
+    class RecipeFolderSource(FileConfigSource):
+        """Maps ``recipe/NAME`` onto ``FOLDER/NAME.yaml`` for one recipe folder."""
+
+        @staticmethod
+        def scheme() -> str:
+            return "recipes"
+
+        def _inner(self, config_path: str) -> str | None:
+            config_path = config_path.strip("/")
+            if config_path == "recipe":
+                return ""
+            if config_path.startswith("recipe/"):
+                return config_path[len("recipe/"):]
+            return None
+
+        def load_config(self, config_path: str):
+            inner = self._inner(config_path)
+            if inner is None:
+                raise ConfigLoadError(f"Config not found: {config_path}")
+            return super().load_config(inner)
+
+        def is_group(self, config_path: str) -> bool:
+            return config_path.strip("/") in ("", "recipe")
+
+        def is_config(self, config_path: str) -> bool:
+            inner = self._inner(config_path)
+            return bool(inner) and super().is_config(inner)
+
+        def list(self, config_path: str, results_filter):
+            if config_path.strip("/") == "":
+                return ["recipe"] if results_filter in (None, ObjectType.GROUP) else []
+            if config_path.strip("/") != "recipe" or results_filter == ObjectType.GROUP:
+                return []
+            return sorted(p.stem for p in Path(self.path).glob("*.yaml"))
+
+    return RecipeFolderSource
+
+
+def recipe_folders(extra: list[str] | None = None) -> list[Path]:
+    """Where recipes are looked up, in order: user folders, the project's, then plugins'."""
+    folders: list[Path] = []
+    for raw in (extra or []) + os.environ.get(RECIPES_ENV, "").split(os.pathsep):
+        if raw:
+            folders.append(Path(raw).expanduser().resolve())
+    folders.append(PROJECT_RECIPES)
+    try:
+        from .plugins import default_components
+
+        folders.extend(Path(p).resolve() for p in default_components().recipe_dirs())
+    except Exception:  # plugin errors surface later, with their own message
+        pass
+    seen: list[Path] = []
+    for f in folders:
+        if f not in seen:
+            seen.append(f)
+    return seen
+
+
+def available_recipes(folders: list[Path]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in folders:
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.yaml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def split_recipe_override(overrides: list[str]) -> tuple[str | None, str | None, list[str]]:
+    """Take ``+recipe=NAME`` and ``recipes_dir=...`` out of the override list."""
+    recipe, recipes_dir, rest = None, None, []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.lstrip("+") == "recipe" and _:
+            recipe = value
+            if not key.startswith("+"):
+                raise RecipeError(f"'{item}': select a recipe with '+recipe={value}' (note the '+').")
+        elif key.lstrip("+") == "recipes_dir" and _:
+            recipes_dir = value
+            rest.append(f"{'' if key.startswith('+') else ''}recipes_dir={value}")
+        else:
+            rest.append(item)
+    return recipe, recipes_dir, rest
+
+
+def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
+    """Compose ``conf/`` + the chosen recipe + command-line overrides into one validated config.
+
+    Returns the config and the recipe file. Raises RecipeError naming the key or file at fault.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from hydra._internal.sources_registry import SourcesRegistry
+
+    recipe, recipes_dir, rest = split_recipe_override(overrides)
+    folders = recipe_folders([recipes_dir] if recipes_dir else None)
+    recipes = available_recipes(folders)
+    recipe_path = None
+    if recipe is not None:
+        if recipe not in recipes:
+            close = difflib.get_close_matches(recipe, list(recipes), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise RecipeError(
+                f"+recipe={recipe}: no recipe '{recipe}.yaml' in {', '.join(str(f) for f in folders)}.{hint} "
+                f"Recipes that exist: {', '.join(sorted(recipes)) or '(none)'}"
+            )
+        recipe_path = recipes[recipe]
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=RecipeConfig)
+    SourcesRegistry.instance().register(_recipe_source_class())
+    search = ",".join(f"recipes://{f}" for f in folders if f.is_dir())
+    hydra_overrides = [f"hydra.searchpath=[{search}]"] + rest
+    if recipe is not None:
+        hydra_overrides.append(f"+recipe={recipe}")
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=hydra_overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise RecipeError(_explain_compose_error(exc, recipe_path)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    if "recipe" in cfg:  # Hydra leaves the group's node when the recipe has no @package header
+        raise RecipeError(f"{recipe_path}: the first line must be '# @package _global_'")
+    return cfg, recipe_path
+
+
+def _explain_compose_error(exc: Exception, recipe_path: Path | None) -> str:
+    where = f" (in recipe {recipe_path} or the command-line overrides)" if recipe_path else ""
+    cause = exc
+    while cause.__cause__ is not None and isinstance(cause.__cause__, (OmegaConfBaseException, ValueError)):
+        cause = cause.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        return describe_omegaconf_error(cause, prefix="") + where
+    text = str(exc).strip()
+    return f"recipe composition failed{where}: {text}"
+
+
+def describe_omegaconf_error(exc: OmegaConfBaseException, prefix: str) -> str:
+    """'KEY.PATH: what is wrong' from an OmegaConf validation error."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    full_key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or ""
+    path = ".".join(p for p in (prefix, str(full_key)) if p)
+    msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and "not in" in msg:
+        parent = path.rsplit(".", 1)[0] if "." in path else "(top level)"
+        return f"{path}: unknown key. {msg}; check the spelling of the keys under {parent}"
+    if isinstance(exc, ValidationError):
+        import re
+
+        wanted = re.search(r"converted to (\w+)", msg) or re.search(r"to be (?:an? )?(\w+)", msg)
+        expected = f" expected {wanted.group(1).lower()}," if wanted else ""
+        return f"{path}: wrong type:{expected} got {getattr(exc, 'value', None)!r}. {msg}"
+    return f"{path}: {msg}"
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
