@@ -1,0 +1,623 @@
+"""The version registry: content-addressed blobs, JSON manifests, aliases, one catalogue.
+
+Layout under the store root::
+
+    objects/<sha[:2]>/<sha>                  blobs, named by the sha256 of their bytes, written once
+    versions/<kind>/<name>/<id>.json         one manifest per version (JSON, never pickle)
+    aliases/<kind>/<name>/<alias>.json       {"version": id, "set_at": ...}
+    catalogue.sqlite                         local folders only: tables versions, aliases
+
+Write order is blobs -> manifest -> catalogue, each step atomic, so a crash at any point leaves
+either the previous state or a complete version; leftover temp files start with "." and are
+never read. On a local folder the SQLite catalogue is what readers see; on an fsspec URL the
+manifests and alias files are the catalogue.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from ..errors import StoreError
+from .versions import (
+    DATA_FILE,
+    KINDS,
+    Version,
+    canonical_json,
+    data_diff,
+    data_version_id,
+    frame_content_hash,
+    jsonable_dict,
+    model_diff,
+    model_version_id,
+    parse_ref,
+    sha256,
+    validate_kind,
+    validate_name,
+)
+
+CATALOGUE = "catalogue.sqlite"
+
+_clock_lock = threading.Lock()
+_last_stamp: datetime | None = None
+
+
+def _now() -> str:
+    """ISO UTC timestamp, strictly increasing within the process so "newest first" is total."""
+    global _last_stamp
+    with _clock_lock:
+        stamp = datetime.now(timezone.utc)
+        if _last_stamp is not None and stamp <= _last_stamp:
+            stamp = _last_stamp + timedelta(microseconds=1)
+        _last_stamp = stamp
+    return stamp.isoformat(timespec="microseconds")
+
+
+def blob_path(digest: str) -> str:
+    return f"objects/{digest[:2]}/{digest}"
+
+
+def manifest_path(kind: str, name: str, vid: str) -> str:
+    return f"versions/{kind}/{name}/{vid}.json"
+
+
+def alias_path(kind: str, name: str, alias: str) -> str:
+    return f"aliases/{kind}/{name}/{alias}.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: where bytes live. Paths are relative, "/"-separated.
+# ---------------------------------------------------------------------------------------------
+class _LocalBackend:
+    def __init__(self, root: Path):
+        self.root = root
+        self.uri = str(root)
+
+    def where(self, rel: str) -> str:
+        return str(self.root / rel)
+
+    def exists(self, rel: str) -> bool:
+        return (self.root / rel).is_file()
+
+    def read(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+    def write_atomic(self, rel: str, data: bytes, overwrite: bool = True) -> bool:
+        """Temp file in the same dir + fsync + rename. Returns False if ``overwrite`` is off and
+        the file already exists (another writer won; its content is equivalent)."""
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                # link() refuses to replace, unlike rename(): the first manifest written stays
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+                except OSError:  # filesystem without hard links
+                    if path.exists():
+                        return False
+                    os.replace(tmp, path)
+            _fsync_dir(path.parent)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def glob(self, pattern: str) -> list[str]:
+        out = []
+        for p in self.root.glob(pattern):
+            if p.is_file() and not p.name.startswith("."):
+                out.append(p.relative_to(self.root).as_posix())
+        return sorted(out)
+
+
+def _fsync_dir(path: Path) -> None:
+    # makes the rename itself durable; not supported everywhere (e.g. Windows), hence best effort
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _FsspecBackend:
+    def __init__(self, uri: str):
+        import fsspec
+
+        try:
+            fs, root = fsspec.core.url_to_fs(uri)
+            self.fs = fs
+            self.root = root.rstrip("/")
+            fs.makedirs(self.root, exist_ok=True)
+        except (ImportError, ValueError, OSError, TypeError) as exc:
+            raise StoreError(f"cannot open store {uri!r}: {exc}") from exc
+        self.uri = uri
+
+    def _full(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def where(self, rel: str) -> str:
+        return f"{self.uri.rstrip('/')}/{rel}"
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.isfile(self._full(rel))
+
+    def read(self, rel: str) -> bytes:
+        return self.fs.cat_file(self._full(rel))
+
+    def write_atomic(self, rel: str, data: bytes, overwrite: bool = True) -> bool:
+        # an object-store PUT becomes visible whole or not at all, so no temp + rename here
+        # (rename on S3 is copy + delete, which is not atomic anyway)
+        full = self._full(rel)
+        if not overwrite and self.fs.isfile(full):
+            return False
+        try:
+            self.fs.pipe_file(full, data)
+        except FileNotFoundError:  # filesystems that need parents (sftp, ...)
+            self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.pipe_file(full, data)
+        return True
+
+    def glob(self, pattern: str) -> list[str]:
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(self.root)  # remote listings are cached; others write too
+        prefix = self.root + "/"
+        out = []
+        for p in self.fs.glob(self._full(pattern)):
+            p = p.lstrip("/") if not self.root.startswith("/") else p
+            rel = p[len(prefix):] if p.startswith(prefix) else p
+            if not rel.rsplit("/", 1)[-1].startswith("."):
+                out.append(rel)
+        return sorted(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalogues: what versions and aliases exist
+# ---------------------------------------------------------------------------------------------
+def _read_json(backend, rel: str) -> dict:
+    try:
+        return json.loads(backend.read(rel))
+    except FileNotFoundError:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"corrupt JSON file {backend.where(rel)}: {exc}") from exc
+
+
+class _FileCatalogue:
+    """Manifests and alias files are the catalogue (fsspec URLs: no SQLite on object stores)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def add(self, manifest: dict) -> None:
+        pass  # the manifest file written before this call is the entry
+
+    def set_alias(self, kind: str, name: str, alias: str, vid: str, set_at: str) -> None:
+        pass  # likewise the alias file
+
+    def get_exact(self, kind: str, name: str, vid: str) -> dict | None:
+        try:
+            return _read_json(self.backend, manifest_path(kind, name, vid))
+        except FileNotFoundError:
+            return None
+
+    def find(self, kind: str, name: str | None = None, id_prefix: str | None = None) -> list[dict]:
+        pattern = f"versions/{kind}/{name or '*'}/{id_prefix or ''}*.json"
+        return [_read_json(self.backend, rel) for rel in self.backend.glob(pattern)]
+
+    def aliases(self, kind: str, name: str | None = None) -> list[tuple[str, str, str]]:
+        out = []
+        for rel in self.backend.glob(f"aliases/{kind}/{name or '*'}/*.json"):
+            data = _read_json(self.backend, rel)
+            _, _, vname, file = rel.split("/")  # aliases/<kind>/<name>/<alias>.json
+            out.append((vname, file[: -len(".json")], data["version"]))
+        return out
+
+
+class _SqliteCatalogue:
+    """Local folders: one SQLite file indexes manifests and aliases; each change is one transaction."""
+
+    def __init__(self, path: Path, backend: _LocalBackend):
+        self.path = path
+        fresh = not path.exists()
+        with self._tx() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS versions (kind TEXT NOT NULL, name TEXT NOT NULL, "
+                "id TEXT NOT NULL, parent TEXT, created_at TEXT NOT NULL, manifest TEXT NOT NULL, "
+                "PRIMARY KEY (kind, name, id))"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS versions_by_id ON versions (kind, id)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS aliases (kind TEXT NOT NULL, name TEXT NOT NULL, "
+                "alias TEXT NOT NULL, version_id TEXT NOT NULL, set_at TEXT NOT NULL, "
+                "PRIMARY KEY (kind, name, alias))"
+            )
+        if fresh:
+            # a store copied from an object store (or with a deleted catalogue) has manifests only
+            self._rebuild(backend)
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open catalogue {self.path}: {exc}") from exc
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"catalogue {self.path}: {exc}") from exc
+        finally:
+            db.close()
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            db = sqlite3.connect(self.path, timeout=30)
+            try:
+                return db.execute(sql, args).fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"catalogue {self.path}: {exc}") from exc
+
+    def _rebuild(self, backend: _LocalBackend) -> None:
+        files = _FileCatalogue(backend)
+        with self._tx() as db:
+            for kind in KINDS:
+                for m in files.find(kind):
+                    self._insert(db, m)
+                for name, alias, vid in files.aliases(kind):
+                    set_at = _read_json(backend, alias_path(kind, name, alias)).get("set_at", "")
+                    db.execute(
+                        "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?, ?)", (kind, name, alias, vid, set_at)
+                    )
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, m: dict) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?, ?, ?)",
+            (m["kind"], m["name"], m["id"], m.get("parent"), m["created_at"], json.dumps(m, sort_keys=True)),
+        )
+
+    def add(self, manifest: dict) -> None:
+        with self._tx() as db:
+            self._insert(db, manifest)
+
+    def set_alias(self, kind: str, name: str, alias: str, vid: str, set_at: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?, ?)", (kind, name, alias, vid, set_at))
+
+    def get_exact(self, kind: str, name: str, vid: str) -> dict | None:
+        rows = self._query("SELECT manifest FROM versions WHERE kind=? AND name=? AND id=?", (kind, name, vid))
+        return json.loads(rows[0][0]) if rows else None
+
+    def find(self, kind: str, name: str | None = None, id_prefix: str | None = None) -> list[dict]:
+        sql, args = "SELECT manifest FROM versions WHERE kind=?", [kind]
+        if name is not None:
+            sql += " AND name=?"
+            args.append(name)
+        if id_prefix:
+            # prefixes are validated hex, so LIKE wildcards cannot sneak in
+            sql += " AND id LIKE ?"
+            args.append(id_prefix + "%")
+        return [json.loads(r[0]) for r in self._query(sql, tuple(args))]
+
+    def aliases(self, kind: str, name: str | None = None) -> list[tuple[str, str, str]]:
+        if name is None:
+            rows = self._query("SELECT name, alias, version_id FROM aliases WHERE kind=?", (kind,))
+        else:
+            rows = self._query(
+                "SELECT name, alias, version_id FROM aliases WHERE kind=? AND name=?", (kind, name)
+            )
+        return [tuple(r) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------
+def _is_url(uri: str) -> bool:
+    return "://" in uri
+
+
+class Registry:
+    """Data and model versions in one store: a local folder or an fsspec URL."""
+
+    def __init__(self, uri: str | os.PathLike):
+        uri = os.fspath(uri)
+        if not isinstance(uri, str) or not uri.strip():
+            raise StoreError(f"invalid store uri {uri!r}: give a folder path or an fsspec URL")
+        self.uri = uri
+        if uri.startswith("file://") or not _is_url(uri):
+            root = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot open store {uri!r}: {exc}") from exc
+            self._backend = _LocalBackend(root)
+            self._catalogue = _SqliteCatalogue(root / CATALOGUE, self._backend)
+        else:
+            self._backend = _FsspecBackend(uri)
+            self._catalogue = _FileCatalogue(self._backend)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.uri!r})"
+
+    # -- writing ---------------------------------------------------------------------------
+    def put_data(
+        self,
+        name: str,
+        frame: Any,
+        schema: dict,
+        meta: dict | None = None,
+        parent: str | None = None,
+    ) -> Version:
+        """Snapshot a frame as parquet. The same content, schema and parent give the same id."""
+        validate_name(name, "data name")
+        where = f"data {name!r}"
+        schema = jsonable_dict(schema, f"{where} schema")
+        meta = jsonable_dict(meta, f"{where} meta")
+        parent_id = self._parent_id(parent, "data")
+        vid = data_version_id(frame_content_hash(frame, f"{where} frame"), schema, parent_id)
+        existing = self._existing("data", name, vid)
+        if existing is not None:
+            return existing
+        buf = io.BytesIO()
+        try:
+            frame.to_parquet(buf, engine="pyarrow", index=True)
+        except Exception as exc:  # pyarrow raises its own types (ArrowInvalid ...) besides ValueError
+            raise StoreError(f"{where}: cannot write the frame as parquet: {exc}") from exc
+        metrics = {"rows": int(len(frame)), "columns": int(len(frame.columns))}
+        return self._commit("data", name, vid, parent_id, {DATA_FILE: buf.getvalue()}, metrics, {}, meta, schema)
+
+    def put_model(
+        self,
+        name: str,
+        files: dict[str, bytes],
+        metrics: dict,
+        lineage: dict,
+        meta: dict | None = None,
+        parent: str | None = None,
+    ) -> Version:
+        """Store model files; the id covers file contents and parent, not metrics or lineage."""
+        validate_name(name, "model name")
+        where = f"model {name!r}"
+        if not isinstance(files, Mapping) or not files:
+            raise StoreError(f"{where}: files must be a non-empty dict of filename -> bytes")
+        blobs: dict[str, bytes] = {}
+        for fname, data in files.items():
+            validate_name(fname, f"{where} file name")
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise StoreError(f"{where} file {fname!r}: expected bytes, got {type(data).__name__}")
+            blobs[fname] = bytes(data)
+        metrics = jsonable_dict(metrics, f"{where} metrics")
+        lineage = jsonable_dict(lineage, f"{where} lineage")
+        meta = jsonable_dict(meta, f"{where} meta")
+        parent_id = self._parent_id(parent, "model")
+        vid = model_version_id({f: sha256(b) for f, b in blobs.items()}, parent_id)
+        existing = self._existing("model", name, vid)
+        if existing is not None:
+            return existing
+        return self._commit("model", name, vid, parent_id, blobs, metrics, lineage, meta, {})
+
+    def set_alias(self, kind: str, name: str, alias: str, version_id: str) -> None:
+        """Point NAME@ALIAS at a version of NAME (full id or a unique prefix)."""
+        validate_kind(kind)
+        validate_name(name, f"{kind} name")
+        validate_name(alias, "alias")
+        target = self.get(f"{name}:{version_id}", kind)
+        set_at = _now()
+        body = canonical_json({"kind": kind, "name": name, "alias": alias, "version": target.id, "set_at": set_at})
+        self._write(alias_path(kind, name, alias), body)
+        self._catalogue.set_alias(kind, name, alias, target.id, set_at)
+
+    def _parent_id(self, parent: str | None, kind: str) -> str | None:
+        # a parent is stored as a full id, so "iris@prod" today stays meaningful tomorrow
+        if parent is None:
+            return None
+        return self.get(parent, kind).id
+
+    def _existing(self, kind: str, name: str, vid: str) -> Version | None:
+        m = self._catalogue.get_exact(kind, name, vid)
+        return None if m is None else self._version(m, self._alias_index(kind, name))
+
+    def _commit(self, kind, name, vid, parent, blobs, metrics, lineage, meta, schema) -> Version:
+        files = {}
+        for fname, data in blobs.items():
+            digest = sha256(data)
+            files[fname] = digest
+            if not self._backend.exists(blob_path(digest)):
+                self._write(blob_path(digest), data)
+        version = Version(
+            kind=kind, name=name, id=vid, parent=parent, created_at=_now(), files=files,
+            metrics=metrics, lineage=lineage, meta=meta, schema=schema,
+        )
+        rel = manifest_path(kind, name, vid)
+        # only now, with every blob in place, does the version become visible
+        if self._write(rel, canonical_json(version.manifest()), overwrite=False):
+            manifest = version.manifest()
+        else:  # a concurrent writer, or a crash before the catalogue step: keep the first
+            manifest = _read_json(self._backend, rel)
+        self._catalogue.add(manifest)
+        return self._existing(kind, name, vid) or self._version(manifest, {})
+
+    def _write(self, rel: str, data: bytes, overwrite: bool = True) -> bool:
+        try:
+            return self._backend.write_atomic(rel, data, overwrite=overwrite)
+        except StoreError:
+            raise
+        except OSError as exc:
+            raise StoreError(f"cannot write {self._backend.where(rel)}: {exc}") from exc
+
+    # -- reading ---------------------------------------------------------------------------
+    def _alias_index(self, kind: str, name: str | None = None) -> dict[tuple[str, str], list[str]]:
+        index: dict[tuple[str, str], list[str]] = {}
+        for n, alias, vid in self._catalogue.aliases(kind, name):
+            index.setdefault((n, vid), []).append(alias)
+        return index
+
+    @staticmethod
+    def _version(manifest: dict, alias_index: Mapping) -> Version:
+        key = (manifest.get("name"), manifest.get("id"))
+        where = f"{manifest.get('kind')}/{manifest.get('name')}/{manifest.get('id')}"
+        return Version.from_manifest(manifest, alias_index.get(key, []), where)
+
+    def _versions(self, kind: str, name: str | None = None, id_prefix: str | None = None) -> list[Version]:
+        index = self._alias_index(kind, name)
+        found = [self._version(m, index) for m in self._catalogue.find(kind, name, id_prefix)]
+        return sorted(found, key=lambda v: (v.created_at, v.id), reverse=True)
+
+    def list(self, kind: str | None = None, name: str | None = None) -> list[Version]:
+        """Versions, newest first; filter by kind and/or name."""
+        kinds = [validate_kind(kind)] if kind is not None else list(KINDS)
+        if name is not None:
+            validate_name(name)
+        out = [v for k in kinds for v in self._versions(k, name)]
+        return sorted(out, key=lambda v: (v.created_at, v.id), reverse=True)
+
+    def get(self, ref: str, kind: str = "model") -> Version:
+        """Resolve NAME@ALIAS, NAME:ID(prefix), ID(prefix) or a bare NAME (its newest version).
+
+        ``NAME@latest`` means the newest version unless an alias "latest" was set explicitly.
+        """
+        validate_kind(kind)
+        r = parse_ref(ref)
+        if r.alias is not None:
+            versions = self._require_name(kind, r.name, ref)
+            aliases = {a: vid for _, a, vid in self._catalogue.aliases(kind, r.name)}
+            if r.alias in aliases:
+                m = self._catalogue.get_exact(kind, r.name, aliases[r.alias])
+                if m is None:
+                    raise StoreError(
+                        f"{kind} alias {r.name}@{r.alias} points at {aliases[r.alias][:12]}, which is not "
+                        f"in store {self.uri}: set the alias again"
+                    )
+                return self._version(m, self._alias_index(kind, r.name))
+            if r.alias == "latest":
+                return versions[0]
+            known = ", ".join(f"{r.name}@{a}" for a in sorted(aliases)) or "none"
+            raise StoreError(
+                f"unknown alias {r.alias!r} for {kind} {r.name!r} in store {self.uri}; aliases: {known} "
+                f"(and {r.name}@latest, the newest version)"
+            )
+        if r.name is not None and r.id_prefix is not None and ":" in r.text:
+            self._require_name(kind, r.name, ref)
+            matches = self._versions(kind, r.name, r.id_prefix)
+            if not matches:
+                recent = ", ".join(v.ref for v in self._versions(kind, r.name)[:5])
+                raise StoreError(
+                    f"{kind} {r.name!r} has no version with id starting {r.id_prefix!r} in store "
+                    f"{self.uri}; newest: {recent}"
+                )
+            return self._one(matches, ref, kind)
+        if r.id_prefix is not None:
+            matches = self._versions(kind, None, r.id_prefix)
+            if matches:
+                return self._one(matches, ref, kind)
+        if r.name is not None and (versions := self._versions(kind, r.name)):
+            return versions[0]
+        raise StoreError(f"unknown {kind} ref {ref!r} in store {self.uri}; {self._inventory(kind)}")
+
+    def _one(self, matches: list[Version], ref: str, kind: str) -> Version:
+        if len(matches) == 1:
+            return matches[0]
+        refs = ", ".join(f"{v.name}:{v.id[:16]}" for v in matches[:10])
+        raise StoreError(f"ambiguous {kind} ref {ref!r}: it matches {len(matches)} versions ({refs}); give NAME:ID or a longer id")
+
+    def _require_name(self, kind: str, name: str, ref: str) -> list[Version]:
+        versions = self._versions(kind, name)
+        if not versions:
+            raise StoreError(f"unknown {kind} {name!r} (ref {ref!r}) in store {self.uri}; {self._inventory(kind)}")
+        return versions
+
+    def _inventory(self, kind: str) -> str:
+        names = sorted({m["name"] for m in self._catalogue.find(kind)})
+        if not names:
+            return f"the store has no {kind} versions yet"
+        aliases = sorted(f"{n}@{a}" for n, a, _ in self._catalogue.aliases(kind))
+        return f"{kind} names: {', '.join(names)}; aliases: {', '.join(aliases) or 'none'}"
+
+    def _resolve(self, version: Version | str, kind: str | None = None) -> Version:
+        if isinstance(version, Version):
+            return version
+        if kind is not None:
+            return self.get(version, kind)
+        try:
+            return self.get(version, "model")
+        except StoreError:
+            return self.get(version, "data")
+
+    def read_file(self, version: Version | str, filename: str) -> bytes:
+        """The bytes of one file of a version, checked against the sha256 in its manifest."""
+        v = self._resolve(version)
+        if filename not in v.files:
+            raise StoreError(
+                f"{v.kind} {v.ref} has no file {filename!r}; files: {', '.join(sorted(v.files)) or 'none'}"
+            )
+        expected = v.files[filename]
+        rel = blob_path(expected)
+        try:
+            data = self._backend.read(rel)
+        except FileNotFoundError as exc:
+            raise StoreError(
+                f"{v.kind} {v.ref} file {filename!r}: blob {expected} is missing at {self._backend.where(rel)}"
+            ) from exc
+        except OSError as exc:
+            raise StoreError(f"{v.kind} {v.ref} file {filename!r}: cannot read {self._backend.where(rel)}: {exc}") from exc
+        actual = sha256(data)
+        if actual != expected:
+            raise StoreError(
+                f"corrupt artifact: {v.kind} {v.ref} file {filename!r} at {self._backend.where(rel)} "
+                f"has sha256 {actual}, expected {expected}"
+            )
+        return data
+
+    def load_frame(self, version: Version | str) -> Any:
+        """The stored frame of a data version (parquet, hash-checked on read)."""
+        import pandas as pd
+
+        v = self._resolve(version, None if isinstance(version, Version) else "data")
+        if v.kind != "data" or DATA_FILE not in v.files:
+            raise StoreError(f"{v.kind} {v.ref} is not a data version: it has no {DATA_FILE}")
+        data = self.read_file(v, DATA_FILE)
+        try:
+            return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+        except Exception as exc:  # pyarrow raises its own types on a bad file
+            raise StoreError(f"data {v.ref}: cannot read {DATA_FILE}: {exc}") from exc
+
+    def diff(self, a: str, b: str, kind: str = "model") -> dict:
+        """What changed from A to B. Models: files, metric deltas (b - a), lineage, params, meta.
+        Data: row counts added/removed, columns added/removed, dtype and schema changes."""
+        validate_kind(kind)
+        va, vb = self.get(a, kind), self.get(b, kind)
+        if kind == "data":
+            return data_diff(va, vb, self.load_frame(va), self.load_frame(vb))
+        return model_diff(va, vb)
+
+
+__all__ = ["Registry", "Version"]
