@@ -29,10 +29,7 @@ def get_plugin_manager(load_entry_points: bool = True, extra: list[Any] | None =
     for name in filter(None, (n.strip() for n in os.environ.get(DISABLE_ENV, "").split(","))):
         pm.set_blocked(name)
     if load_entry_points:
-        try:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        except Exception as exc:  # an entry point that fails to import names itself
-            raise PluginError(f"loading entry-point group '{ENTRY_POINT_GROUP}' failed: {exc!r}") from exc
+        _load_entry_points(pm)
     for plugin in extra or []:
         pm.register(plugin)
     try:
@@ -40,6 +37,24 @@ def get_plugin_manager(load_entry_points: bool = True, extra: list[Any] | None =
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from exc
     return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Like pluggy's loader, but a plugin that fails to import is named in the error."""
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            dist = getattr(ep.dist, "name", "?")
+            raise PluginError(
+                f"plugin '{ep.name}' ({ep.value}, package {dist}) failed to import: {exc!r}. "
+                f"Fix or uninstall it, or block it with {DISABLE_ENV}={ep.name}"
+            ) from exc
+        pm.register(plugin, name=ep.name)
 
 
 @dataclass

@@ -1,0 +1,38 @@
+# `make demo` and `make test` are all a newcomer needs: both create .venv and install first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test test-fast bench plan plugins clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# constraints.txt pins the versions the suite was last run with (torch 2.13.0 CPU build)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) -m framework run +recipe=quickstart
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not e2e"
+
+bench: setup
+	$(PY) benchmarks/quickstart_stages.py
+	$(PY) benchmarks/serving_latency.py
+
+plan: setup
+	$(PY) -m framework plan +recipe=quickstart
+
+plugins: setup
+	$(PY) -m framework plugins
+
+clean:
+	rm -rf runs .framework .pytest_cache

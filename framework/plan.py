@@ -1,0 +1,237 @@
+"""Recipe ▸ Plan. All validation lives here, and nothing heavy (Ray, torch) is imported.
+
+A Plan is the ordered list of stages, each bound to the plugin components it will run, with every
+component's options already validated against that component's ``Config`` dataclass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import RecipeError
+from .plugins import Components
+from .recipe import RecipeConfig, describe_omegaconf_error
+
+#: stage name -> (recipe key, component kind, many components?)
+STAGES: list[tuple[str, str | None, str | None, bool]] = [
+    ("data", "data", "data_source", False),
+    ("checks", "checks", "data_check", True),
+    ("version", None, None, False),
+    ("label", "label", "labeler", False),
+    ("train", "train", "trainer", False),
+    ("compress", "compress", "compressor", True),
+    ("export", "export", "exporter", False),
+    ("register", None, None, False),
+    ("serve", "strategy", "traffic_strategy", False),
+    ("online_eval", None, None, False),
+    ("batch", "batch", "batch_predictor", False),
+    ("monitor", "monitor", "monitor", True),
+]
+
+MODEL_REF = re.compile(r"^(this_run|[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+|:[0-9a-f]{6,64}))$")
+
+
+@dataclass
+class PlannedComponent:
+    key: str  # recipe key path, e.g. "checks[0]"
+    type: str
+    plugin: str
+    cls: type
+    config: Any  # an instance of cls.Config
+
+    def build(self, *args: Any) -> Any:
+        return self.cls(self.config, *args)
+
+    def describe(self) -> dict:
+        return {"key": self.key, "type": self.type, "plugin": self.plugin, "config": _jsonable(self.config)}
+
+
+@dataclass
+class PlannedStage:
+    name: str
+    components: list[PlannedComponent] = field(default_factory=list)
+    enabled: bool = True
+    note: str = ""
+
+    @property
+    def component(self) -> PlannedComponent:
+        return self.components[0]
+
+    def label(self) -> str:
+        return ", ".join(c.type for c in self.components) or "core"
+
+
+@dataclass
+class Plan:
+    recipe: RecipeConfig
+    recipe_path: Path | None
+    resolved: dict  # the whole composed recipe, JSON-able
+    stages: list[PlannedStage]
+
+    @property
+    def recipe_hash(self) -> str:
+        blob = json.dumps(self.resolved, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def stage(self, name: str) -> PlannedStage:
+        return next(s for s in self.stages if s.name == name)
+
+    def enabled(self, name: str) -> bool:
+        return any(s.name == name and s.enabled for s in self.stages)
+
+    def describe(self) -> dict:
+        return {
+            "recipe": self.recipe.name,
+            "recipe_path": str(self.recipe_path) if self.recipe_path else None,
+            "recipe_hash": self.recipe_hash,
+            "stages": [
+                {
+                    "stage": s.name,
+                    "enabled": s.enabled,
+                    "note": s.note,
+                    "components": [c.describe() for c in s.components],
+                }
+                for s in self.stages
+            ],
+        }
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "value") and obj.__class__.__module__ != "builtins":  # enums
+        return obj.value
+    return obj
+
+
+def validate_component_config(cls: type, options: dict, key: str) -> Any:
+    """Options of one component checked against its ``Config`` dataclass; errors name key paths."""
+    schema = OmegaConf.structured(cls.Config)
+    try:
+        merged = OmegaConf.merge(schema, options)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise RecipeError(describe_omegaconf_error(exc, prefix=key)) from None
+
+
+def _component(components: Components, kind: str, node: Any, key: str) -> PlannedComponent:
+    if not isinstance(node, dict):
+        raise RecipeError(f"{key}: expected a mapping with 'type: NAME', got {node!r}")
+    options = dict(node)
+    name = options.pop("type", None)
+    if not name:
+        known = ", ".join(components.names(kind))
+        raise RecipeError(f"{key}: missing 'type'. Choose one of: {known}")
+    entry = components.get(kind, str(name), where=f"{key}.type")
+    config = validate_component_config(entry.cls, options, key)
+    planned = PlannedComponent(key=key, type=str(name), plugin=entry.plugin, cls=entry.cls, config=config)
+    check = getattr(entry.cls, "check_config", None)
+    if check is not None:  # cheap, plugin-specific validation (no heavy imports)
+        check(config, key)
+    return planned
+
+
+def build_plan(cfg: DictConfig, recipe_path: Path | None, components: Components) -> Plan:
+    """Validate the composed recipe completely; return the Plan or raise RecipeError."""
+    try:
+        recipe: RecipeConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        raise RecipeError(describe_omegaconf_error(exc, prefix="")) from None
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    _check_core_settings(recipe)
+
+    stages: list[PlannedStage] = []
+    for name, key, kind, many in STAGES:
+        stage = PlannedStage(name)
+        node = getattr(recipe, key) if key else None
+        if kind is not None:
+            if many:
+                if not isinstance(node, list):
+                    raise RecipeError(f"{key}: expected a list of components, got {type(node).__name__}")
+                stage.components = [_component(components, kind, item, f"{key}[{i}]") for i, item in enumerate(node)]
+                stage.enabled = bool(stage.components)
+            elif node:
+                stage.components = [_component(components, kind, node, key)]
+            else:
+                stage.enabled = False
+        stages.append(stage)
+    plan = Plan(recipe=recipe, recipe_path=recipe_path, resolved=resolved, stages=stages)
+    _check_stage_dependencies(plan, components)
+    return plan
+
+
+def _check_core_settings(recipe: RecipeConfig) -> None:
+    split = recipe.split
+    for part in ("val", "test"):
+        value = getattr(split, part)
+        if not 0.0 < value < 1.0:
+            raise RecipeError(f"split.{part}: must be between 0 and 1 (exclusive), got {value}")
+    if split.val + split.test >= 0.9:
+        raise RecipeError(f"split: val + test = {split.val + split.test:.2f} leaves too little to train on; keep it < 0.9")
+    serve = recipe.serve
+    if serve.placement not in ("ingress", "deployment"):
+        raise RecipeError(f"serve.placement: must be 'ingress' or 'deployment', got '{serve.placement}'")
+    if not 0 < serve.port < 65536:
+        raise RecipeError(f"serve.port: must be a TCP port (1-65535), got {serve.port}")
+    if serve.replicas < 1:
+        raise RecipeError(f"serve.replicas: must be >= 1, got {serve.replicas}")
+    if not serve.route_prefix.startswith("/"):
+        raise RecipeError(f"serve.route_prefix: must start with '/', got '{serve.route_prefix}'")
+    if not serve.models:
+        raise RecipeError("serve.models: declare at least one arm, e.g. {primary: this_run}")
+    for arm, ref in serve.models.items():
+        if not MODEL_REF.match(str(ref)):
+            raise RecipeError(
+                f"serve.models.{arm}: '{ref}' is not a model reference; use 'this_run', 'NAME@ALIAS' or 'NAME:VERSION_ID'"
+            )
+    if recipe.ray.num_cpus < 1:
+        raise RecipeError(f"ray.num_cpus: must be >= 1, got {recipe.ray.num_cpus}")
+    if recipe.online_eval.rows < 1:
+        raise RecipeError(f"online_eval.rows: must be >= 1, got {recipe.online_eval.rows}")
+    if not re.match(r"^[A-Za-z0-9_.-]+$", recipe.register.model_name):
+        raise RecipeError(f"register.model_name: use letters, digits, '_', '.', '-' only; got '{recipe.register.model_name}'")
+
+
+def _check_stage_dependencies(plan: Plan, components: Components) -> None:
+    recipe = plan.recipe
+    if not plan.enabled("data"):
+        raise RecipeError("data: every recipe needs a data source, e.g. 'data: {type: sklearn, dataset: breast_cancer}'")
+    uses_this_run = "this_run" in recipe.serve.models.values()
+    if not plan.enabled("train") and (uses_this_run or not recipe.serve.enabled):
+        raise RecipeError("train: missing; a recipe that serves 'this_run' needs a trainer, e.g. 'train: {type: tune_mlp}'")
+    if plan.enabled("train") and not plan.enabled("export"):
+        raise RecipeError("export: missing; a trained model must be exported to be registered and served, e.g. 'export: {type: onnx}'")
+    serve_stage = plan.stage("serve")
+    if not recipe.serve.enabled:
+        serve_stage.enabled = False
+        serve_stage.note = "serve.enabled=false"
+        plan.stage("online_eval").enabled = False
+        plan.stage("online_eval").note = "needs serving"
+        monitor = plan.stage("monitor")
+        if monitor.enabled:
+            monitor.enabled = False
+            monitor.note = "needs serving"
+    else:
+        if not serve_stage.components:
+            raise RecipeError("strategy: missing; serving needs a traffic strategy, e.g. 'strategy: {type: single}'")
+        strategy = serve_stage.component
+        strategy.cls.arm_names(strategy.config, dict(recipe.serve.models))
+        if not recipe.online_eval.enabled:
+            plan.stage("online_eval").enabled = False
+            plan.stage("online_eval").note = "online_eval.enabled=false"
+    if not plan.enabled("train"):
+        for name in ("compress", "export", "register"):
+            plan.stage(name).enabled = False
+            plan.stage(name).note = "no training in this recipe"

@@ -1,0 +1,188 @@
+"""The quickstart recipe end to end: real Ray Tune, real ONNX Runtime, real Ray Serve over HTTP."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from framework import DataSource, Dataset, hookimpl
+from framework.errors import DataCheckError
+from framework.plugins import Components, get_plugin_manager
+from framework.registry import Registry
+from framework.run import Reporter, execute, plan_recipe
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ray]
+
+
+class Recorder:
+    """A lifecycle-hook plugin: records every event and pokes the live endpoint mid-run."""
+
+    def __init__(self):
+        self.events: list[tuple] = []
+        self.bad_request: dict | None = None
+        self.endpoint: str | None = None
+
+    @hookimpl
+    def on_plan_created(self, plan):
+        self.events.append(("plan", plan.recipe.name))
+
+    @hookimpl
+    def on_stage_started(self, stage, component):
+        self.events.append(("start", stage))
+
+    @hookimpl
+    def on_stage_finished(self, stage, component, status, seconds, metrics):
+        self.events.append(("finish", stage, status))
+        if stage == "online_eval":  # the app is still up: a malformed request must get a 4xx
+            url = self.endpoint
+            resp = httpx.post(url, json={"instances": [{"mean radius": "big"}]}, timeout=10)
+            self.bad_request = {"status": resp.status_code, "body": resp.json()}
+
+    @hookimpl
+    def on_data_versioned(self, version):
+        self.events.append(("data_version", version.id))
+
+    @hookimpl
+    def on_model_registered(self, version):
+        self.events.append(("model_version", version.id))
+
+    @hookimpl
+    def on_alert_raised(self, monitor, alert):
+        self.events.append(("alert", monitor))
+
+    @hookimpl
+    def on_run_finished(self, run_dir, summary):
+        self.events.append(("run_finished", summary["status"]))
+
+    @hookimpl
+    def on_rollout_decided(self, decision, strategy):
+        self.events.append(("rollout", strategy))
+
+
+@pytest.fixture(scope="module")
+def quickstart(ray_session, serve_port, tmp_path_factory):
+    base = tmp_path_factory.mktemp("quickstart")
+    recorder = Recorder()
+    pm = get_plugin_manager(extra=[recorder])
+    components = Components.collect(pm)
+    overrides = [
+        "+recipe=quickstart",
+        f"store.uri={base / 'store'}",
+        f"runs_dir={base / 'runs'}",
+        f"serve.port={serve_port}",
+    ]
+    plan = plan_recipe(overrides, components)
+    recorder.endpoint = f"http://127.0.0.1:{serve_port}/predict"
+    result = execute(plan, components, Reporter(quiet=True))
+    return result, recorder, base
+
+
+def test_every_stage_green_and_accurate(quickstart):
+    result, _, _ = quickstart
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["status"] == "ok"
+    status = {s["stage"]: s["status"] for s in summary["stages"]}
+    for stage in ("data", "checks", "version", "train", "export", "register", "serve", "online_eval", "monitor"):
+        assert status[stage] == "ok", (stage, summary)
+    metrics = {s["stage"]: s["metrics"] for s in summary["stages"]}
+    assert metrics["train"]["test_accuracy"] >= 0.95
+    assert metrics["train"]["trials"] == 4
+    assert metrics["export"]["max_abs_diff"] <= 1e-4
+    assert metrics["online_eval"]["agreement"] == 1.0
+    assert metrics["online_eval"]["max_abs_diff"] <= 1e-5
+    assert metrics["online_eval"]["rows_sent"] == 85
+
+
+def test_run_directory_holds_recipe_log_artifacts_and_metrics(quickstart):
+    result, _, _ = quickstart
+    run_dir = result.run_dir
+    assert "name: quickstart" in (run_dir / "recipe.yaml").read_text()
+    assert "run " in (run_dir / "run.log").read_text()
+    stages = {p.name.split("-", 1)[1]: p for p in (run_dir / "stages").iterdir()}
+    assert (stages["export"] / "model.onnx").stat().st_size > 1000
+    assert (stages["checks"] / "reports.json").exists()
+    drift = json.loads((stages["monitor"] / "drift.json").read_text())
+    assert drift, "drift summary is empty"
+    assert list(stages["monitor"].glob("*.bin")), "no whylogs profile written"
+    comparison = json.loads((stages["online_eval"] / "comparison.json").read_text())
+    assert comparison["served_predictions"] == comparison["offline_predictions"]
+
+
+def test_versions_and_lineage_are_stored(quickstart):
+    result, _, base = quickstart
+    registry = Registry(str(base / "store"))
+    model = registry.get("breast_cancer_mlp@prod")
+    assert set(model.aliases) >= {"prod", "latest"}
+    assert model.lineage["data_version"] == result.state.data_version.id
+    assert model.lineage["recipe_hash"] == result.summary["recipe_hash"]
+    assert model.metrics["test_accuracy"] >= 0.95
+    data = registry.get(result.state.data_version.id, kind="data")
+    frame = registry.load_frame(data)
+    assert len(frame) == 569
+
+
+def test_lifecycle_hooks_fired_in_order(quickstart):
+    _, recorder, _ = quickstart
+    names = [e[0] for e in recorder.events]
+    assert names[0] == "plan"
+    assert names[-1] == "run_finished" and recorder.events[-1][1] == "ok"
+    started = [e[1] for e in recorder.events if e[0] == "start"]
+    assert started == ["data", "checks", "version", "train", "export", "register", "serve", "online_eval", "monitor"]
+    assert names.index("data_version") < names.index("model_version")
+
+
+def test_malformed_request_got_a_4xx_naming_the_field(quickstart):
+    _, recorder, _ = quickstart
+    bad = recorder.bad_request
+    assert bad is not None and 400 <= bad["status"] < 500
+    assert "mean radius" in bad["body"]["error"]["field"] or "instances[0]" in bad["body"]["error"]["field"]
+
+
+def test_serving_shut_down_after_the_run(quickstart, serve_port):
+    with pytest.raises(httpx.HTTPError):
+        resp = httpx.get(f"http://127.0.0.1:{serve_port}/healthz", timeout=5)
+        resp.raise_for_status()
+
+
+# ----- a failing data check stops the run before training, naming column, check and rows -----
+class DirtySource(DataSource):
+    name = "dirty_breast_cancer"
+
+    @dataclass
+    class Config:
+        nan_rows: int = 3
+
+    def load(self, ctx):
+        from sklearn.datasets import load_breast_cancer
+
+        raw = load_breast_cancer(as_frame=True)
+        frame = raw.frame.copy()
+        frame.columns = [str(c) for c in frame.columns]
+        frame.loc[frame.index[: self.config.nan_rows], "mean texture"] = float("nan")
+        features = [c for c in frame.columns if c != "target"]
+        return Dataset("dirty", frame, features, "target", classes=[0, 1])
+
+
+class DirtyPlugin:
+    @hookimpl
+    def register_data_sources(self):
+        return [DirtySource]
+
+
+def test_failing_check_stops_the_run_naming_column_check_and_rows(tmp_path):
+    components = Components.collect(get_plugin_manager(extra=[DirtyPlugin()]))
+    plan = plan_recipe(["+recipe=quickstart", "data.type=dirty_breast_cancer", f"runs_dir={tmp_path}",
+                        f"store.uri={tmp_path / 'store'}"], components)
+    with pytest.raises(DataCheckError) as info:
+        execute(plan, components, Reporter(quiet=True))
+    msg = str(info.value)
+    assert "mean texture" in msg and "0" in msg
+    run_dir = next(tmp_path.glob("*-quickstart"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    status = {s["stage"]: s["status"] for s in summary["stages"]}
+    assert summary["status"] == "failed" and status["checks"] == "failed" and "train" not in status
+    assert not (tmp_path / "store" / "versions").exists() or not list((tmp_path / "store").rglob("*.onnx"))
