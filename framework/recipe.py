@@ -100,7 +100,7 @@ class RecipeConfig:
     data: Dict[str, Any] = field(default_factory=dict)
     split: SplitConfig = field(default_factory=SplitConfig)
     checks: List[Any] = field(default_factory=list)
-    label: Optional[Dict[str, Any]] = None
+    label: Dict[str, Any] = field(default_factory=dict)  # empty: no labeling stage
     train: Dict[str, Any] = field(default_factory=dict)
     compress: List[Any] = field(default_factory=list)
     export: Dict[str, Any] = field(default_factory=dict)
@@ -108,7 +108,7 @@ class RecipeConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)
     strategy: Dict[str, Any] = field(default_factory=lambda: {"type": "single"})
     online_eval: OnlineEvalConfig = field(default_factory=OnlineEvalConfig)
-    batch: Optional[Dict[str, Any]] = None
+    batch: Dict[str, Any] = field(default_factory=dict)  # empty: no batch prediction
     monitor: List[Any] = field(default_factory=list)
 
 
@@ -232,6 +232,9 @@ def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
                 f"Recipes that exist: {', '.join(sorted(recipes)) or '(none)'}"
             )
         recipe_path = recipes[recipe]
+        if "@package _global_" not in recipe_path.read_text()[:1024]:
+            # without it Hydra nests the whole file under a `recipe:` key
+            raise RecipeError(f"{recipe_path}: a recipe must start with the line '# @package _global_'")
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=RecipeConfig)
     SourcesRegistry.instance().register(_recipe_source_class())
@@ -246,10 +249,10 @@ def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
             cfg = hydra_compose(config_name="config", overrides=hydra_overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise RecipeError(_explain_compose_error(exc, recipe_path)) from None
+    except AssertionError as exc:  # Hydra asserts on some impossible overrides (e.g. into a null node)
+        raise RecipeError(f"recipe composition failed on overrides {rest}: {exc}") from None
     finally:
         GlobalHydra.instance().clear()
-    if "recipe" in cfg:  # Hydra leaves the group's node when the recipe has no @package header
-        raise RecipeError(f"{recipe_path}: the first line must be '# @package _global_'")
     return cfg, recipe_path
 
 
@@ -277,8 +280,10 @@ def describe_omegaconf_error(exc: OmegaConfBaseException, prefix: str) -> str:
     if isinstance(exc, ValidationError):
         import re
 
-        wanted = re.search(r"converted to (\w+)", msg) or re.search(r"to be (?:an? )?(\w+)", msg)
-        expected = f" expected {wanted.group(1).lower()}," if wanted else ""
+        wanted = re.search(r"converted to (\w+)|not a valid (\w+)|to be (?:an? )?(\w+)", msg)
+        names = {"integer": "int", "boolean": "bool", "string": "str"}
+        word = next((g for g in wanted.groups() if g), "").lower() if wanted else ""
+        expected = f" expected {names.get(word, word)}," if word else ""
         return f"{path}: wrong type:{expected} got {getattr(exc, 'value', None)!r}. {msg}"
     return f"{path}: {msg}"
 

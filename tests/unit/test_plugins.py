@@ -184,3 +184,81 @@ def test_every_hook_is_exercised_by_the_test_suite():
     plugins = "\n".join(p.read_text() for p in (ROOT / "plugins").rglob("*.py"))
     for name in HOOKS:
         assert name in tests or name in plugins, f"hook {name} is neither implemented by a built-in nor tested"
+
+
+def test_plugin_can_ship_recipes_through_recipe_search_paths(tmp_path):
+    shipped = tmp_path / "acme_recipes"
+    shipped.mkdir()
+    (shipped / "acme_demo.yaml").write_text("# @package _global_\nname: acme_demo\ntrain:\n  max_epochs: 3\n")
+    _write_third_party(tmp_path, f"""
+        from framework import hookimpl
+
+        @hookimpl
+        def recipe_search_paths():
+            return [{str(shipped)!r}]
+    """, name="acme_recipes_plugin")
+    proc = _run_python("""
+        from framework.run import plan_recipe
+        plan = plan_recipe(["+recipe=acme_demo"])
+        print(plan.recipe.name, plan.stage("train").component.config.max_epochs, plan.recipe_path)
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    name, epochs, path = proc.stdout.split()
+    assert (name, epochs) == ("acme_demo", "3") and path.endswith("acme_recipes/acme_demo.yaml")
+
+
+# Stages with no built-in yet (labeling, compression, batch prediction) are still real extension
+# points: a plugin's components bind to them in the plan like any other.
+class ExtensionPlugin:
+    @hookimpl
+    def register_labelers(self):
+        from framework import Labeler
+
+        class KeepLabels(Labeler):
+            name = "keep_labels"
+
+            def label(self, dataset, ctx):
+                return dataset
+
+        return [KeepLabels]
+
+    @hookimpl
+    def register_compressors(self):
+        from framework import Compressor
+
+        class NoOpCompressor(Compressor):
+            name = "noop_compress"
+
+            @dataclass
+            class Config:
+                ratio: float = 0.5
+
+            def compress(self, model, splits, ctx):
+                return model
+
+        return [NoOpCompressor]
+
+    @hookimpl
+    def register_batch_predictors(self):
+        from framework import BatchPredictor
+
+        class CountRows(BatchPredictor):
+            name = "count_rows"
+
+            def predict(self, model, frame, ctx):
+                return frame
+
+        return [CountRows]
+
+
+def test_extension_stage_components_bind_into_the_plan():
+    from framework.run import plan_recipe
+
+    comps = Components.collect(get_plugin_manager(extra=[ExtensionPlugin()]))
+    plan = plan_recipe(["+recipe=quickstart", "+label.type=keep_labels",
+                        "compress=[{type: noop_compress, ratio: 0.25}]", "+batch.type=count_rows"], comps)
+    assert plan.stage("label").component.type == "keep_labels"
+    assert plan.stage("compress").component.config.ratio == 0.25
+    assert plan.stage("batch").enabled
+    with pytest.raises(RecipeError, match=r"compress\[0\].ratio: wrong type"):
+        plan_recipe(["+recipe=quickstart", "compress=[{type: noop_compress, ratio: half}]"], comps)

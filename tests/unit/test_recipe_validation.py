@@ -65,16 +65,16 @@ def test_misspelt_key_names_its_full_path(override, path):
 @pytest.mark.parametrize(
     "override, path, expected",
     [
-        ("serve.port=abc", "serve.port", "integer"),
-        ("train.max_epochs=many", "train.max_epochs", "integer"),
+        ("serve.port=abc", "serve.port", "int"),
+        ("train.max_epochs=many", "train.max_epochs", "int"),
         ("online_eval.tolerance=tiny", "online_eval.tolerance", "float"),
-        ("serve.enabled=maybe", "serve.enabled", "boolean"),
+        ("serve.enabled=maybe", "serve.enabled", "bool"),
     ],
 )
 def test_wrong_type_names_path_and_expected_type(override, path, expected):
     msg = error_of("+recipe=quickstart", override)
     assert msg.startswith(path), msg
-    assert f"expected {expected}" in msg, msg
+    assert f"expected {expected}," in msg, msg
     assert "wrong type" in msg
 
 
