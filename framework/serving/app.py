@@ -1,0 +1,228 @@
+"""Deploying, reading and removing the serving application on Ray Serve."""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import socket
+import time
+from typing import Any
+
+from ..errors import ServingError
+from .types import RECORD_FIELDS, ServedModel, ServingApp
+
+log = logging.getLogger(__name__)
+
+PLACEMENTS = ("ingress", "deployment")
+HEALTH_TIMEOUT_S = 90.0
+#: each replica reserves this much CPU: whole CPUs would let only two replicas fit on 2 cores
+REPLICA_NUM_CPUS = 0.5
+#: requests a replica works on at once; the rest wait in the proxy
+MAX_ONGOING_REQUESTS = 16
+
+
+def deploy(
+    models: list[ServedModel],
+    strategy_cls: type,
+    strategy_config: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    route_prefix: str = "/",
+    app_name: str = "framework",
+    placement: str = "ingress",
+    replicas: int = 1,
+    record_buffer: int = 10000,
+    admin_token: str | None = None,
+    num_cpus: float = REPLICA_NUM_CPUS,
+) -> ServingApp:
+    """Deploy ``models`` behind one ingress that routes with ``strategy_cls``; wait until healthy.
+
+    ``placement="ingress"``: ``replicas`` ingress replicas, each holding every arm's ONNX session
+    (no extra hop). ``placement="deployment"``: one ingress replica and ``replicas`` replicas per
+    arm, reached by DeploymentHandle. Strategy state and the records buffer live in each ingress
+    replica, so with several ingress replicas the admin endpoints show the one that answered.
+    ``num_cpus``: the CPU each replica reserves (fractional so several fit on a small machine).
+    Raises RecipeError (the strategy rejects the arms) or ServingError (anything else).
+    """
+    where = f"app '{app_name}' on http://{host}:{port}{route_prefix}"
+    _validate(models, placement, replicas, route_prefix, where)
+    arms = {m.arm: m.version for m in models}
+    strategy_cls.arm_names(strategy_config, arms)  # RecipeError naming the recipe keys
+    try:  # pure Python and cheap: a broken config fails here, not after replicas were scheduled
+        strategy_cls(strategy_config, arms=dict(arms))
+    except Exception as exc:
+        raise ServingError(f"{where}: strategy {getattr(strategy_cls, 'name', strategy_cls)!r} cannot start: {exc}") from exc
+    from .onnx_runner import OnnxRunner
+
+    for m in models:  # load once in the driver: a bad file names its arm in seconds, not after retries
+        OnnxRunner(m)
+
+    import ray
+    from ray import serve
+
+    from .ingress import ArmModel, Ingress
+
+    if not ray.is_initialized():  # else serve.start() would ray.init() with every core and a dashboard
+        from ..engine import start_ray
+
+        start_ray()
+    ensure_serve(host, port)
+    common = {"ray_actor_options": {"num_cpus": num_cpus}, "max_constructor_retry_count": 2}
+    if placement == "ingress":
+        app = Ingress.options(
+            num_replicas=replicas, max_ongoing_requests=MAX_ONGOING_REQUESTS, **common
+        ).bind(models, strategy_cls, strategy_config, record_buffer, admin_token)
+    else:
+        handles = {
+            m.arm: ArmModel.options(
+                name=f"arm_{m.arm}", num_replicas=replicas, max_ongoing_requests=MAX_ONGOING_REQUESTS, **common
+            ).bind(m)
+            for m in models
+        }
+        # The ingress only parses and routes here: many requests may wait on arms at once. It
+        # needs the models' metadata, not their bytes (which may be large).
+        meta = [dataclasses.replace(m, onnx_bytes=b"") for m in models]
+        app = Ingress.options(num_replicas=1, max_ongoing_requests=4 * MAX_ONGOING_REQUESTS, **common).bind(
+            meta, strategy_cls, strategy_config, record_buffer, admin_token, handles
+        )
+    try:
+        serve.run(app, name=app_name, route_prefix=route_prefix, blocking=False)
+    except Exception as exc:
+        raise ServingError(f"{where}: the deployment failed to start: {exc}") from exc
+    served = ServingApp(app_name, host, port, route_prefix, placement, dict(arms), admin_token)
+    _wait_healthy(served, where)
+    log.info("serving %s at %s", arms, served.url)
+    return served
+
+
+def ensure_serve(host: str, port: int) -> None:
+    """Start Serve's HTTP proxy on host:port, or check that the running one listens there."""
+    from ray import serve
+
+    client = _running_serve_client()
+    if client is not None:
+        http = client.http_config
+        if (http.host, int(http.port)) != (host, int(port)):
+            raise ServingError(
+                f"Ray Serve already runs in this Ray instance with its HTTP proxy on {http.host}:{http.port}; "
+                f"its HTTP options are fixed once started, so it cannot also listen on {host}:{port}. "
+                f"Use serve.host={http.host} serve.port={http.port}, or stop that Serve instance first."
+            )
+        return
+    _check_port_free(host, port)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+    except Exception as exc:
+        raise ServingError(f"starting Ray Serve's HTTP proxy on {host}:{port} failed: {exc}") from exc
+
+
+def _running_serve_client():
+    try:  # private in Ray 2.60; without it we cannot tell, and serve.start() decides
+        from ray.serve.context import _get_global_client
+
+        return _get_global_client(raise_if_no_controller_running=False)
+    except ImportError:
+        return None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail now with a clear message rather than after Serve's 60 s proxy start timeout."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is fine
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            cause = "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            raise ServingError(
+                f"cannot serve on {host}:{port}: {cause}. Pick another serve.port (or stop what listens there)."
+            ) from None
+
+
+def _validate(models: list[ServedModel], placement: str, replicas: int, route_prefix: str, where: str) -> None:
+    if not models:
+        raise ServingError(f"{where}: no model to serve (serve.models is empty)")
+    arms = [m.arm for m in models]
+    dupes = sorted({a for a in arms if arms.count(a) > 1})
+    if dupes:
+        raise ServingError(f"{where}: arm(s) {dupes} declared twice in serve.models")
+    if placement not in PLACEMENTS:
+        raise ServingError(f"{where}: serve.placement must be one of {PLACEMENTS}, got {placement!r}")
+    if int(replicas) < 1:
+        raise ServingError(f"{where}: serve.replicas must be >= 1, got {replicas}")
+    if not route_prefix.startswith("/"):
+        raise ServingError(f"{where}: serve.route_prefix must start with '/', got {route_prefix!r}")
+    names = models[0].schema.names
+    for m in models:
+        if m.schema.names != names:
+            raise ServingError(
+                f"{where}: arm '{m.arm}' expects features {m.schema.names[:5]}..., arm '{models[0].arm}' "
+                f"expects {names[:5]}...: every arm must take the same input schema"
+            )
+        clash = [n for n in m.schema.names if n in RECORD_FIELDS]
+        if clash:
+            raise ServingError(f"{where}: feature name(s) {clash} clash with the served-record columns {RECORD_FIELDS}")
+        strings = [f.name for f in m.schema.features if f.dtype == "str"]
+        if strings:
+            raise ServingError(f"{where}: arm '{m.arm}' has string features {strings}; the ONNX ingress serves numbers only")
+
+
+def _wait_healthy(app: ServingApp, where: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    with httpx.Client(timeout=5.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            try:
+                r = client.get(app.url + "healthz")
+                if r.status_code == 200:
+                    return
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.2)
+    raise ServingError(f"{where}: not healthy after {timeout:.0f} s (GET {app.url}healthz: {last})")
+
+
+def fetch_records(app: ServingApp, timeout: float = 30.0):
+    """The served rows held by the ingress, as a DataFrame (timestamp as UTC datetimes)."""
+    import httpx
+    import pandas as pd
+
+    try:
+        r = httpx.get(app.url + "-/records", headers=app.admin_headers(), timeout=timeout, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise ServingError(f"app '{app.app_name}': GET {app.url}-/records failed: {exc}") from exc
+    if r.status_code != 200:
+        raise ServingError(f"app '{app.app_name}': GET {app.url}-/records answered {r.status_code}: {r.text[:300]}")
+    frame = pd.DataFrame(r.json())
+    features = [c for c in frame.columns if c not in RECORD_FIELDS]
+    # Clients may send 3 or 3.0; the model saw float32 either way, so monitors get floats.
+    frame[features] = frame[features].astype("float64")
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
+    return frame
+
+
+def shutdown_app(app: ServingApp | str) -> None:
+    """Delete the application (its replicas stop); Serve and Ray keep running."""
+    from ray import serve
+
+    name = app if isinstance(app, str) else app.app_name
+    try:
+        serve.delete(name)
+    except Exception as exc:
+        raise ServingError(f"app '{name}': removing it from Ray Serve failed: {exc}") from exc
+
+
+def plain_onnx_app(onnx_bytes: bytes, input_name: str, output_name: str, **options: Any):
+    """The baseline for benchmarks: the ONNX file behind a minimal Serve deployment (not yet run).
+
+    ``POST /`` with ``{"inputs": [[floats...], ...]}`` answers ``{"probabilities": [[...]]}``.
+    ``options`` go to ``Deployment.options`` (e.g. the same ``ray_actor_options`` as ours).
+    """
+    from .ingress import PlainOnnx
+
+    deployment = PlainOnnx.options(**options) if options else PlainOnnx
+    return deployment.bind(onnx_bytes, input_name, output_name)

@@ -1,0 +1,61 @@
+"""What the serving layer is given (ServedModel) and what it hands back (ServingApp). No Ray here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..components import InputSchema
+
+#: columns of a served row after the feature columns (see ``fetch_records`` and ServedWindow)
+RECORD_FIELDS = ("prediction", "model_version", "arm", "latency_ms", "request_id", "timestamp")
+
+
+@dataclass
+class ServedModel:
+    """One arm of the served application: an ONNX model plus what the server needs to run it.
+
+    ``output`` says what ``output_name`` holds: ``"probabilities"``, ``"logits"`` (the server
+    applies a softmax) or ``"auto"`` (decided once at load time by probing the model).
+    """
+
+    arm: str
+    version: str
+    onnx_bytes: bytes
+    schema: InputSchema
+    classes: list
+    input_name: str
+    output_name: str
+    output: str = "auto"
+
+    def __repr__(self) -> str:  # never dump the model bytes into a log line
+        return (
+            f"ServedModel(arm={self.arm!r}, version={self.version!r}, onnx_bytes=<{len(self.onnx_bytes)} bytes>, "
+            f"features={len(self.schema.features)}, classes={self.classes!r})"
+        )
+
+
+@dataclass
+class ServingApp:
+    """A deployed application: where to reach it and how it was deployed."""
+
+    app_name: str
+    host: str
+    port: int
+    route_prefix: str
+    placement: str
+    models: dict[str, str]  # arm -> model version
+    admin_token: str | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """Base URL, ending with '/': ``url + "predict"``, ``url + "healthz"`` ..."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("[::1]" if self.host == "::" else self.host)
+        prefix = self.route_prefix.rstrip("/") + "/"
+        return f"http://{host}:{self.port}{prefix}"
+
+    @property
+    def predict_url(self) -> str:
+        return self.url + "predict"
+
+    def admin_headers(self) -> dict[str, Any]:
+        return {"X-Admin-Token": self.admin_token} if self.admin_token else {}
