@@ -1,0 +1,502 @@
+"""Trainer ``tune_mlp``: a tabular torch MLP whose hyperparameters are searched with Ray Tune.
+
+Every trial is a real Ray Tune trial (one process per trial, ``cpus_per_trial`` each). A trial
+trains with early stopping on the validation split and checkpoints its best ``state_dict``; the
+driver then rebuilds the best trial's module from that checkpoint and evaluates it on val and test.
+
+The module standardizes raw features itself (training mean/std held as buffers), so whatever is
+exported from it takes the raw feature values a client sends.
+
+Importing this module is cheap: torch and Ray are imported inside functions, and the torch module
+classes are created on first use (see ``__getattr__`` below) so they still pickle by reference.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from framework import DataSplits, FeatureSpec, InputSchema, TrainedModel, Trainer, hookimpl
+from framework.errors import RecipeError, StageError
+from framework.tuning import validate_search_space
+
+#: metric -> Tune mode
+METRICS = {"val_accuracy": "max", "val_loss": "min"}
+#: hyperparameters a trial understands -> default when the search space leaves them out (None: required)
+HYPERPARAMETERS: dict[str, Any] = {"hidden": None, "lr": None, "dropout": None, "weight_decay": 0.0, "layers": 1}
+CHECKPOINT_FILE = "model.pt"
+
+
+def _default_space() -> dict:
+    return {
+        "hidden": {"choice": [16, 32, 64]},
+        "lr": {"loguniform": [0.001, 0.03]},
+        "dropout": {"uniform": [0.0, 0.3]},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# torch modules, defined lazily so that listing plugins does not import torch
+# ---------------------------------------------------------------------------------------------
+def _define_torch_classes() -> None:
+    import torch
+    from torch import nn
+
+    class Standardize(nn.Module):
+        """(x - mean) / std with the training split's statistics stored as buffers."""
+
+        def __init__(self, mean, std):
+            super().__init__()
+            self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
+            self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clone())
+
+        def forward(self, x):
+            return (x - self.mean) / self.std
+
+    class TabularMLP(nn.Module):
+        """Raw float32 features [batch, n] -> class logits [batch, classes]."""
+
+        def __init__(self, n_features: int, n_classes: int, hidden: int, layers: int = 1,
+                     dropout: float = 0.0, mean=None, std=None):
+            super().__init__()
+            mean = torch.zeros(n_features) if mean is None else mean
+            std = torch.ones(n_features) if std is None else std
+            self.standardize = Standardize(mean, std)
+            blocks: list[nn.Module] = []
+            width = n_features
+            for _ in range(int(layers)):
+                blocks += [nn.Linear(width, int(hidden)), nn.ReLU(), nn.Dropout(float(dropout))]
+                width = int(hidden)
+            blocks.append(nn.Linear(width, int(n_classes)))
+            self.body = nn.Sequential(*blocks)
+
+        def forward(self, x):
+            return self.body(self.standardize(x))
+
+    for cls in (Standardize, TabularMLP):
+        # module-level identity: pickle / torch.save find them as plugins.train_tune_mlp.NAME
+        cls.__module__ = __name__
+        cls.__qualname__ = cls.__name__
+        globals()[cls.__name__] = cls
+
+
+def __getattr__(name: str):  # PEP 562: first access of a torch class defines them
+    if name in ("Standardize", "TabularMLP"):
+        if name not in globals():
+            _define_torch_classes()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def with_defaults(hp: dict) -> dict:
+    """``hp`` with the optional hyperparameters it leaves out set to their defaults."""
+    return {**{k: v for k, v in HYPERPARAMETERS.items() if v is not None}, **hp}
+
+
+def build_module(hp: dict, n_features: int, n_classes: int, mean=None, std=None):
+    """The MLP for hyperparameters ``hp``; ``mean``/``std`` default to identity standardization."""
+    hp = with_defaults(hp)
+    cls = __getattr__("TabularMLP")
+    return cls(n_features, n_classes, hidden=hp["hidden"], layers=hp["layers"], dropout=hp["dropout"], mean=mean, std=std)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars from a sampler as Python values (hyperparameters end up in JSON)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict, str)) else value
+
+
+def _score(metric: str, acc: float, loss: float) -> tuple:
+    """Larger is better; the other metric breaks ties (val accuracy ties are common on small sets)."""
+    return (acc, -loss) if metric == "val_accuracy" else (-loss, acc)
+
+
+def _evaluate(module, x, y):
+    """(accuracy, mean cross-entropy, predicted class indices) of ``module`` on numpy arrays."""
+    import torch
+
+    module.eval()
+    with torch.no_grad():
+        logits = module(torch.tensor(x))  # a copy: pandas may hand out read-only arrays
+        target = torch.tensor(y)
+        loss = float(torch.nn.functional.cross_entropy(logits, target))
+        pred = logits.argmax(dim=1)
+        acc = float((pred == target).float().mean())
+    return acc, loss, pred.numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# One Tune trial (runs in a Ray worker process)
+# ---------------------------------------------------------------------------------------------
+def _trial_index() -> int:
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id() or ""
+    suffix = trial_id.rsplit("_", 1)[-1]
+    # Tune's trial ids end in a zero-padded counter (``a1b2c_00003``); fall back to a stable hash
+    return int(suffix) if suffix.isdigit() else zlib.crc32(trial_id.encode()) % 10_000
+
+
+def train_trial(config: dict, data: dict) -> None:
+    """Train one configuration; report val metrics per epoch; checkpoint each new best state."""
+    import tempfile
+
+    import torch
+    from ray import tune
+
+    settings = data["settings"]
+    torch.set_num_threads(1)  # trials run side by side on few cores
+    if settings["deterministic"]:
+        torch.use_deterministic_algorithms(True)
+    seed = int(settings["seed"]) + _trial_index()
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+
+    unknown = sorted(set(config) - set(HYPERPARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown hyperparameters {unknown}; known: {sorted(HYPERPARAMETERS)}")
+    hp = with_defaults(config)
+
+    x_train, y_train = torch.tensor(data["x_train"]), torch.tensor(data["y_train"])
+    x_val, y_val = data["x_val"], data["y_val"]
+    model = build_module(hp, x_train.shape[1], data["n_classes"], data["mean"], data["std"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    metric, batch_size, patience = settings["metric"], int(settings["batch_size"]), int(settings["patience"])
+
+    best: tuple | None = None
+    best_epoch, best_acc, best_loss, since_best = 0, float("nan"), float("nan"), 0
+    for epoch in range(1, int(settings["max_epochs"]) + 1):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            optimizer.zero_grad()
+            loss = loss_fn(model(x_train[idx]), y_train[idx])
+            loss.backward()
+            optimizer.step()
+        acc, val_loss, _ = _evaluate(model, x_val, y_val)
+        if not math.isfinite(val_loss):
+            raise FloatingPointError(f"validation loss is {val_loss} at epoch {epoch} (lr={hp['lr']})")
+        score = _score(metric, acc, val_loss)
+        improved = best is None or score > best
+        metrics = {"epoch": epoch, "val_accuracy": acc, "val_loss": val_loss}
+        if improved:
+            best, best_epoch, best_acc, best_loss, since_best = score, epoch, acc, val_loss, 0
+            metrics.update(best_epoch=best_epoch, best_val_accuracy=best_acc, best_val_loss=best_loss)
+            # only improvements are checkpointed, so the trial's latest checkpoint is its best
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save(model.state_dict(), Path(tmp) / CHECKPOINT_FILE)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        else:
+            since_best += 1
+            metrics.update(best_epoch=best_epoch, best_val_accuracy=best_acc, best_val_loss=best_loss)
+            tune.report(metrics)
+        if since_best >= patience:
+            break
+
+
+# ---------------------------------------------------------------------------------------------
+# The component
+# ---------------------------------------------------------------------------------------------
+class TuneMLPTrainer(Trainer):
+    name = "tune_mlp"
+    summary = "torch MLP (standardization built in) tuned with Ray Tune; best trial chosen on validation"
+
+    @dataclass
+    class Config:
+        max_epochs: int = 30
+        num_samples: int = 4
+        #: val_accuracy (maximized) or val_loss (minimized)
+        metric: str = "val_accuracy"
+        #: hyperparameter -> constant or {choice|grid|uniform|loguniform|randint: ARGS};
+        #: known: hidden, lr, dropout, weight_decay (default 0), layers (default 1)
+        search_space: Dict[str, Any] = field(default_factory=_default_space)
+        batch_size: int = 32
+        cpus_per_trial: float = 1.0
+        max_concurrent_trials: int = 2
+        time_budget_s: Optional[float] = None
+        early_stopping_patience: int = 8
+        #: seed the search's sampling from the run seed and use deterministic torch kernels
+        deterministic: bool = True
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        self._check_config()
+
+    def _check_config(self) -> None:
+        c = self.config
+        where = "train"
+        if c.metric not in METRICS:
+            raise RecipeError(f"{where}.metric: '{c.metric}' is not supported; use one of {', '.join(METRICS)}")
+        for key in ("max_epochs", "num_samples", "batch_size", "max_concurrent_trials", "early_stopping_patience"):
+            if int(getattr(c, key)) < 1:
+                raise RecipeError(f"{where}.{key}: must be >= 1, got {getattr(c, key)}")
+        if float(c.cpus_per_trial) <= 0:
+            raise RecipeError(f"{where}.cpus_per_trial: must be > 0, got {c.cpus_per_trial}")
+        if c.time_budget_s is not None and float(c.time_budget_s) <= 0:
+            raise RecipeError(f"{where}.time_budget_s: must be > 0 or null, got {c.time_budget_s}")
+        space = validate_search_space(c.search_space, f"{where}.search_space")
+        unknown = sorted(set(space) - set(HYPERPARAMETERS))
+        if unknown:
+            raise RecipeError(
+                f"{where}.search_space.{unknown[0]}: unknown hyperparameter for tune_mlp; "
+                f"known: {', '.join(HYPERPARAMETERS)}"
+            )
+        missing = [k for k, v in HYPERPARAMETERS.items() if v is None and k not in space]
+        if missing:
+            raise RecipeError(
+                f"{where}.search_space: missing {', '.join(missing)} (a constant or a sampler each)"
+            )
+
+    # -----------------------------------------------------------------------------------------
+    def fit(self, splits: DataSplits, ctx) -> TrainedModel:
+        import numpy as np
+        import torch
+        from ray import tune
+
+        from framework.engine import start_ray
+        from framework.tuning import search_space_from_config
+
+        c = self.config
+        start_ray()  # idempotent: the core normally started Ray already
+        mode = METRICS[c.metric]
+        x_train, y_train = splits.arrays("train")
+        x_val, y_val = splits.arrays("val")
+        x_test, y_test = splits.arrays("test")
+        classes = list(splits.dataset.classes or [])
+        if len(classes) < 2:
+            raise StageError(f"train (tune_mlp): dataset '{splits.dataset.name}' needs >= 2 classes, got {classes}")
+        empty = [name for name, x in (("train", x_train), ("val", x_val), ("test", x_test)) if len(x) == 0]
+        if empty:
+            raise StageError(f"train (tune_mlp): the {', '.join(empty)} split(s) are empty")
+        import ray
+
+        cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
+        if float(c.cpus_per_trial) > cluster_cpus:
+            # Tune would wait forever for a trial that never fits
+            raise StageError(
+                f"train (tune_mlp): cpus_per_trial={c.cpus_per_trial} but the Ray cluster has {cluster_cpus:g} CPUs"
+            )
+        mean = x_train.mean(axis=0)
+        std = x_train.std(axis=0)
+        std = np.where(std > 1e-12, std, 1.0).astype(np.float32)  # constant columns: no division by 0
+
+        data = {
+            "x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val,
+            "mean": mean.astype(np.float32), "std": std, "n_classes": len(classes),
+            "settings": {
+                "seed": int(ctx.seed), "metric": c.metric, "max_epochs": int(c.max_epochs),
+                "batch_size": int(c.batch_size), "patience": int(c.early_stopping_patience),
+                "deterministic": bool(c.deterministic),
+            },
+        }
+        param_space = search_space_from_config(c.search_space, "train.search_space")
+        storage = (Path(ctx.out_dir) / "tune").resolve()
+        if (storage / "search").exists():
+            # a rerun of this stage replaces its outputs; Tune would otherwise mix old trial folders in
+            shutil.rmtree(storage / "search")
+        # Tune runs num_samples x every grid combination
+        grids = [len(v["grid"]) for v in validate_search_space(c.search_space).values() if isinstance(v, dict) and "grid" in v]
+        progress = ctx.progress(total=int(c.num_samples) * math.prod(grids), description="tune trials")
+
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        # A seeded sampler makes the sampled configurations repeatable for a given run seed.
+        # max_concurrent goes here: TuneConfig.max_concurrent_trials is ignored for this generator.
+        search_alg = BasicVariantGenerator(
+            max_concurrent=int(c.max_concurrent_trials),
+            random_state=int(ctx.seed) if c.deterministic else None,
+        )
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(train_trial, data=data), {"cpu": float(c.cpus_per_trial)}),
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                num_samples=int(c.num_samples), metric=c.metric, mode=mode, search_alg=search_alg,
+                time_budget_s=c.time_budget_s,
+                reuse_actors=True,  # later trials skip a fresh worker's torch import (seconds here)
+            ),
+            run_config=tune.RunConfig(
+                name="search",
+                storage_path=str(storage),
+                verbose=0,
+                log_to_file=True,  # trial stdout/stderr go to files in the trial folder, not the console
+                callbacks=[_progress_callback(progress)],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+        started = time.perf_counter()
+        with _quiet_tune():
+            grid = tuner.fit()
+        search_seconds = time.perf_counter() - started
+
+        rows, candidates = self._trial_table(grid, c.metric)
+        self._write_csv(rows, Path(ctx.out_dir) / "trials.csv")
+        for r in rows:  # Tune's own tracebacks are silenced: one line each here, the rest on disk
+            if r["status"] == "ERROR":
+                ctx.logger.warning("tune_mlp: trial %s failed: %s (traceback: %s)",
+                                   r["trial_id"], r["error"], Path(r["_path"]) / "error.txt")
+        if not candidates:
+            errors = [r for r in rows if r["status"] == "ERROR"]
+            if errors:
+                raise StageError(
+                    f"train (tune_mlp): all {len(rows)} trial(s) failed. First error "
+                    f"(trial {errors[0]['trial_id']}, config {errors[0]['config']}): {errors[0]['error']}"
+                )
+            raise StageError(
+                f"train (tune_mlp): no trial reported a result (time_budget_s={c.time_budget_s}); "
+                "raise the budget or lower num_samples/max_epochs"
+            )
+        failed = sum(r["status"] == "ERROR" for r in rows)
+        if failed:
+            ctx.logger.warning("tune_mlp: %d of %d trials failed; see %s", failed, len(rows), Path(ctx.out_dir) / "trials.csv")
+
+        best_row, best_result = max(candidates, key=lambda pair: pair[0]["_score"])
+        with best_result.checkpoint.as_directory() as ckpt_dir:
+            state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, weights_only=True)
+        module = build_module(best_result.config, x_train.shape[1], len(classes))
+        module.load_state_dict(state)  # also restores the standardization buffers
+        module.eval()
+
+        from sklearn.metrics import f1_score
+
+        val_acc, _, _ = _evaluate(module, x_val, y_val)
+        test_acc, test_loss, test_pred = _evaluate(module, x_test, y_test)
+        f1 = float(f1_score(y_test, test_pred, average="macro", labels=list(range(len(classes))), zero_division=0))
+        metrics = {
+            "val_accuracy": val_acc,
+            "test_accuracy": test_acc,
+            "test_f1_macro": f1,
+            "test_loss": test_loss,
+            "trials": len(rows),
+            "best_trial_epochs": int(best_row["epochs"]),
+        }
+        for key in ("val_accuracy", "test_accuracy", "test_f1_macro", "test_loss", "trials"):
+            ctx.metric(key, metrics[key])
+        ctx.logger.info(
+            "tune_mlp: %d trials in %.1fs; best %s (%s=%.4f at epoch %d); test accuracy %.4f",
+            len(rows), search_seconds, best_row["trial_id"], c.metric, best_row[f"best_{c.metric}"],
+            best_row["best_epoch"], test_acc,
+        )
+        table = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+        details = {
+            "trials": table,
+            "best_trial_id": best_row["trial_id"],
+            "best_epoch": int(best_row["best_epoch"]),
+            "checkpoint": str(best_result.checkpoint.path),
+            "tune_dir": str(storage / "search"),
+            "metric": c.metric,
+            "mode": mode,
+            "failed_trials": failed,
+            "search_seconds": round(search_seconds, 3),
+        }
+        return TrainedModel(
+            module=module,
+            schema=InputSchema([FeatureSpec(str(name), "float") for name in splits.dataset.features]),
+            classes=classes,
+            metrics=metrics,
+            hyperparameters={k: _plain(v) for k, v in best_result.config.items()},
+            details=details,
+        )
+
+    # -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _trial_table(grid, metric: str):
+        """One row per trial (config, best metrics, epochs, error) and the usable (row, result) pairs."""
+        rows, candidates = [], []
+        for result in grid:
+            m = result.metrics or {}
+            trial_id = m.get("trial_id") or Path(str(result.path)).name
+            error = result.error
+            has_best = "best_val_accuracy" in m and result.checkpoint is not None
+            row = {
+                "trial_id": trial_id,
+                "status": "ERROR" if error else ("TERMINATED" if has_best else "NO_RESULT"),
+                "config": {k: _plain(v) for k, v in (result.config or {}).items()},
+                "best_val_accuracy": m.get("best_val_accuracy"),
+                "best_val_loss": m.get("best_val_loss"),
+                "best_epoch": m.get("best_epoch"),
+                "epochs": m.get("epoch", 0),
+                "error": _first_line(error) if error else "",
+                "_path": str(result.path),
+            }
+            rows.append(row)
+            if not error and has_best:
+                row["_score"] = _score(metric, row["best_val_accuracy"], row["best_val_loss"])
+                candidates.append((row, result))
+        rows.sort(key=lambda r: r["trial_id"])
+        return rows, candidates
+
+    @staticmethod
+    def _write_csv(rows: list[dict], path: Path) -> None:
+        params = sorted({k for r in rows for k in r["config"]})
+        fields = ["trial_id", "status", *params, "best_val_accuracy", "best_val_loss", "best_epoch", "epochs", "error"]
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({**{k: r.get(k) for k in fields if k not in params}, **r["config"]})
+
+
+def _first_line(error: BaseException) -> str:
+    """The trial's own exception, not Ray's wrapper traceback."""
+    cause = getattr(error, "cause", None) or error.__cause__ or error
+    text = f"{type(cause).__name__}: {cause}"
+    return text.strip().splitlines()[-1] if "Traceback" in text else text.strip()
+
+
+def _progress_callback(progress):
+    """A Tune callback advancing ``progress`` as trials end (Tune runs callbacks in the driver)."""
+    from ray import tune
+
+    class _Progress(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            progress.advance(1, note=f"{trial.trial_id} done")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            progress.advance(1, note=f"{trial.trial_id} failed")
+
+    return _Progress()
+
+
+class _quiet_tune:
+    """Keep Tune's console output out of the run's console while ``Tuner.fit`` runs.
+
+    Tune's new output engine prints its experiment table even with ``verbose=0``; the legacy
+    reporter (``RAY_AIR_NEW_OUTPUT=0``, read when the run starts) honours it. Tune's own loggers
+    drop to CRITICAL: its bookkeeping warnings are not the user's business, and failed trials are
+    reported by the trainer (one line in the stage log, ``error.txt`` in the trial folder).
+    """
+
+    LOGGERS = ("ray.tune", "ray.train", "ray.air")
+
+    def __enter__(self):
+        import os
+
+        self._env = os.environ.get("RAY_AIR_NEW_OUTPUT")
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        self._levels = {n: logging.getLogger(n).level for n in self.LOGGERS}
+        for n in self.LOGGERS:
+            logging.getLogger(n).setLevel(logging.CRITICAL)
+
+    def __exit__(self, *exc):
+        import os
+
+        if self._env is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = self._env
+        for n, level in self._levels.items():
+            logging.getLogger(n).setLevel(level)
+        return False
+
+
+@hookimpl
+def register_trainers():
+    return [TuneMLPTrainer]
