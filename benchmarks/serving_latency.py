@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--deployment-placement", action="store_true", help="also measure placement='deployment' (one extra hop)"
     )
+    parser.add_argument("--store", default=None, help="serve a registered model from this store instead ...")
+    parser.add_argument("--model-ref", default=None, help="... e.g. breast_cancer_mlp@prod")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -122,9 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     from framework.serving.app import MAX_ONGOING_REQUESTS, REPLICA_NUM_CPUS, ensure_serve
     from plugins.strategy_single import SingleConfig, SingleStrategy
 
-    onnx_bytes = build_onnx()
-    names = [f"f{i:02d}" for i in range(N_FEATURES)]
-    schema = InputSchema([FeatureSpec(n) for n in names])
+    if args.model_ref:
+        from framework.registry import Registry
+        from framework.run import served_model_from_registry
+
+        model = served_model_from_registry(Registry(args.store or ".framework/store"), args.model_ref, "primary")
+        onnx_bytes, names = model.onnx_bytes, model.schema.names
+        input_name, output_name, what = model.input_name, model.output_name, f"registered model {model.version}"
+    else:
+        onnx_bytes = build_onnx()
+        names = [f"f{i:02d}" for i in range(N_FEATURES)]
+        model = ServedModel("primary", "bench-v1", onnx_bytes, InputSchema([FeatureSpec(n) for n in names]),
+                            [0, 1], "input", "probabilities")
+        input_name, output_name, what = "input", "probabilities", f"{N_FEATURES}->{HIDDEN}->{N_CLASSES} ONNX MLP"
     port = args.port or free_port()
 
     t0 = time.perf_counter()
@@ -132,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Ray started in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     t0 = time.perf_counter()
     ensure_serve("127.0.0.1", port)
-    model = ServedModel("primary", "bench-v1", onnx_bytes, schema, [0, 1], "input", "probabilities")
     apps = {"ours": deploy([model], SingleStrategy, SingleConfig(), port=port, route_prefix="/ours", app_name="bench-ours")}
     if args.deployment_placement:
         apps["ours-deployment"] = deploy(
@@ -141,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     # Same CPU reservation and concurrency limit as our ingress: only the serving code differs.
     plain = plain_onnx_app(
-        onnx_bytes, "input", "probabilities",
+        onnx_bytes, input_name, output_name,
         ray_actor_options={"num_cpus": REPLICA_NUM_CPUS}, max_ongoing_requests=MAX_ONGOING_REQUESTS,
     )
     serve.run(plain, name="bench-plain", route_prefix="/plain", blocking=False)
@@ -150,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.requests + args.warmup, N_FEATURES)).astype(np.float32)
+    x = rng.normal(size=(args.requests + args.warmup, len(names))).astype(np.float32)
     rows = x.astype(float).tolist()
     ours_bodies = [json.dumps({"instances": [dict(zip(names, r))]}).encode() for r in rows]
     plain_bodies = [json.dumps({"inputs": [r]}).encode() for r in rows]
@@ -197,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"Serving latency, {args.requests} requests per app and level, 1 instance per request, "
-          f"{N_FEATURES}->{HIDDEN}->{N_CLASSES} ONNX MLP, Ray {__import__('ray').__version__}, {os.cpu_count()} cores")
+          f"{what}, Ray {__import__('ray').__version__}, {os.cpu_count()} cores")
     print()
     print("| concurrency | app | p50 ms | p99 ms | req/s | non-200 |")
     print("|---:|---|---:|---:|---:|---:|")

@@ -17,6 +17,11 @@ class ConsoleProgress:
     on_advance: Callable[[int, int, str], None] | None = None
     done: int = 0
 
+    def __getstate__(self) -> dict:
+        # Engines (Ray Tune) pickle callbacks that hold a progress handle; the console hook stays
+        # behind, a copy still logs.
+        return {**self.__dict__, "on_advance": None}
+
     def advance(self, steps: int = 1, note: str = "") -> None:
         self.done = min(self.total, self.done + steps)
         self.logger.info("%s: %d/%d %s", self.description, self.done, self.total, note)

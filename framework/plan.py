@@ -123,7 +123,12 @@ def validate_component_config(cls: type, options: dict, key: str) -> Any:
         merged = OmegaConf.merge(schema, options)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
-        raise RecipeError(describe_omegaconf_error(exc, prefix=key)) from None
+        message = describe_omegaconf_error(exc, prefix=key)
+        if "unknown key" in message:
+            accepted = ", ".join(f.name for f in dataclasses.fields(cls.Config)) or "no options"
+            message += (f". '{cls.name}' accepts: {accepted} (a key left over from another type? "
+                        f"remove it with '~{key}.KEY' or switch the whole group)")
+        raise RecipeError(message) from None
 
 
 def _component(components: Components, kind: str, node: Any, key: str) -> PlannedComponent:

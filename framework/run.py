@@ -71,8 +71,14 @@ class Reporter:
         self.console.print(f"[bold cyan]▶ {stage.name}[/] [dim]({stage.label()})[/]")
 
     def progress(self, description: str, total: int) -> Callable[[int, int, str], None]:
+        shown = {"quarter": -1}
+
         def show(done: int, total_: int, note: str) -> None:
-            self.console.print(f"    {description}: {done}/{total_} {note}".rstrip())
+            # at most one line per quarter of the work, so long stages stay readable
+            quarter = (4 * done) // max(total_, 1)
+            if quarter > shown["quarter"] or done == total_:
+                shown["quarter"] = quarter
+                self.console.print(f"    {description}: {done}/{total_} {note}".rstrip())
 
         return show
 
@@ -84,11 +90,12 @@ class Reporter:
         from rich.table import Table
 
         table = Table(title=f"run {result.run_dir.name}: {result.status}")
-        for col in ("stage", "component", "status", "seconds", "key metrics"):
-            table.add_column(col)
+        for col in ("stage", "component", "status", "seconds"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("key metrics", overflow="fold")
         for r in result.stages:
             colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[r.status]
-            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in list(_headline(r).items())[:4])
+            shown = "\n".join(f"{k}={_fmt(v)}" for k, v in list(_headline(r).items())[:4])
             table.add_row(r.stage, r.component, f"[{colour}]{r.status}[/]", f"{r.seconds:.1f}", shown or r.note)
         self.console.print(table)
         self.console.print(f"run directory: {result.run_dir}")

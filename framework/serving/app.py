@@ -63,6 +63,8 @@ def deploy(
 
     from .ingress import ArmModel, Ingress
 
+    # Serve logs every app start/stop at INFO on the driver; the run prints its own stage lines
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     if not ray.is_initialized():  # else serve.start() would ray.init() with every core and a dashboard
         from ..engine import start_ray
 

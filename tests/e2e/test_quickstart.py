@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from framework import DataSource, Dataset, hookimpl
-from framework.errors import DataCheckError
+from framework.errors import DataCheckError, RecipeError
 from framework.plugins import Components, get_plugin_manager
 from framework.registry import Registry
 from framework.run import Reporter, execute, plan_recipe
@@ -175,7 +175,9 @@ class DirtyPlugin:
 
 def test_failing_check_stops_the_run_naming_column_check_and_rows(tmp_path):
     components = Components.collect(get_plugin_manager(extra=[DirtyPlugin()]))
-    plan = plan_recipe(["+recipe=quickstart", "data.type=dirty_breast_cancer", f"runs_dir={tmp_path}",
+    with pytest.raises(RecipeError, match=r"data.dataset: unknown key.*'dirty_breast_cancer' accepts: nan_rows"):
+        plan_recipe(["+recipe=quickstart", "data.type=dirty_breast_cancer"], components)
+    plan = plan_recipe(["+recipe=quickstart", "data.type=dirty_breast_cancer", "~data.dataset", f"runs_dir={tmp_path}",
                         f"store.uri={tmp_path / 'store'}"], components)
     with pytest.raises(DataCheckError) as info:
         execute(plan, components, Reporter(quiet=True))
