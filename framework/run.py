@@ -540,6 +540,15 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
 
 
 def _serve_until_interrupted(app: Any, reporter: Reporter) -> None:
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # Ray Tune leaves its own SIGINT handler installed after a search; Ctrl-C and SIGTERM must
+    # stop serving cleanly whatever ran before.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     reporter.console.print(f"[bold]serving at {app.predict_url}[/] (Ctrl-C to stop)")
     try:
         while True:

@@ -106,7 +106,9 @@ def _list(reg: Registry, kind: str | None, name: str | None) -> int:
     for col in ("name", "id", "kind", "created", "aliases", "metrics"):
         table.add_column(col, no_wrap=col in ("id", "created"))
     for v in versions:
-        metrics = ", ".join(f"{k}={_fmt(val)}" for k, val in list(v.metrics.items())[:_MAIN_METRICS])
+        # quality first: the keys people compare versions by, then the rest in stored order
+        keys = sorted(v.metrics, key=lambda k: (not k.startswith(("test_", "val_", "rows")), k.startswith("val_")))
+        metrics = ", ".join(f"{k}={_fmt(v.metrics[k])}" for k in keys[:_MAIN_METRICS])
         created = v.created_at[:19].replace("T", " ")
         table.add_row(v.name, v.id[:12], v.kind, created, ", ".join(v.aliases), metrics)
     # a pipe or capture has no terminal width; do not squeeze the table into 80 columns
