@@ -216,10 +216,15 @@ class RouteRequest:
 
 @dataclass(frozen=True)
 class Route:
-    """Which arm answers the client, and which arms only shadow the request."""
+    """Which arm answers the client, and which arms only shadow the request.
+
+    With ``merge=True`` the primary and every shadow arm all answer, and the client gets
+    ``strategy.merge(...)`` of their answers (interleaving of two rankers, for instance).
+    """
 
     primary: str
     shadows: tuple[str, ...] = ()
+    merge: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,12 +240,18 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Feedback:
-    """Ground truth, reward or click for a past request, by request id."""
+    """Ground truth, reward or clicks for a past request, by request id.
+
+    The host fills ``arm`` and ``prediction`` from what it served for that request, so a
+    strategy can score accuracy per arm without remembering every request itself.
+    """
 
     request_id: str
     arm: str
     label: Any = None
     reward: float | None = None
+    clicks: tuple[Any, ...] = ()
+    prediction: Any = None
 
 
 class Verdict(str, enum.Enum):
@@ -283,7 +294,22 @@ class TrafficStrategy(Component):
         """Ground truth or reward that arrived later for a request."""
 
     def decide(self) -> Decision:
+        """Called by the host after every observed outcome and feedback; returns HOLD until a
+        window is complete. PROMOTE / ROLLBACK are acted on by the host (registry aliases,
+        events) and then passed back through :meth:`apply`."""
         return Decision(Verdict.HOLD, "no decision logic")
+
+    def apply(self, decision: Decision) -> None:
+        """Take a verdict into effect (the strategy's own, or an operator's through the admin
+        endpoint): after PROMOTE the candidate answers everything, after ROLLBACK the incumbent."""
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """Reweight traffic at runtime (admin endpoint). Strategies without weights refuse."""
+        raise NotImplementedError(f"strategy '{self.name}' has no traffic weights to set")
+
+    def merge(self, request: RouteRequest, answers: Mapping[str, Any]) -> Any:
+        """Build the client's answer from every arm's answer when ``route`` asked to merge."""
+        raise NotImplementedError(f"strategy '{self.name}' does not merge answers")
 
     def state(self) -> dict:
         """A JSON-able snapshot for reports and the admin endpoint."""
