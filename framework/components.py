@@ -114,6 +114,9 @@ class TrainedModel:
     metrics: dict[str, float]
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # e.g. the trial table
+    #: other candidates of the same training (next-best trials), best first; a recipe serves
+    #: them as ``this_run#2``, ``this_run#3`` ... next to ``this_run`` (the best)
+    runners_up: list["TrainedModel"] = field(default_factory=list)
 
 
 @dataclass
@@ -262,9 +265,13 @@ class Verdict(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Decision:
+    """A strategy's verdict. ``arm``: for PROMOTE the arm that becomes the incumbent (its model
+    version gets the ``prod`` alias), for ROLLBACK the arm traffic is taken away from."""
+
     verdict: Verdict
     reason: str = ""
     weights: Mapping[str, float] | None = None
+    arm: str | None = None
 
 
 class TrafficStrategy(Component):

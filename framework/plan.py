@@ -32,11 +32,21 @@ STAGES: list[tuple[str, str | None, str | None, bool]] = [
     ("register", None, None, False),
     ("serve", "strategy", "traffic_strategy", False),
     ("online_eval", None, None, False),
+    ("traffic", None, None, False),
     ("batch", "batch", "batch_predictor", False),
     ("monitor", "monitor", "monitor", True),
 ]
 
-MODEL_REF = re.compile(r"^(this_run|[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+|:[0-9a-f]{6,64}))$")
+MODEL_REF = re.compile(r"^(this_run(#[1-9][0-9]*)?|[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+|:[0-9a-f]{6,64}))$")
+
+
+def this_run_rank(ref: str) -> int | None:
+    """``this_run`` -> 1 (the best candidate), ``this_run#3`` -> 3, a registry ref -> None."""
+    if ref == "this_run":
+        return 1
+    if ref.startswith("this_run#"):
+        return int(ref.split("#", 1)[1])
+    return None
 
 
 @dataclass
@@ -199,8 +209,25 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
     for arm, ref in serve.models.items():
         if not MODEL_REF.match(str(ref)):
             raise RecipeError(
-                f"serve.models.{arm}: '{ref}' is not a model reference; use 'this_run', 'NAME@ALIAS' or 'NAME:VERSION_ID'"
+                f"serve.models.{arm}: '{ref}' is not a model reference; use 'this_run' (the best model of this "
+                f"run), 'this_run#2' (the runner-up ...), 'NAME@ALIAS' or 'NAME:VERSION_ID'"
             )
+    traffic = recipe.traffic
+    if traffic.endpoint not in ("predict", "rank"):
+        raise RecipeError(f"traffic.endpoint: must be 'predict' or 'rank', got '{traffic.endpoint}'")
+    if traffic.source not in ("train", "val", "test"):
+        raise RecipeError(f"traffic.source: must be train, val or test, got '{traffic.source}'")
+    for name in ("requests", "concurrency", "users", "rank_size"):
+        if getattr(traffic, name) < 1:
+            raise RecipeError(f"traffic.{name}: must be >= 1, got {getattr(traffic, name)}")
+    for arm, fault in serve.faults.items():
+        if arm not in serve.models:
+            raise RecipeError(f"serve.faults.{arm}: no such arm; arms: {', '.join(serve.models)}")
+        unknown = sorted(set(fault) - {"error_rate", "extra_latency_ms", "seed"})
+        if unknown:
+            raise RecipeError(f"serve.faults.{arm}.{unknown[0]}: unknown key; use error_rate, extra_latency_ms, seed")
+        if not 0.0 <= float(fault.get("error_rate", 0.0)) <= 1.0:
+            raise RecipeError(f"serve.faults.{arm}.error_rate: must be in [0, 1], got {fault['error_rate']}")
     if recipe.ray.num_cpus < 1:
         raise RecipeError(f"ray.num_cpus: must be >= 1, got {recipe.ray.num_cpus}")
     if recipe.online_eval.rows < 1:
@@ -213,7 +240,7 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
     recipe = plan.recipe
     if not plan.enabled("data"):
         raise RecipeError("data: every recipe needs a data source, e.g. 'data: {type: sklearn, dataset: breast_cancer}'")
-    uses_this_run = "this_run" in recipe.serve.models.values()
+    uses_this_run = any(this_run_rank(str(r)) for r in recipe.serve.models.values())
     if not plan.enabled("train") and (uses_this_run or not recipe.serve.enabled):
         raise RecipeError("train: missing; a recipe that serves 'this_run' needs a trainer, e.g. 'train: {type: tune_mlp}'")
     if plan.enabled("train") and not plan.enabled("export"):
@@ -224,6 +251,8 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
         serve_stage.note = "serve.enabled=false"
         plan.stage("online_eval").enabled = False
         plan.stage("online_eval").note = "needs serving"
+        plan.stage("traffic").enabled = False
+        plan.stage("traffic").note = "needs serving"
         monitor = plan.stage("monitor")
         if monitor.enabled:
             monitor.enabled = False
@@ -233,6 +262,9 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
             raise RecipeError("strategy: missing; serving needs a traffic strategy, e.g. 'strategy: {type: single}'")
         strategy = serve_stage.component
         strategy.cls.arm_names(strategy.config, dict(recipe.serve.models))
+        if not recipe.traffic.enabled:
+            plan.stage("traffic").enabled = False
+            plan.stage("traffic").note = "traffic.enabled=false"
         if not recipe.online_eval.enabled:
             plan.stage("online_eval").enabled = False
             plan.stage("online_eval").note = "online_eval.enabled=false"

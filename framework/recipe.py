@@ -75,6 +75,34 @@ class ServeConfig:
     models: Dict[str, str] = field(default_factory=lambda: {"primary": "this_run"})
     #: served rows kept in memory for monitors (a ring buffer, off the request path)
     record_buffer: int = 10000
+    #: token for the admin endpoints (promote, roll back, reweight); unset: they are disabled
+    admin_token: Optional[str] = None
+    #: fault injection for demos and tests only: arm -> {error_rate, extra_latency_ms, seed}
+    faults: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrafficConfig:
+    """Simulated users sending traffic and feedback through the served endpoint, so that a
+    traffic strategy's decision is seen happening (canary, A/B, bandit, interleaving)."""
+
+    enabled: bool = False
+    requests: int = 1000
+    concurrency: int = 4
+    #: split the request rows are drawn from (with replacement)
+    source: str = "test"
+    #: distinct simulated users (the sticky key, sent as X-User-Id)
+    users: int = 200
+    feedback: bool = True
+    #: answers between a request and its feedback: feedback arrives late and out of order
+    feedback_lag: int = 25
+    #: "predict": one instance per request, the true label as feedback;
+    #: "rank": rank_size candidates per request, clicks on relevant ones as feedback
+    endpoint: str = "predict"
+    rank_size: int = 10
+    #: stop sending once the strategy promoted or rolled back
+    stop_on_decision: bool = True
+    seed: Optional[int] = None
 
 
 @dataclass
@@ -108,6 +136,7 @@ class RecipeConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)
     strategy: Dict[str, Any] = field(default_factory=lambda: {"type": "single"})
     online_eval: OnlineEvalConfig = field(default_factory=OnlineEvalConfig)
+    traffic: TrafficConfig = field(default_factory=TrafficConfig)
     batch: Dict[str, Any] = field(default_factory=dict)  # empty: no batch prediction
     monitor: List[Any] = field(default_factory=list)
 

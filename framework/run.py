@@ -20,7 +20,7 @@ from typing import Any, Callable
 from .components import DataSplits, ExportedModel, InputSchema, ServedWindow
 from .context import RunStageContext
 from .errors import FrameworkError, RecipeError, StageError
-from .plan import Plan, PlannedStage
+from .plan import Plan, PlannedStage, this_run_rank
 from .plugins import Components
 
 log = logging.getLogger("framework.run")
@@ -36,6 +36,8 @@ class RunState:
     trained: Any = None
     exported: ExportedModel | None = None
     model_version: Any = None
+    exports: dict[int, ExportedModel] = field(default_factory=dict)  # candidate rank -> export
+    model_versions: dict[int, Any] = field(default_factory=dict)  # candidate rank -> version
     app: Any = None
     registry: Any = None
 
@@ -104,7 +106,7 @@ class Reporter:
 _HEADLINE_KEYS = (
     "rows", "features", "classes", "checks_passed", "data_version", "test_accuracy", "val_accuracy",
     "trials", "max_abs_diff", "onnx_bytes", "model_version", "url", "rows_sent", "served_accuracy",
-    "agreement", "latency_p50_ms", "columns_drifted", "alerts",
+    "agreement", "latency_p50_ms", "columns_drifted", "alerts", "requests", "share", "decision", "reason",
 )
 
 
@@ -222,16 +224,38 @@ def _stage_compress(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
         ctx.metric(key, value)
 
 
+def _served_ranks(plan: Plan) -> list[int]:
+    """Which candidates of this run the recipe serves: 1 is the best, 2 the runner-up ..."""
+    return sorted({1} | {r for r in map(this_run_rank, map(str, plan.recipe.serve.models.values())) if r})
+
+
+def _candidate(state: RunState, rank: int, where: str) -> Any:
+    if rank == 1:
+        return state.trained
+    runners_up = state.trained.runners_up
+    if rank - 2 >= len(runners_up):
+        raise StageError(f"{where}: this_run#{rank} asked for, but training produced {len(runners_up) + 1} candidate(s)")
+    return runners_up[rank - 2]
+
+
 def _stage_export(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
-    exported = stage.component.build().export(state.trained, state.splits, ctx)
-    state.exported = exported
-    for key, value in exported.metrics.items():
+    exporter = stage.component.build()
+    for rank in _served_ranks(plan):
+        where = next((f"serve.models.{a}" for a, r in plan.recipe.serve.models.items() if this_run_rank(str(r)) == rank), "export")
+        model = _candidate(state, rank, where)
+        # every candidate gets its own folder: exporters write fixed file names
+        sub = ctx if rank == 1 else RunStageContext(stage.name, ctx.out_dir / f"this_run-{rank}", ctx.seed, ctx.logger)
+        state.exports[rank] = exporter.export(model, state.splits, sub)
+    state.exported = state.exports[1]
+    for key, value in state.exported.metrics.items():
         ctx.metric(key, value)
+    if len(state.exports) > 1:
+        ctx.metric("candidates_exported", len(state.exports))
 
 
-def _stage_register(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
-    exported = state.exported
-    trained = state.trained
+def _register_candidate(plan: Plan, state: RunState, rank: int, components: Components) -> Any:
+    exported = state.exports[rank]
+    trained = _candidate(state, rank, "register")
     manifest = {
         "format": exported.format,
         "input_name": exported.input_name,
@@ -243,7 +267,6 @@ def _stage_register(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
         "model.onnx": Path(exported.path).read_bytes(),
         "serving.json": json.dumps(manifest, sort_keys=True).encode(),
     }
-    metrics = {**trained.metrics, **exported.metrics}
     lineage = {
         "recipe": plan.recipe.name,
         "recipe_hash": plan.recipe_hash,
@@ -251,25 +274,48 @@ def _stage_register(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
         "code_revision": _code_revision(),
         "trainer": plan.stage("train").component.type,
         "hyperparameters": trained.hyperparameters,
+        "candidate_rank": rank,
         "seed": plan.recipe.seed,
     }
     registry = state.registry
     name = plan.recipe.register.model_name
-    previous = registry.list(kind="model", name=name)
     hashes = {f: hashlib.sha256(b).hexdigest() for f, b in files.items()}
-    if previous and previous[0].files == hashes:  # an identical re-run reuses its version
-        version = previous[0]
-        ctx.metric("reused_version", True)
+    existing = next((v for v in registry.list(kind="model", name=name) if v.files == hashes), None)
+    if existing is not None:  # an identical re-run reuses its version
+        version = existing
     else:
+        previous = registry.list(kind="model", name=name)
         parent = previous[0].id if previous else None
-        version = registry.put_model(name, files=files, metrics=metrics, lineage=lineage, parent=parent)
-    for alias in plan.recipe.register.aliases:
-        registry.set_alias("model", name, alias, version.id)
+        version = registry.put_model(name, files=files, metrics={**trained.metrics, **exported.metrics},
+                                     lineage=lineage, parent=parent)
+    if rank == 1:
+        for alias in plan.recipe.register.aliases:
+            registry.set_alias("model", name, alias, version.id)
     version = registry.get(f"{name}:{version.id}")
     components.notify("on_model_registered", version=version)
-    state.model_version = version
-    ctx.metric("model_version", version.ref)
-    ctx.metric("aliases", ",".join(version.aliases))
+    return version
+
+
+def _stage_register(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    # runners-up first, so the best candidate is the newest version of the name
+    for rank in sorted(state.exports, reverse=True):
+        state.model_versions[rank] = _register_candidate(plan, state, rank, components)
+    state.model_version = state.model_versions[1]
+    ctx.metric("model_version", state.model_version.ref)
+    ctx.metric("aliases", ",".join(state.model_version.aliases))
+    if len(state.model_versions) > 1:
+        ctx.metric("candidates", {f"this_run#{r}": v.ref for r, v in sorted(state.model_versions.items())})
+
+
+def _registry_ref(state: RunState, ref: str, where: str) -> str:
+    """A recipe's model reference as a registry reference (``this_run#k`` -> NAME:ID)."""
+    rank = this_run_rank(ref)
+    if rank is None:
+        return ref
+    version = state.model_versions.get(rank)
+    if version is None:
+        raise StageError(f"{where}: '{ref}' but this run registered no such model")
+    return f"{version.name}:{version.id}"
 
 
 def served_model_from_registry(registry: Any, ref: str, arm: str) -> Any:
@@ -293,13 +339,10 @@ def _stage_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStage
     from .serving import deploy
 
     serve_cfg = plan.recipe.serve
-    models = []
-    for arm, ref in serve_cfg.models.items():
-        if ref == "this_run":
-            if state.model_version is None:
-                raise StageError(f"serve.models.{arm}: 'this_run' but this run registered no model")
-            ref = f"{state.model_version.name}:{state.model_version.id}"
-        models.append(served_model_from_registry(state.registry, ref, arm))
+    models = [
+        served_model_from_registry(state.registry, _registry_ref(state, str(ref), f"serve.models.{arm}"), arm)
+        for arm, ref in serve_cfg.models.items()
+    ]
     strategy = stage.component
     state.app = deploy(
         models,
@@ -312,6 +355,8 @@ def _stage_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStage
         placement=serve_cfg.placement,
         replicas=serve_cfg.replicas,
         record_buffer=serve_cfg.record_buffer,
+        admin_token=serve_cfg.admin_token,
+        **({"faults": dict(serve_cfg.faults)} if serve_cfg.faults else {}),
     )
     ctx.metric("url", state.app.predict_url)
     ctx.metric("arms", {m.arm: m.version for m in models})
@@ -329,12 +374,8 @@ def _stage_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: Ru
     rows = splits.test.head(cfg.rows)
     features = splits.dataset.features
     primary = next(iter(plan.recipe.serve.models))
-    model = served_model_from_registry(
-        state.registry,
-        f"{state.model_version.name}:{state.model_version.id}" if plan.recipe.serve.models[primary] == "this_run"
-        else plan.recipe.serve.models[primary],
-        primary,
-    )
+    primary_ref = _registry_ref(state, str(plan.recipe.serve.models[primary]), f"serve.models.{primary}")
+    model = served_model_from_registry(state.registry, primary_ref, primary)
     session = ort.InferenceSession(model.onnx_bytes, providers=["CPUExecutionProvider"])
     x = rows[features].to_numpy(dtype=np.float32)
     offline = session.run([model.output_name], {model.input_name: x})[0]
@@ -381,6 +422,135 @@ def _stage_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: Ru
         )
 
 
+class _SimulatedUsers:
+    """Request bodies and the feedback a user would give, drawn from a held-out split."""
+
+    def __init__(self, plan: Plan, splits: DataSplits):
+        import numpy as np
+
+        cfg = plan.recipe.traffic
+        self.cfg = cfg
+        self.rng = np.random.default_rng(cfg.seed if cfg.seed is not None else plan.recipe.seed)
+        self.frame = getattr(splits, cfg.source)
+        self.features = list(splits.dataset.features)
+        self.target = splits.dataset.target
+        classes = list(splits.dataset.classes)
+        self.relevant = classes[-1]  # ranking: items of the last class are the ones users click
+
+    def request(self, i: int) -> tuple[dict, dict, Any]:
+        """(body, headers, truth) of request ``i``."""
+        n = 1 if self.cfg.endpoint == "predict" else self.cfg.rank_size
+        rows = self.frame.iloc[self.rng.integers(0, len(self.frame), size=n)]
+        instances = [{f: float(v) for f, v in zip(self.features, r)} for r in rows[self.features].to_numpy()]
+        headers = {"X-User-Id": f"user-{int(self.rng.integers(0, self.cfg.users))}"}
+        if self.cfg.endpoint == "predict":
+            return {"instances": instances}, headers, rows[self.target].iloc[0]
+        item_ids = [f"item-{i}-{k}" for k in range(n)]
+        truth = {iid for iid, t in zip(item_ids, rows[self.target]) if t == self.relevant}
+        return {"instances": instances, "item_ids": item_ids}, headers, truth
+
+    def feedback(self, request_id: str, answer: dict, truth: Any) -> dict:
+        if self.cfg.endpoint == "predict":
+            label = truth.item() if hasattr(truth, "item") else truth
+            return {"request_id": request_id, "label": label}
+        # position-biased clicks: a relevant item at position p is clicked with prob 1/(1+p)^0.5
+        clicks = [iid for p, iid in enumerate(answer.get("ranking", []))
+                  if iid in truth and self.rng.random() < 1.0 / (1.0 + p) ** 0.5]
+        return {"request_id": request_id, "clicks": clicks}
+
+
+def _stage_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    """Simulated users: requests with a sticky key, late feedback, and the strategy's decisions acted on."""
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from .components import Decision, Verdict
+    from .serving import fetch_events
+
+    cfg = plan.recipe.traffic
+    users = _SimulatedUsers(plan, state.splits)
+    url = state.app.url.rstrip("/") + "/" + cfg.endpoint
+    feedback_url = state.app.url.rstrip("/") + "/feedback"
+    strategy_name = plan.stage("serve").component.type
+    arms = {arm: _registry_ref(state, str(ref), f"serve.models.{arm}") for arm, ref in plan.recipe.serve.models.items()}
+    progress = ctx.progress(total=cfg.requests, description=f"simulated requests ({strategy_name})")
+    per_arm: collections.Counter = collections.Counter()
+    statuses: collections.Counter = collections.Counter()
+    pending: collections.deque = collections.deque()
+    decisions: list[dict] = []
+    seen_events = 0
+    clients = [httpx.Client(timeout=30.0) for _ in range(cfg.concurrency)]
+
+    def send(job: tuple[int, dict, dict, Any]) -> tuple[int, Any, Any]:
+        i, body, headers, truth = job
+        resp = clients[i % len(clients)].post(url, json=body, headers=headers)
+        return resp.status_code, (resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}), truth
+
+    def act_on_events() -> bool:
+        nonlocal seen_events
+        events = fetch_events(state.app, since=seen_events)
+        seen_events += len(events)
+        finished = False
+        for event in events:
+            verdict = Verdict(event["verdict"])
+            decision = Decision(verdict, event.get("reason", ""), event.get("weights"), event.get("arm"))
+            record = {"after_requests": sent, **event}
+            if verdict is Verdict.PROMOTE:
+                arm = decision.arm or (max(decision.weights, key=decision.weights.get) if decision.weights else None)
+                if arm in arms:
+                    version = state.registry.get(arms[arm])
+                    state.registry.set_alias("model", version.name, "prod", version.id)
+                    record["prod"] = f"{version.name}:{version.id}"
+                    ctx.logger.info("promoted arm %s: %s is now %s@prod", arm, record["prod"], version.name)
+            decisions.append(record)
+            components.notify("on_rollout_decided", decision=decision, strategy=strategy_name)
+            finished = finished or verdict in (Verdict.PROMOTE, Verdict.ROLLBACK)
+        return finished
+
+    sent = 0
+    stopped_early = False
+    with ThreadPoolExecutor(cfg.concurrency) as pool:
+        try:
+            while sent < cfg.requests:
+                batch = [(sent + k, *users.request(sent + k)) for k in range(min(cfg.concurrency * 5, cfg.requests - sent))]
+                for status, answer, truth in pool.map(send, batch):
+                    statuses[status] += 1
+                    if status == 200:
+                        per_arm[answer.get("arm", "?")] += 1
+                        if cfg.feedback:
+                            pending.append(users.feedback(answer["request_id"], answer, truth))
+                sent += len(batch)
+                progress.advance(len(batch))
+                if cfg.feedback and len(pending) > cfg.feedback_lag:
+                    late = [pending.popleft() for _ in range(len(pending) - cfg.feedback_lag)]
+                    users.rng.shuffle(late)  # out of order, as real feedback arrives
+                    clients[0].post(feedback_url, json={"feedback": late})
+                if act_on_events() and cfg.stop_on_decision:
+                    stopped_early = sent < cfg.requests
+                    break
+            if cfg.feedback and pending:
+                clients[0].post(feedback_url, json={"feedback": list(pending)})
+            act_on_events()
+            strategy_state = clients[0].get(state.app.url.rstrip("/") + "/-/strategy",
+                                            headers={"X-Admin-Token": plan.recipe.serve.admin_token or ""}).json()
+        finally:
+            for c in clients:
+                c.close()
+    ctx.metric("requests", sent)
+    ctx.metric("errors", sum(n for code, n in statuses.items() if code != 200))
+    ctx.metric("share", {arm: round(n / max(sum(per_arm.values()), 1), 3) for arm, n in sorted(per_arm.items())})
+    ctx.metric("decision", decisions[-1]["verdict"] if decisions else "hold")
+    if decisions:
+        ctx.metric("reason", decisions[-1].get("reason", ""))
+    ctx.metric("stopped_early", stopped_early)
+    _write_json(ctx.out_dir / "traffic.json", {
+        "requests": sent, "statuses": dict(statuses), "per_arm": dict(per_arm), "decisions": decisions,
+        "strategy": strategy_state,
+    })
+
+
 def _stage_batch(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
     predictions = stage.component.build().predict(state.exported, state.splits.test, ctx)
     ctx.metric("rows", len(predictions))
@@ -416,6 +586,7 @@ RUNNERS: dict[str, Callable[..., None]] = {
     "register": _stage_register,
     "serve": _stage_serve,
     "online_eval": _stage_online_eval,
+    "traffic": _stage_traffic,
     "batch": _stage_batch,
     "monitor": _stage_monitor,
 }

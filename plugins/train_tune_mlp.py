@@ -357,15 +357,46 @@ class TuneMLPTrainer(Trainer):
         if failed:
             ctx.logger.warning("tune_mlp: %d of %d trials failed; see %s", failed, len(rows), Path(ctx.out_dir) / "trials.csv")
 
-        best_row, best_result = max(candidates, key=lambda pair: pair[0]["_score"])
-        with best_result.checkpoint.as_directory() as ckpt_dir:
-            state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, weights_only=True)
-        module = build_module(best_result.config, x_train.shape[1], len(classes))
-        module.load_state_dict(state)  # also restores the standardization buffers
-        module.eval()
+        ranked = sorted(candidates, key=lambda pair: pair[0]["_score"], reverse=True)
+        best_row = ranked[0][0]
+        schema = InputSchema([FeatureSpec(str(name), "float") for name in splits.dataset.features])
+        arrays = {"val": (x_val, y_val), "test": (x_test, y_test)}
+        models = [
+            self._materialize(row, result, rank, schema, classes, arrays, len(rows))
+            for rank, (row, result) in enumerate(ranked, start=1)
+        ]
+        best = models[0]
+        for key in ("val_accuracy", "test_accuracy", "test_f1_macro", "test_loss", "trials"):
+            ctx.metric(key, best.metrics[key])
+        ctx.logger.info(
+            "tune_mlp: %d trials in %.1fs; best %s (%s=%.4f at epoch %d); test accuracy %.4f",
+            len(rows), search_seconds, best_row["trial_id"], c.metric, best_row[f"best_{c.metric}"],
+            best_row["best_epoch"], best.metrics["test_accuracy"],
+        )
+        best.details.update({
+            "trials": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+            "tune_dir": str(storage / "search"),
+            "metric": c.metric,
+            "mode": mode,
+            "failed_trials": failed,
+            "search_seconds": round(search_seconds, 3),
+        })
+        best.runners_up = models[1:]
+        return best
 
+    @staticmethod
+    def _materialize(row, result, rank, schema, classes, arrays, n_trials) -> TrainedModel:
+        """One trial's best checkpoint as an evaluated TrainedModel."""
+        import torch
         from sklearn.metrics import f1_score
 
+        with result.checkpoint.as_directory() as ckpt_dir:
+            state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, weights_only=True)
+        x_val, y_val = arrays["val"]
+        x_test, y_test = arrays["test"]
+        module = build_module(result.config, x_val.shape[1], len(classes))
+        module.load_state_dict(state)  # also restores the standardization buffers
+        module.eval()
         val_acc, _, _ = _evaluate(module, x_val, y_val)
         test_acc, test_loss, test_pred = _evaluate(module, x_test, y_test)
         f1 = float(f1_score(y_test, test_pred, average="macro", labels=list(range(len(classes))), zero_division=0))
@@ -374,34 +405,22 @@ class TuneMLPTrainer(Trainer):
             "test_accuracy": test_acc,
             "test_f1_macro": f1,
             "test_loss": test_loss,
-            "trials": len(rows),
-            "best_trial_epochs": int(best_row["epochs"]),
+            "trials": n_trials,
+            "best_trial_epochs": int(row["epochs"]),
         }
-        for key in ("val_accuracy", "test_accuracy", "test_f1_macro", "test_loss", "trials"):
-            ctx.metric(key, metrics[key])
-        ctx.logger.info(
-            "tune_mlp: %d trials in %.1fs; best %s (%s=%.4f at epoch %d); test accuracy %.4f",
-            len(rows), search_seconds, best_row["trial_id"], c.metric, best_row[f"best_{c.metric}"],
-            best_row["best_epoch"], test_acc,
-        )
-        table = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
         details = {
-            "trials": table,
-            "best_trial_id": best_row["trial_id"],
-            "best_epoch": int(best_row["best_epoch"]),
-            "checkpoint": str(best_result.checkpoint.path),
-            "tune_dir": str(storage / "search"),
-            "metric": c.metric,
-            "mode": mode,
-            "failed_trials": failed,
-            "search_seconds": round(search_seconds, 3),
+            "trial_id": row["trial_id"],
+            "trial_rank": rank,
+            "best_trial_id": row["trial_id"],
+            "best_epoch": int(row["best_epoch"]),
+            "checkpoint": str(result.checkpoint.path),
         }
         return TrainedModel(
             module=module,
-            schema=InputSchema([FeatureSpec(str(name), "float") for name in splits.dataset.features]),
+            schema=schema,
             classes=classes,
             metrics=metrics,
-            hyperparameters={k: _plain(v) for k, v in best_result.config.items()},
+            hyperparameters={k: _plain(v) for k, v in result.config.items()},
             details=details,
         )
 
