@@ -257,7 +257,6 @@ class TuneMLPTrainer(Trainer):
     # -----------------------------------------------------------------------------------------
     def fit(self, splits: DataSplits, ctx) -> TrainedModel:
         import numpy as np
-        import torch
         from ray import tune
 
         from framework.engine import start_ray

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 
 from framework import DataSource, Dataset, hookimpl

@@ -7,23 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from framework.components import DataSplits, Dataset, FeatureSpec, InputSchema, TrainedModel
+from framework.components import DataSplits, FeatureSpec, InputSchema, TrainedModel
 from framework.errors import RecipeError, StageError
+from framework.testing.data import breast_cancer_splits
 from plugins.export_onnx import OnnxExporter, export_module, register_exporters, verify_onnx
-
-
-def breast_cancer_splits(seed: int = 42) -> DataSplits:
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.model_selection import train_test_split
-
-    raw = load_breast_cancer(as_frame=True)
-    classes = [str(c) for c in raw.target_names]
-    frame = raw.frame.rename(columns={"target": "diagnosis"})
-    frame["diagnosis"] = [classes[i] for i in frame["diagnosis"]]
-    dataset = Dataset("breast_cancer", frame, [str(c) for c in raw.feature_names], "diagnosis", classes=classes)
-    train, rest = train_test_split(frame, test_size=0.3, stratify=frame["diagnosis"], random_state=seed)
-    val, test = train_test_split(rest, test_size=0.5, stratify=rest["diagnosis"], random_state=seed)
-    return DataSplits(dataset, train, val, test)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from framework import hookimpl, hookspecs
-from framework.components import COMPONENT_KINDS, DataSource, TrafficStrategy
+from framework.components import COMPONENT_KINDS, DataSource
 from framework.errors import PluginError, RecipeError
 from framework.plugins import Components, get_plugin_manager
 
