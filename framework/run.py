@@ -364,7 +364,8 @@ def _stage_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStage
 
 
 def _stage_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
-    """Send a held-out slice over HTTP; compare every answer with the offline ONNX prediction."""
+    """Send a held-out slice over HTTP; compare every answer with the offline ONNX prediction of
+    the arm that gave it (a strategy may route a row to any arm)."""
     import httpx
     import numpy as np
     import onnxruntime as ort
@@ -373,16 +374,19 @@ def _stage_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: Ru
     splits = state.splits
     rows = splits.test.head(cfg.rows)
     features = splits.dataset.features
-    primary = next(iter(plan.recipe.serve.models))
-    primary_ref = _registry_ref(state, str(plan.recipe.serve.models[primary]), f"serve.models.{primary}")
-    model = served_model_from_registry(state.registry, primary_ref, primary)
-    session = ort.InferenceSession(model.onnx_bytes, providers=["CPUExecutionProvider"])
     x = rows[features].to_numpy(dtype=np.float32)
-    offline = session.run([model.output_name], {model.input_name: x})[0]
+    offline: dict[str, np.ndarray] = {}
+    classes: dict[str, list] = {}
+    for arm, ref in plan.recipe.serve.models.items():
+        model = served_model_from_registry(state.registry, _registry_ref(state, str(ref), f"serve.models.{arm}"), arm)
+        session = ort.InferenceSession(model.onnx_bytes, providers=["CPUExecutionProvider"])
+        offline[arm] = session.run([model.output_name], {model.input_name: x})[0]
+        classes[arm] = model.classes
 
-    served_probs: list[list[float]] = []
-    served_labels: list[Any] = []
+    served_probs, expected_probs = [], []
+    served_labels, offline_labels, truth, arms = [], [], [], []
     latencies: list[float] = []
+    injected = 0
     progress = ctx.progress(total=len(rows), description="held-out rows over HTTP")
     with httpx.Client(timeout=30.0) as client:
         for start in range(0, len(rows), cfg.batch_size):
@@ -391,30 +395,42 @@ def _stage_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: Ru
             t0 = time.perf_counter()
             resp = client.post(state.app.predict_url, json=body)
             latencies.append((time.perf_counter() - t0) * 1000.0)
+            progress.advance(len(chunk))
+            if resp.status_code == 503 and "injected fault" in resp.text and plan.recipe.serve.faults:
+                injected += 1  # the recipe asked for these failures (serve.faults)
+                continue
             if resp.status_code != 200:
                 raise StageError(f"online_eval: {state.app.predict_url} answered {resp.status_code}: {resp.text[:300]}")
             answer = resp.json()
+            arm = answer["arm"]
+            expected = offline[arm][start:start + len(chunk)]
             served_probs.extend(answer["probabilities"])
+            expected_probs.extend(expected.tolist())
             served_labels.extend(answer["predictions"])
-            progress.advance(len(chunk))
+            offline_labels.extend(classes[arm][i] for i in expected.argmax(axis=1))
+            truth.extend(chunk[splits.dataset.target].tolist())
+            arms.extend([arm] * len(chunk))
     served = np.asarray(served_probs, dtype=np.float64)
-    max_abs_diff = float(np.max(np.abs(served - offline))) if len(served) else 0.0
-    offline_labels = [model.classes[i] for i in offline.argmax(axis=1)]
-    agreement = float(np.mean([a == b for a, b in zip(served_labels, offline_labels)]))
-    truth = rows[splits.dataset.target].tolist()
-    served_accuracy = float(np.mean([a == b for a, b in zip(served_labels, truth)]))
+    max_abs_diff = float(np.max(np.abs(served - np.asarray(expected_probs)))) if len(served) else 0.0
+    agreement = float(np.mean([a == b for a, b in zip(served_labels, offline_labels)])) if served_labels else 0.0
+    served_accuracy = float(np.mean([a == b for a, b in zip(served_labels, truth)])) if served_labels else 0.0
     ctx.metric("rows_sent", len(rows))
+    ctx.metric("rows_compared", len(served_labels))
     ctx.metric("requests", len(latencies))
     ctx.metric("max_abs_diff", max_abs_diff)
     ctx.metric("agreement", agreement)
     ctx.metric("served_accuracy", served_accuracy)
     ctx.metric("latency_p50_ms", float(np.percentile(latencies, 50)))
     ctx.metric("latency_p99_ms", float(np.percentile(latencies, 99)))
+    if injected:
+        ctx.metric("injected_faults", injected)
     _write_json(
         ctx.out_dir / "comparison.json",
         {"served_predictions": served_labels, "offline_predictions": offline_labels, "truth": truth,
-         "max_abs_diff": max_abs_diff},
+         "arms": arms, "max_abs_diff": max_abs_diff},
     )
+    if not served_labels:
+        raise StageError("online_eval: no answer to compare (every request failed)")
     if max_abs_diff > cfg.tolerance or agreement < 1.0:
         raise StageError(
             f"online_eval: served answers differ from offline ONNX predictions "
