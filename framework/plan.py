@@ -205,7 +205,7 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
     if not serve.route_prefix.startswith("/"):
         raise RecipeError(f"serve.route_prefix: must start with '/', got '{serve.route_prefix}'")
     if not serve.models:
-        raise RecipeError("serve.models: declare at least one arm, e.g. {primary: this_run}")
+        serve.models = {"primary": "this_run"}
     for arm, ref in serve.models.items():
         if not MODEL_REF.match(str(ref)):
             raise RecipeError(

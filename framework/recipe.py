@@ -71,8 +71,10 @@ class ServeConfig:
     #: "deployment": each model in its own Ray Serve deployment
     placement: str = "ingress"
     replicas: int = 1
-    #: arm name -> model reference ("this_run", "NAME@ALIAS" or "NAME:VERSION_ID")
-    models: Dict[str, str] = field(default_factory=lambda: {"primary": "this_run"})
+    #: arm name -> model reference ("this_run", "this_run#2", "NAME@ALIAS" or "NAME:VERSION_ID");
+    #: empty means {primary: this_run}. (Empty, not that default: a recipe's arms replace it
+    #: rather than being merged next to it.)
+    models: Dict[str, str] = field(default_factory=dict)
     #: served rows kept in memory for monitors (a ring buffer, off the request path)
     record_buffer: int = 10000
     #: token for the admin endpoints (promote, roll back, reweight); unset: they are disabled

@@ -173,3 +173,18 @@ def test_plan_verb_prints_json_plan():
     plan = json.loads(proc.stdout)
     train = next(s for s in plan["stages"] if s["stage"] == "train")
     assert train["components"][0]["config"]["max_epochs"] == 3
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml")))
+def test_every_shipped_recipe_composes_and_plans(recipe):
+    plan = plan_recipe([f"+recipe={recipe}"])
+    assert plan.recipe.name == recipe
+    assert plan.enabled("data") and plan.enabled("train")
+    arms = plan.stage("serve").component.cls.arm_names(plan.stage("serve").component.config, plan.recipe.serve.models)
+    assert list(arms) and set(arms) <= set(plan.recipe.serve.models)
+
+
+def test_recipe_arms_replace_the_default_arm():
+    plan = plan_recipe(["+recipe=canary"])
+    assert plan.recipe.serve.models == {"champion": "this_run#2", "challenger": "this_run"}
+    assert plan_recipe(["+recipe=quickstart"]).recipe.serve.models == {"primary": "this_run"}
