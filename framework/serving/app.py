@@ -4,9 +4,10 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import math
 import socket
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import ServingError
 from .types import RECORD_FIELDS, ServedModel, ServingApp
@@ -35,18 +36,37 @@ def deploy(
     record_buffer: int = 10000,
     admin_token: str | None = None,
     num_cpus: float = REPLICA_NUM_CPUS,
+    faults: Mapping[str, Mapping[str, Any]] | None = None,
+    rank_class: Any = None,
+    feedback_memory: int = 100_000,
 ) -> ServingApp:
     """Deploy ``models`` behind one ingress that routes with ``strategy_cls``; wait until healthy.
 
     ``placement="ingress"``: ``replicas`` ingress replicas, each holding every arm's ONNX session
     (no extra hop). ``placement="deployment"``: one ingress replica and ``replicas`` replicas per
-    arm, reached by DeploymentHandle. Strategy state and the records buffer live in each ingress
-    replica, so with several ingress replicas the admin endpoints show the one that answered.
+    arm, reached by DeploymentHandle. Strategy state, the records buffer, the request ids kept for
+    feedback and the events live in each ingress replica. With several ingress replicas (the
+    recipe default is 1) each HTTP call reaches one of them: an admin command switches that
+    replica's strategy only, ``-/strategy`` and ``-/events`` show that replica, and feedback for a
+    request another replica answered is refused as unknown (404). Deploy one ingress replica (or
+    ``placement="deployment"``, whose ingress is always one replica) when strategies decide.
+
+    ``admin_token``: required as ``X-Admin-Token`` by every ``-/`` endpoint; None disables the
+    commands (``-/admin/...``: 403) and leaves the read-only ones open.
+    ``faults``: **for demos, tests and benchmarks only**: ``{arm: {"error_rate": 0.05,
+    "extra_latency_ms": 0.0, "seed": 0}}`` makes that arm fail (503 when it answers the client)
+    or answer late, injected by the ingress in front of the arm whatever the placement.
+    ``rank_class``: the class whose probability ``POST rank`` sorts by (None: the last class).
+    ``feedback_memory``: how many recent request ids are remembered for ``POST feedback``.
     ``num_cpus``: the CPU each replica reserves (fractional so several fit on a small machine).
     Raises RecipeError (the strategy rejects the arms) or ServingError (anything else).
     """
     where = f"app '{app_name}' on http://{host}:{port}{route_prefix}"
     _validate(models, placement, replicas, route_prefix, where)
+    faults = _validate_faults(faults, [m.arm for m in models], where)
+    _validate_rank_class(models, rank_class, where)
+    if int(feedback_memory) < 1:
+        raise ServingError(f"{where}: feedback_memory must be >= 1, got {feedback_memory}")
     arms = {m.arm: m.version for m in models}
     strategy_cls.arm_names(strategy_config, arms)  # RecipeError naming the recipe keys
     try:  # pure Python and cheap: a broken config fails here, not after replicas were scheduled
@@ -71,10 +91,13 @@ def deploy(
         start_ray()
     ensure_serve(host, port)
     common = {"ray_actor_options": {"num_cpus": num_cpus}, "max_constructor_retry_count": 2}
+    extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory)}
+    if faults:
+        log.warning("fault injection is ON for arm(s) %s: for demos, tests and benchmarks only", sorted(faults))
     if placement == "ingress":
         app = Ingress.options(
             num_replicas=replicas, max_ongoing_requests=MAX_ONGOING_REQUESTS, **common
-        ).bind(models, strategy_cls, strategy_config, record_buffer, admin_token)
+        ).bind(models, strategy_cls, strategy_config, record_buffer, admin_token, None, **extra)
     else:
         handles = {
             m.arm: ArmModel.options(
@@ -86,7 +109,7 @@ def deploy(
         # needs the models' metadata, not their bytes (which may be large).
         meta = [dataclasses.replace(m, onnx_bytes=b"") for m in models]
         app = Ingress.options(num_replicas=1, max_ongoing_requests=4 * MAX_ONGOING_REQUESTS, **common).bind(
-            meta, strategy_cls, strategy_config, record_buffer, admin_token, handles
+            meta, strategy_cls, strategy_config, record_buffer, admin_token, handles, **extra
         )
     try:
         serve.run(app, name=app_name, route_prefix=route_prefix, blocking=False)
@@ -170,6 +193,46 @@ def _validate(models: list[ServedModel], placement: str, replicas: int, route_pr
             raise ServingError(f"{where}: arm '{m.arm}' has string features {strings}; the ONNX ingress serves numbers only")
 
 
+FAULT_KEYS = ("error_rate", "extra_latency_ms", "seed")
+
+
+def _validate_faults(faults: Mapping[str, Mapping[str, Any]] | None, arms: list[str], where: str) -> dict:
+    """``{arm: {error_rate, extra_latency_ms, seed}}`` checked and completed with defaults."""
+    if not faults:
+        return {}
+    if not isinstance(faults, Mapping):
+        raise ServingError(f"{where}: serve.faults must map arm names to {{error_rate, extra_latency_ms, seed}}")
+    clean = {}
+    for arm, spec in faults.items():
+        key = f"serve.faults.{arm}"
+        if arm not in arms:
+            raise ServingError(f"{where}: {key}: no such arm; arms: {', '.join(arms)}")
+        if not isinstance(spec, Mapping):
+            raise ServingError(f"{where}: {key}: expected {{error_rate, extra_latency_ms, seed}}, got {spec!r}")
+        unknown = sorted(set(spec) - set(FAULT_KEYS))
+        if unknown:
+            raise ServingError(f"{where}: {key}.{unknown[0]}: unknown key; use {', '.join(FAULT_KEYS)}")
+        rate, extra, seed = spec.get("error_rate", 0.0), spec.get("extra_latency_ms", 0.0), spec.get("seed", 0)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) <= 1.0:
+            raise ServingError(f"{where}: {key}.error_rate: must be a number in [0, 1], got {rate!r}")
+        if isinstance(extra, bool) or not isinstance(extra, (int, float)) or not math.isfinite(extra) or extra < 0:
+            raise ServingError(f"{where}: {key}.extra_latency_ms: must be a number >= 0, got {extra!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ServingError(f"{where}: {key}.seed: must be an integer, got {seed!r}")
+        clean[arm] = {"error_rate": float(rate), "extra_latency_ms": float(extra), "seed": seed}
+    return clean
+
+
+def _validate_rank_class(models: list[ServedModel], rank_class: Any, where: str) -> None:
+    if rank_class is None:
+        return
+    for m in models:
+        if not any(c == rank_class or str(c) == str(rank_class) for c in m.classes):
+            raise ServingError(
+                f"{where}: serve.rank_class: {rank_class!r} is not a class of arm '{m.arm}' (classes: {list(m.classes)})"
+            )
+
+
 def _wait_healthy(app: ServingApp, where: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
     import httpx
 
@@ -205,6 +268,24 @@ def fetch_records(app: ServingApp, timeout: float = 30.0):
     frame[features] = frame[features].astype("float64")
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
     return frame
+
+
+def fetch_events(app: ServingApp, since: int = 0, timeout: float = 30.0) -> list[dict]:
+    """Promote / rollback events after index ``since`` (events are numbered from 1), oldest first.
+
+    Each: ``{index, time, verdict, reason, weights, arms (arm -> version), source}`` with
+    ``source`` "strategy" (its own verdict) or "admin" (an operator's command).
+    """
+    import httpx
+
+    url = f"{app.url}-/events?since={int(since)}"
+    try:
+        r = httpx.get(url, headers=app.admin_headers(), timeout=timeout, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise ServingError(f"app '{app.app_name}': GET {url} failed: {exc}") from exc
+    if r.status_code != 200:
+        raise ServingError(f"app '{app.app_name}': GET {url} answered {r.status_code}: {r.text[:300]}")
+    return r.json()["events"]
 
 
 def shutdown_app(app: ServingApp | str) -> None:

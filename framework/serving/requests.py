@@ -1,4 +1,4 @@
-"""Parsing and validating one prediction request against an InputSchema (no Ray, no HTTP).
+"""Parsing and validating predict, rank and feedback requests (no Ray, no HTTP).
 
 The fast path assumes a well-formed request and checks it in bulk; only when that fails does the
 slow path walk the instances to name the first offending field. Every failure is a RequestError
@@ -40,13 +40,13 @@ class RequestParser:
         self.max_instances = max_instances
 
     def parse_body(self, body: bytes) -> ParsedRequest:
-        if len(body) > MAX_BODY_BYTES:
-            raise RequestError("body", f"request body of {len(body)} bytes exceeds {MAX_BODY_BYTES}", 413)
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-            raise RequestError("body", f"invalid JSON: {exc}", 400) from None
-        return self.parse(data)
+        return self.parse(load_json(body))
+
+    def parse_rank_body(self, body: bytes) -> tuple[ParsedRequest, list]:
+        """A rank request: the instances (validated as for predict) and one item id per instance."""
+        data = load_json(body)
+        parsed = self.parse(data)
+        return parsed, parse_item_ids(data, len(parsed.rows))
 
     def parse(self, data: Any) -> ParsedRequest:
         if not isinstance(data, dict):
@@ -117,6 +117,15 @@ class RequestParser:
                 )
 
 
+def load_json(body: bytes) -> Any:
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestError("body", f"request body of {len(body)} bytes exceeds {MAX_BODY_BYTES}", 413)
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise RequestError("body", f"invalid JSON: {exc}", 400) from None
+
+
 def _finite32(value: int | float) -> bool:
     """Finite once cast to the model's float32 (1e39 is a finite double but inf in float32)."""
     try:
@@ -147,3 +156,107 @@ def _short(value: Any, limit: int = 60) -> str:
 def _list(names: list[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} features)" if len(names) > limit else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking requests
+# ---------------------------------------------------------------------------------------------
+def parse_item_ids(data: dict, n: int) -> list:
+    """``item_ids`` of a rank request: one unique string or integer per instance ("0".."n-1" if absent)."""
+    ids = data.get("item_ids")
+    if ids is None:
+        return [str(i) for i in range(n)]
+    if not isinstance(ids, list):
+        raise RequestError("item_ids", f"expected a list of ids (one per instance), got {_describe(ids)}")
+    if len(ids) != n:
+        raise RequestError("item_ids", f"expected {n} ids (one per instance), got {len(ids)}")
+    seen: dict = {}
+    for i, item in enumerate(ids):
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise RequestError(f"item_ids[{i}]", f"expected a string or an integer, got {_describe(item)}")
+        if item in seen:
+            raise RequestError(f"item_ids[{i}]", f"duplicate id {_short(item)} (also at item_ids[{seen[item]}])")
+        seen[item] = i
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback
+# ---------------------------------------------------------------------------------------------
+#: feedback items in one batch: far above what a client buffers, small enough to refuse abuse
+MAX_FEEDBACK_ITEMS = 10_000
+FEEDBACK_KINDS = ("label", "reward", "clicks")
+_FEEDBACK_FIELDS = ("request_id",) + FEEDBACK_KINDS
+
+
+@dataclass
+class FeedbackItem:
+    """One piece of feedback as the client sent it; ``kinds`` names what it carries."""
+
+    request_id: str
+    label: Any = None
+    reward: float | None = None
+    clicks: tuple | None = None
+    kinds: tuple[str, ...] = ()
+    #: where this item sits in the body, for error fields: "" (single) or "feedback[3]."
+    at: str = ""
+
+
+def parse_feedback_body(body: bytes) -> tuple[list[FeedbackItem], bool]:
+    """``{"request_id", "label"?, "reward"?, "clicks"?}`` or ``{"feedback": [...]}`` -> (items, is_batch).
+
+    The whole body is validated before anything is recorded: a batch is refused as one.
+    """
+    data = load_json(body)
+    if not isinstance(data, dict):
+        raise RequestError("body", f"expected a JSON object, got {_describe(data)}")
+    if "feedback" in data:
+        extra = [k for k in data if k != "feedback"]
+        if extra:
+            raise RequestError(extra[0], 'unexpected next to "feedback": put every field inside the items')
+        items = data["feedback"]
+        if not isinstance(items, list):
+            raise RequestError("feedback", f"expected a list of feedback objects, got {_describe(items)}")
+        if not items:
+            raise RequestError("feedback", "empty list: send at least one feedback object")
+        if len(items) > MAX_FEEDBACK_ITEMS:
+            raise RequestError("feedback", f"{len(items)} items exceed the limit of {MAX_FEEDBACK_ITEMS} per request", 413)
+        return [_feedback_item(item, f"feedback[{i}].") for i, item in enumerate(items)], True
+    return [_feedback_item(data, "")], False
+
+
+def _feedback_item(data: Any, at: str) -> FeedbackItem:
+    if not isinstance(data, dict):
+        raise RequestError(at.rstrip(".") or "body", f"expected a feedback object, got {_describe(data)}")
+    for k in data:
+        if k not in _FEEDBACK_FIELDS:
+            raise RequestError(f"{at}{k}", f"unknown field; expected only: {', '.join(_FEEDBACK_FIELDS)}")
+    rid = data.get("request_id")
+    if rid is None:
+        raise RequestError(f"{at}request_id", "missing: the request_id of the answer this feedback is about")
+    if not isinstance(rid, str) or not rid:
+        raise RequestError(f"{at}request_id", f"expected a non-empty string, got {_describe(rid)}")
+    item = FeedbackItem(rid, at=at)
+    kinds = []
+    if data.get("label") is not None:  # null means "no label", like an absent field
+        item.label = data["label"]
+        kinds.append("label")
+    if data.get("reward") is not None:
+        reward = data["reward"]
+        if type(reward) not in _NUMBER_TYPES or not math.isfinite(float(reward)):
+            raise RequestError(f"{at}reward", f"expected a finite number, got {_short(reward)}")
+        item.reward = float(reward)
+        kinds.append("reward")
+    if data.get("clicks") is not None:
+        clicks = data["clicks"]
+        if not isinstance(clicks, list):
+            raise RequestError(f"{at}clicks", f"expected a list of item ids, got {_describe(clicks)}")
+        for j, c in enumerate(clicks):
+            if isinstance(c, bool) or not isinstance(c, (str, int)):
+                raise RequestError(f"{at}clicks[{j}]", f"expected an item id (string or integer), got {_describe(c)}")
+        item.clicks = tuple(clicks)
+        kinds.append("clicks")
+    if not kinds:
+        raise RequestError(at.rstrip(".") or "body", "nothing to record: send a label, a reward or clicks")
+    item.kinds = tuple(kinds)
+    return item

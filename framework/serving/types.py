@@ -57,5 +57,13 @@ class ServingApp:
     def predict_url(self) -> str:
         return self.url + "predict"
 
+    @property
+    def rank_url(self) -> str:
+        return self.url + "rank"
+
+    @property
+    def feedback_url(self) -> str:
+        return self.url + "feedback"
+
     def admin_headers(self) -> dict[str, Any]:
         return {"X-Admin-Token": self.admin_token} if self.admin_token else {}

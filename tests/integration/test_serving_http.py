@@ -14,7 +14,7 @@ import pytest
 
 from framework.components import FeatureSpec, InputSchema
 from framework.errors import ServingError
-from framework.serving import ServedModel, deploy, fetch_records, shutdown_app
+from framework.serving import ServedModel, deploy, fetch_events, fetch_records, shutdown_app
 from plugins.strategy_single import SingleConfig, SingleStrategy
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
@@ -229,7 +229,7 @@ def test_records_buffer_is_bounded(app, client):
     assert len(fetch_records(app)) == 500
 
 
-@pytest.mark.parametrize("endpoint", ["-/records", "-/strategy"])
+@pytest.mark.parametrize("endpoint", ["-/records", "-/strategy", "-/events"])
 def test_admin_token_enforced(app, client, endpoint):
     assert client.get(app.url + endpoint).status_code == 401
     wrong = client.get(app.url + endpoint, headers={"X-Admin-Token": "guess"})
@@ -251,6 +251,19 @@ def test_strategy_state_counts_requests(app, client):
     assert snap["state"]["errors"] == 0 and snap["state"]["error_rate"] == 0.0
     assert snap["state"]["latency_ms"]["p50"] > 0
     assert snap["decision"] == {"verdict": "hold", "reason": "single strategy never changes traffic", "weights": {"primary": 1.0}}
+
+
+def test_admin_commands_on_a_strategy_without_weights(app, client):
+    r = client.post(app.url + "-/admin/weights", json={"weights": {"primary": 1.0}}, headers={"X-Admin-Token": TOKEN})
+    assert r.status_code == 409
+    assert r.json()["error"] == {"field": "weights", "reason": "strategy 'single' has no traffic weights to set"}
+    assert client.post(app.url + "-/admin/promote").status_code == 401
+    r = client.post(app.url + "-/admin/promote", json={"reason": "drill"}, headers={"X-Admin-Token": TOKEN})
+    assert r.status_code == 200, r.text
+    event = fetch_events(app)[-1]
+    assert (event["verdict"], event["reason"], event["source"]) == ("promote", "drill", "admin")
+    assert event["arms"] == {"primary": "v-test-1"}
+    assert client.post(app.predict_url, json={"instance": GOOD}).status_code == 200  # nothing to switch: still served
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,6 +289,14 @@ def test_deployment_placement_and_shutdown(app, client, serve_port, onnx_bytes):
         bad = client.post(other.predict_url, json={"instances": [dict(GOOD, age="old")]})
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "instances[0].age"
         assert len(fetch_records(other)) == 7  # no admin token: open
+        # rank and feedback through the remote arm; admin commands are off without a token
+        ranked = client.post(other.rank_url, json={"instances": [instance(row) for row in x[:3]], "item_ids": ["a", "b", "c"]})
+        assert ranked.status_code == 200, ranked.text
+        order = np.argsort(-offline(onnx_bytes, x[:3])[:, -1], kind="stable")
+        assert ranked.json()["ranking"] == [["a", "b", "c"][i] for i in order]
+        fb = client.post(other.feedback_url, json={"request_id": r.json()["request_id"], "label": CLASSES[0]})
+        assert fb.status_code == 200 and fb.json()["arm"] == "champion"
+        assert client.post(other.url + "-/admin/rollback").status_code == 403
     finally:
         shutdown_app(other)
     from ray import serve
