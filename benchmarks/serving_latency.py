@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.model_ref:
         from framework.registry import Registry
-        from framework.run import served_model_from_registry
+        from framework.stages import served_model_from_registry
 
         model = served_model_from_registry(Registry(args.store or ".framework/store"), args.model_ref, "primary")
         onnx_bytes, names = model.onnx_bytes, model.schema.names

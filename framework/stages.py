@@ -1,0 +1,396 @@
+"""The stages of a run: what each does with its plugin components and the core services
+(registry, serving). ``run.py`` calls them in plan order through ``RUNNERS``."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .components import DataSplits, ExportedModel, InputSchema, ServedWindow
+from .context import RunStageContext
+from .errors import StageError
+from .plan import Plan, PlannedStage, this_run_rank
+from .plugins import Components
+
+
+@dataclass
+class RunState:
+    """What earlier stages hand to later ones."""
+
+    dataset: Any = None
+    splits: DataSplits | None = None
+    data_version: Any = None
+    trained: Any = None
+    exported: ExportedModel | None = None
+    model_version: Any = None
+    exports: dict[int, ExportedModel] = field(default_factory=dict)  # candidate rank -> export
+    model_versions: dict[int, Any] = field(default_factory=dict)  # candidate rank -> version
+    app: Any = None
+    registry: Any = None
+
+
+
+def _code_revision() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True, timeout=5)
+        if rev.returncode == 0:
+            return rev.stdout.strip()[:12] + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def _stage_data(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    dataset = stage.component.build().load(ctx)
+    if dataset.target not in dataset.frame.columns:
+        raise StageError(f"data ({stage.component.type}): target column '{dataset.target}' is not in the frame")
+    if dataset.classes is None:
+        dataset.classes = sorted(dataset.frame[dataset.target].unique().tolist())
+    state.dataset = dataset
+    ctx.metric("rows", int(len(dataset.frame)))
+    ctx.metric("features", len(dataset.features))
+    ctx.metric("classes", len(dataset.classes))
+
+
+def _stage_checks(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    passed = 0
+    reports = []
+    for planned in stage.components:
+        report = planned.build().check(state.dataset, ctx)
+        reports.append(dataclasses.asdict(report))
+        if report.passed:
+            passed += 1
+        else:
+            ctx.logger.warning("non-blocking check %s failed: %s", planned.key, report.failures)
+    _write_json(ctx.out_dir / "reports.json", reports)
+    ctx.metric("checks_passed", f"{passed}/{len(stage.components)}")
+
+
+def _split(plan: Plan, dataset: Any) -> DataSplits:
+    from sklearn.model_selection import train_test_split
+
+    cfg = plan.recipe.split
+    frame = dataset.frame
+    strat = frame[dataset.target] if cfg.stratify and dataset.task == "classification" else None
+    rest, test = train_test_split(frame, test_size=cfg.test, random_state=plan.recipe.seed, stratify=strat)
+    strat_rest = rest[dataset.target] if strat is not None else None
+    train, val = train_test_split(
+        rest, test_size=cfg.val / (1.0 - cfg.test), random_state=plan.recipe.seed + 1, stratify=strat_rest
+    )
+    return DataSplits(dataset=dataset, train=train, val=val, test=test)
+
+
+def _stage_version(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    dataset = state.dataset
+    schema = {
+        "features": list(dataset.features),
+        "target": dataset.target,
+        "classes": list(dataset.classes),
+        "dtypes": {c: str(t) for c, t in dataset.frame.dtypes.items()},
+    }
+    version = state.registry.put_data(
+        dataset.name, dataset.frame, schema=schema, meta={"description": dataset.description, "recipe": plan.recipe.name}
+    )
+    components.notify("on_data_versioned", version=version)
+    state.data_version = version
+    state.splits = _split(plan, dataset)
+    split_index = {p: [str(i) for i in getattr(state.splits, p).index] for p in ("train", "val", "test")}
+    _write_json(ctx.out_dir / "split.json", {"seed": plan.recipe.seed, **split_index})
+    ctx.metric("data_version", version.ref)
+    ctx.metric("train_rows", len(state.splits.train))
+    ctx.metric("val_rows", len(state.splits.val))
+    ctx.metric("test_rows", len(state.splits.test))
+
+
+def _stage_label(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    state.dataset = stage.component.build().label(state.dataset, ctx)
+    state.splits = _split(plan, state.dataset)
+    ctx.metric("rows", len(state.dataset.frame))
+
+
+def _stage_train(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    trained = stage.component.build().fit(state.splits, ctx)
+    state.trained = trained
+    for key, value in trained.metrics.items():
+        ctx.metric(key, value)
+    _write_json(ctx.out_dir / "hyperparameters.json", trained.hyperparameters)
+
+
+def _stage_compress(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    for planned in stage.components:
+        state.trained = planned.build().compress(state.trained, state.splits, ctx)
+    for key, value in state.trained.metrics.items():
+        ctx.metric(key, value)
+
+
+def _served_ranks(plan: Plan) -> list[int]:
+    """Which candidates of this run the recipe serves: 1 is the best, 2 the runner-up ..."""
+    return sorted({1} | {r for r in map(this_run_rank, map(str, plan.recipe.serve.models.values())) if r})
+
+
+def _candidate(state: RunState, rank: int, where: str) -> Any:
+    if rank == 1:
+        return state.trained
+    runners_up = state.trained.runners_up
+    if rank - 2 >= len(runners_up):
+        raise StageError(f"{where}: this_run#{rank} asked for, but training produced {len(runners_up) + 1} candidate(s)")
+    return runners_up[rank - 2]
+
+
+def _stage_export(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    exporter = stage.component.build()
+    for rank in _served_ranks(plan):
+        where = next((f"serve.models.{a}" for a, r in plan.recipe.serve.models.items() if this_run_rank(str(r)) == rank), "export")
+        model = _candidate(state, rank, where)
+        # every candidate gets its own folder: exporters write fixed file names
+        sub = ctx if rank == 1 else RunStageContext(stage.name, ctx.out_dir / f"this_run-{rank}", ctx.seed, ctx.logger)
+        state.exports[rank] = exporter.export(model, state.splits, sub)
+    state.exported = state.exports[1]
+    for key, value in state.exported.metrics.items():
+        ctx.metric(key, value)
+    if len(state.exports) > 1:
+        ctx.metric("candidates_exported", len(state.exports))
+
+
+def _register_candidate(plan: Plan, state: RunState, rank: int, components: Components) -> Any:
+    exported = state.exports[rank]
+    trained = _candidate(state, rank, "register")
+    manifest = {
+        "format": exported.format,
+        "input_name": exported.input_name,
+        "output_name": exported.output_name,
+        "classes": list(exported.classes),
+        "schema": exported.schema.to_dict(),
+    }
+    files = {
+        "model.onnx": Path(exported.path).read_bytes(),
+        "serving.json": json.dumps(manifest, sort_keys=True).encode(),
+    }
+    lineage = {
+        "recipe": plan.recipe.name,
+        "recipe_hash": plan.recipe_hash,
+        "data_version": state.data_version.id if state.data_version else None,
+        "code_revision": _code_revision(),
+        "trainer": plan.stage("train").component.type,
+        "hyperparameters": trained.hyperparameters,
+        "candidate_rank": rank,
+        "seed": plan.recipe.seed,
+    }
+    registry = state.registry
+    name = plan.recipe.register.model_name
+    hashes = {f: hashlib.sha256(b).hexdigest() for f, b in files.items()}
+    existing = next((v for v in registry.list(kind="model", name=name) if v.files == hashes), None)
+    if existing is not None:  # an identical re-run reuses its version
+        version = existing
+    else:
+        previous = registry.list(kind="model", name=name)
+        parent = previous[0].id if previous else None
+        version = registry.put_model(name, files=files, metrics={**trained.metrics, **exported.metrics},
+                                     lineage=lineage, parent=parent)
+    if rank == 1:
+        for alias in plan.recipe.register.aliases:
+            registry.set_alias("model", name, alias, version.id)
+    version = registry.get(f"{name}:{version.id}")
+    components.notify("on_model_registered", version=version)
+    return version
+
+
+def _stage_register(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    # runners-up first, so the best candidate is the newest version of the name
+    for rank in sorted(state.exports, reverse=True):
+        state.model_versions[rank] = _register_candidate(plan, state, rank, components)
+    state.model_version = state.model_versions[1]
+    ctx.metric("model_version", state.model_version.ref)
+    ctx.metric("aliases", ",".join(state.model_version.aliases))
+    if len(state.model_versions) > 1:
+        ctx.metric("candidates", {f"this_run#{r}": v.ref for r, v in sorted(state.model_versions.items())})
+
+
+def _registry_ref(state: RunState, ref: str, where: str) -> str:
+    """A recipe's model reference as a registry reference (``this_run#k`` -> NAME:ID)."""
+    rank = this_run_rank(ref)
+    if rank is None:
+        return ref
+    version = state.model_versions.get(rank)
+    if version is None:
+        raise StageError(f"{where}: '{ref}' but this run registered no such model")
+    return f"{version.name}:{version.id}"
+
+
+def served_model_from_registry(registry: Any, ref: str, arm: str) -> Any:
+    """A ServedModel for ``arm`` from a registered version (reads only ONNX and JSON)."""
+    from .serving import ServedModel
+
+    version = registry.get(ref, kind="model")
+    manifest = json.loads(registry.read_file(version, "serving.json"))
+    return ServedModel(
+        arm=arm,
+        version=version.ref,
+        onnx_bytes=registry.read_file(version, "model.onnx"),
+        schema=InputSchema.from_dict(manifest["schema"]),
+        classes=manifest["classes"],
+        input_name=manifest["input_name"],
+        output_name=manifest["output_name"],
+    )
+
+
+def _stage_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    from .serving import deploy
+
+    serve_cfg = plan.recipe.serve
+    models = [
+        served_model_from_registry(state.registry, _registry_ref(state, str(ref), f"serve.models.{arm}"), arm)
+        for arm, ref in serve_cfg.models.items()
+    ]
+    strategy = stage.component
+    state.app = deploy(
+        models,
+        strategy.cls,
+        strategy.config,
+        host=serve_cfg.host,
+        port=serve_cfg.port,
+        route_prefix=serve_cfg.route_prefix,
+        app_name=plan.recipe.name,
+        placement=serve_cfg.placement,
+        replicas=serve_cfg.replicas,
+        record_buffer=serve_cfg.record_buffer,
+        admin_token=serve_cfg.admin_token,
+        **({"faults": dict(serve_cfg.faults)} if serve_cfg.faults else {}),
+    )
+    ctx.metric("url", state.app.predict_url)
+    ctx.metric("arms", {m.arm: m.version for m in models})
+    _write_json(ctx.out_dir / "endpoint.json", {"predict_url": state.app.predict_url, "models": {m.arm: m.version for m in models}})
+
+
+def _stage_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    """Send a held-out slice over HTTP; compare every answer with the offline ONNX prediction of
+    the arm that gave it (a strategy may route a row to any arm)."""
+    import httpx
+    import numpy as np
+    import onnxruntime as ort
+
+    cfg = plan.recipe.online_eval
+    splits = state.splits
+    rows = splits.test.head(cfg.rows)
+    features = splits.dataset.features
+    x = rows[features].to_numpy(dtype=np.float32)
+    offline: dict[str, np.ndarray] = {}
+    classes: dict[str, list] = {}
+    for arm, ref in plan.recipe.serve.models.items():
+        model = served_model_from_registry(state.registry, _registry_ref(state, str(ref), f"serve.models.{arm}"), arm)
+        session = ort.InferenceSession(model.onnx_bytes, providers=["CPUExecutionProvider"])
+        offline[arm] = session.run([model.output_name], {model.input_name: x})[0]
+        classes[arm] = model.classes
+
+    served_probs, expected_probs = [], []
+    served_labels, offline_labels, truth, arms = [], [], [], []
+    latencies: list[float] = []
+    injected = 0
+    progress = ctx.progress(total=len(rows), description="held-out rows over HTTP")
+    with httpx.Client(timeout=30.0) as client:
+        for start in range(0, len(rows), cfg.batch_size):
+            chunk = rows.iloc[start:start + cfg.batch_size]
+            body = {"instances": [{f: float(v) for f, v in zip(features, r)} for r in chunk[features].to_numpy()]}
+            t0 = time.perf_counter()
+            resp = client.post(state.app.predict_url, json=body)
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+            progress.advance(len(chunk))
+            if resp.status_code == 503 and "injected fault" in resp.text and plan.recipe.serve.faults:
+                injected += 1  # the recipe asked for these failures (serve.faults)
+                continue
+            if resp.status_code != 200:
+                raise StageError(f"online_eval: {state.app.predict_url} answered {resp.status_code}: {resp.text[:300]}")
+            answer = resp.json()
+            arm = answer["arm"]
+            expected = offline[arm][start:start + len(chunk)]
+            served_probs.extend(answer["probabilities"])
+            expected_probs.extend(expected.tolist())
+            served_labels.extend(answer["predictions"])
+            offline_labels.extend(classes[arm][i] for i in expected.argmax(axis=1))
+            truth.extend(chunk[splits.dataset.target].tolist())
+            arms.extend([arm] * len(chunk))
+    served = np.asarray(served_probs, dtype=np.float64)
+    max_abs_diff = float(np.max(np.abs(served - np.asarray(expected_probs)))) if len(served) else 0.0
+    agreement = float(np.mean([a == b for a, b in zip(served_labels, offline_labels)])) if served_labels else 0.0
+    served_accuracy = float(np.mean([a == b for a, b in zip(served_labels, truth)])) if served_labels else 0.0
+    ctx.metric("rows_sent", len(rows))
+    ctx.metric("rows_compared", len(served_labels))
+    ctx.metric("requests", len(latencies))
+    ctx.metric("max_abs_diff", max_abs_diff)
+    ctx.metric("agreement", agreement)
+    ctx.metric("served_accuracy", served_accuracy)
+    ctx.metric("latency_p50_ms", float(np.percentile(latencies, 50)))
+    ctx.metric("latency_p99_ms", float(np.percentile(latencies, 99)))
+    if injected:
+        ctx.metric("injected_faults", injected)
+    _write_json(
+        ctx.out_dir / "comparison.json",
+        {"served_predictions": served_labels, "offline_predictions": offline_labels, "truth": truth,
+         "arms": arms, "max_abs_diff": max_abs_diff},
+    )
+    if not served_labels:
+        raise StageError("online_eval: no answer to compare (every request failed)")
+    if max_abs_diff > cfg.tolerance or agreement < 1.0:
+        raise StageError(
+            f"online_eval: served answers differ from offline ONNX predictions "
+            f"(max |diff| {max_abs_diff:.3g} > tolerance {cfg.tolerance}, agreement {agreement:.3f})"
+        )
+
+
+def _stage_batch(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    predictions = stage.component.build().predict(state.exported, state.splits.test, ctx)
+    ctx.metric("rows", len(predictions))
+
+
+def _stage_monitor(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    from .serving import fetch_records
+
+    frame = fetch_records(state.app)
+    served = ServedWindow(frame=frame, features=list(state.splits.dataset.features))
+    alerts: list[str] = []
+    reports = []
+    for planned in stage.components:
+        report = planned.build().evaluate(served, state.splits, ctx)
+        reports.append(dataclasses.asdict(report))
+        for alert in report.alerts:
+            alerts.append(f"{planned.type}: {alert}")
+            components.notify("on_alert_raised", monitor=planned.type, alert=alert)
+        for key, value in report.metrics.items():
+            ctx.metric(key, value)
+    ctx.metric("alerts", len(alerts))
+    _write_json(ctx.out_dir / "reports.json", reports)
+
+
+from .traffic import stage_traffic  # noqa: E402  (after the helpers it imports lazily)
+
+RUNNERS: dict[str, Callable[..., None]] = {
+    "data": _stage_data,
+    "checks": _stage_checks,
+    "version": _stage_version,
+    "label": _stage_label,
+    "train": _stage_train,
+    "compress": _stage_compress,
+    "export": _stage_export,
+    "register": _stage_register,
+    "serve": _stage_serve,
+    "online_eval": _stage_online_eval,
+    "traffic": stage_traffic,
+    "batch": _stage_batch,
+    "monitor": _stage_monitor,
+}
+
+RAY_STAGES = {"train", "compress", "serve", "batch"}

@@ -1,0 +1,140 @@
+"""Simulated users for the traffic stage: requests with a sticky user id, late and out-of-order
+feedback, and the strategy's promotions and rollbacks acted on (registry aliases, hooks)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .components import DataSplits
+from .context import RunStageContext
+from .plan import Plan, PlannedStage
+from .plugins import Components
+
+
+class _SimulatedUsers:
+    """Request bodies and the feedback a user would give, drawn from a held-out split."""
+
+    def __init__(self, plan: Plan, splits: DataSplits):
+        import numpy as np
+
+        cfg = plan.recipe.traffic
+        self.cfg = cfg
+        self.rng = np.random.default_rng(cfg.seed if cfg.seed is not None else plan.recipe.seed)
+        self.frame = getattr(splits, cfg.source)
+        self.features = list(splits.dataset.features)
+        self.target = splits.dataset.target
+        classes = list(splits.dataset.classes)
+        self.relevant = classes[-1]  # ranking: items of the last class are the ones users click
+
+    def request(self, i: int) -> tuple[dict, dict, Any]:
+        """(body, headers, truth) of request ``i``."""
+        n = 1 if self.cfg.endpoint == "predict" else self.cfg.rank_size
+        rows = self.frame.iloc[self.rng.integers(0, len(self.frame), size=n)]
+        instances = [{f: float(v) for f, v in zip(self.features, r)} for r in rows[self.features].to_numpy()]
+        headers = {"X-User-Id": f"user-{int(self.rng.integers(0, self.cfg.users))}"}
+        if self.cfg.endpoint == "predict":
+            return {"instances": instances}, headers, rows[self.target].iloc[0]
+        item_ids = [f"item-{i}-{k}" for k in range(n)]
+        truth = {iid for iid, t in zip(item_ids, rows[self.target]) if t == self.relevant}
+        return {"instances": instances, "item_ids": item_ids}, headers, truth
+
+    def feedback(self, request_id: str, answer: dict, truth: Any) -> dict:
+        if self.cfg.endpoint == "predict":
+            label = truth.item() if hasattr(truth, "item") else truth
+            return {"request_id": request_id, "label": label}
+        # position-biased clicks: a relevant item at position p is clicked with prob 1/(1+p)^0.5
+        clicks = [iid for p, iid in enumerate(answer.get("ranking", []))
+                  if iid in truth and self.rng.random() < 1.0 / (1.0 + p) ** 0.5]
+        return {"request_id": request_id, "clicks": clicks}
+
+
+def stage_traffic(plan: Plan, stage: PlannedStage, state: Any, ctx: RunStageContext, components: Components) -> None:
+    """Simulated users: requests with a sticky key, late feedback, and the strategy's decisions acted on."""
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from .components import Decision, Verdict
+    from .serving import fetch_events
+    from .stages import _registry_ref, _write_json
+
+    cfg = plan.recipe.traffic
+    users = _SimulatedUsers(plan, state.splits)
+    url = state.app.url.rstrip("/") + "/" + cfg.endpoint
+    feedback_url = state.app.url.rstrip("/") + "/feedback"
+    strategy_name = plan.stage("serve").component.type
+    arms = {arm: _registry_ref(state, str(ref), f"serve.models.{arm}") for arm, ref in plan.recipe.serve.models.items()}
+    progress = ctx.progress(total=cfg.requests, description=f"simulated requests ({strategy_name})")
+    per_arm: collections.Counter = collections.Counter()
+    statuses: collections.Counter = collections.Counter()
+    pending: collections.deque = collections.deque()
+    decisions: list[dict] = []
+    seen_events = 0
+    clients = [httpx.Client(timeout=30.0) for _ in range(cfg.concurrency)]
+
+    def send(job: tuple[int, dict, dict, Any]) -> tuple[int, Any, Any]:
+        i, body, headers, truth = job
+        resp = clients[i % len(clients)].post(url, json=body, headers=headers)
+        return resp.status_code, (resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}), truth
+
+    def act_on_events() -> bool:
+        nonlocal seen_events
+        events = fetch_events(state.app, since=seen_events)
+        seen_events += len(events)
+        finished = False
+        for event in events:
+            verdict = Verdict(event["verdict"])
+            decision = Decision(verdict, event.get("reason", ""), event.get("weights"), event.get("arm"))
+            record = {"after_requests": sent, **event}
+            if verdict is Verdict.PROMOTE:
+                arm = decision.arm or (max(decision.weights, key=decision.weights.get) if decision.weights else None)
+                if arm in arms:
+                    version = state.registry.get(arms[arm])
+                    state.registry.set_alias("model", version.name, "prod", version.id)
+                    record["prod"] = f"{version.name}:{version.id}"
+                    ctx.logger.info("promoted arm %s: %s is now %s@prod", arm, record["prod"], version.name)
+            decisions.append(record)
+            components.notify("on_rollout_decided", decision=decision, strategy=strategy_name)
+            finished = finished or verdict in (Verdict.PROMOTE, Verdict.ROLLBACK)
+        return finished
+
+    sent = 0
+    stopped_early = False
+    with ThreadPoolExecutor(cfg.concurrency) as pool:
+        try:
+            while sent < cfg.requests:
+                batch = [(sent + k, *users.request(sent + k)) for k in range(min(cfg.concurrency * 5, cfg.requests - sent))]
+                for status, answer, truth in pool.map(send, batch):
+                    statuses[status] += 1
+                    if status == 200:
+                        per_arm[answer.get("arm", "?")] += 1
+                        if cfg.feedback:
+                            pending.append(users.feedback(answer["request_id"], answer, truth))
+                sent += len(batch)
+                progress.advance(len(batch))
+                if cfg.feedback and len(pending) > cfg.feedback_lag:
+                    late = [pending.popleft() for _ in range(len(pending) - cfg.feedback_lag)]
+                    users.rng.shuffle(late)  # out of order, as real feedback arrives
+                    clients[0].post(feedback_url, json={"feedback": late})
+                if act_on_events() and cfg.stop_on_decision:
+                    stopped_early = sent < cfg.requests
+                    break
+            if cfg.feedback and pending:
+                clients[0].post(feedback_url, json={"feedback": list(pending)})
+            act_on_events()
+            strategy_state = clients[0].get(state.app.url.rstrip("/") + "/-/strategy",
+                                            headers={"X-Admin-Token": plan.recipe.serve.admin_token or ""}).json()
+        finally:
+            for c in clients:
+                c.close()
+    ctx.metric("requests", sent)
+    ctx.metric("errors", sum(n for code, n in statuses.items() if code != 200))
+    ctx.metric("share", {arm: round(n / max(sum(per_arm.values()), 1), 3) for arm, n in sorted(per_arm.items())})
+    ctx.metric("decision", decisions[-1]["verdict"] if decisions else "hold")
+    if decisions:
+        ctx.metric("reason", decisions[-1].get("reason", ""))
+    ctx.metric("stopped_early", stopped_early)
+    _write_json(ctx.out_dir / "traffic.json", {
+        "requests": sent, "statuses": dict(statuses), "per_arm": dict(per_arm), "decisions": decisions,
+        "strategy": strategy_state,
+    })
