@@ -63,3 +63,11 @@ class RequestError(FrameworkError):
         self.field = field
         self.reason = reason
         self.status = status
+
+
+class GateError(FrameworkError):
+    """A quality gate failed: the model is not registered or served. ``gates`` holds the table."""
+
+    def __init__(self, message: str, gates: list[dict] | None = None):
+        super().__init__(message)
+        self.gates = gates or []

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import RecipeError
 from .plugins import Components
-from .recipe import RecipeConfig, describe_omegaconf_error
+from .recipe import Bounds, RecipeConfig, describe_omegaconf_error
 
 #: stage name -> (recipe key, component kind, many components?)
 STAGES: list[tuple[str, str | None, str | None, bool]] = [
@@ -29,6 +29,7 @@ STAGES: list[tuple[str, str | None, str | None, bool]] = [
     ("train", "train", "trainer", False),
     ("compress", "compress", "compressor", True),
     ("export", "export", "exporter", False),
+    ("gate", None, None, False),
     ("register", None, None, False),
     ("serve", "strategy", "traffic_strategy", False),
     ("online_eval", None, None, False),
@@ -212,6 +213,23 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
                 f"serve.models.{arm}: '{ref}' is not a model reference; use 'this_run' (the best model of this "
                 f"run), 'this_run#2' (the runner-up ...), 'NAME@ALIAS' or 'NAME:VERSION_ID'"
             )
+    for metric, raw in list(recipe.gates.thresholds.items()):
+        try:
+            bounds = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Bounds), raw))
+        except OmegaConfBaseException as exc:
+            raise RecipeError(describe_omegaconf_error(exc, prefix=f"gates.thresholds.{metric}")) from None
+        recipe.gates.thresholds[metric] = bounds
+        if bounds.min is None and bounds.max is None:
+            raise RecipeError(f"gates.thresholds.{metric}: give a min, a max or both")
+        if bounds.min is not None and bounds.max is not None and bounds.min > bounds.max:
+            raise RecipeError(f"gates.thresholds.{metric}: min {bounds.min} > max {bounds.max}")
+    champion = recipe.gates.champion
+    if champion.metric not in ("accuracy", "f1_macro", "log_loss"):
+        raise RecipeError(f"gates.champion.metric: use accuracy, f1_macro or log_loss; got '{champion.metric}'")
+    if champion.ref is not None and (this_run_rank(champion.ref) or not MODEL_REF.match(champion.ref)):
+        raise RecipeError(f"gates.champion.ref: '{champion.ref}' is not a registry reference (NAME@ALIAS or NAME:ID)")
+    if recipe.gates.latency_runs < 10:
+        raise RecipeError(f"gates.latency_runs: must be >= 10, got {recipe.gates.latency_runs}")
     traffic = recipe.traffic
     if traffic.endpoint not in ("predict", "rank"):
         raise RecipeError(f"traffic.endpoint: must be 'predict' or 'rank', got '{traffic.endpoint}'")
@@ -268,7 +286,11 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
         if not recipe.online_eval.enabled:
             plan.stage("online_eval").enabled = False
             plan.stage("online_eval").note = "online_eval.enabled=false"
+    gates = recipe.gates
+    if not gates.thresholds and not gates.champion.ref:
+        plan.stage("gate").enabled = False
+        plan.stage("gate").note = "no gates declared"
     if not plan.enabled("train"):
-        for name in ("compress", "export", "register"):
+        for name in ("compress", "export", "gate", "register"):
             plan.stage(name).enabled = False
             plan.stage(name).note = "no training in this recipe"

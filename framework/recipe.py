@@ -70,7 +70,14 @@ class ServeConfig:
     #: "ingress": the ONNX model runs inside the ingress replica (no extra hop, the default);
     #: "deployment": each model in its own Ray Serve deployment
     placement: str = "ingress"
+    #: a fixed replica count (of each arm with placement "deployment", of the ingress otherwise)
     replicas: int = 1
+    #: {min_replicas, max_replicas, target_ongoing_requests}: Ray Serve autoscaling instead of a
+    #: fixed `replicas` (same deployments as `replicas`); empty: fixed
+    autoscaling: Dict[str, Any] = field(default_factory=dict)
+    #: {max_batch_size, batch_wait_timeout_s}: concurrent requests to one arm answered by one
+    #: onnxruntime call (@serve.batch), with either placement; empty or max_batch_size 0: off
+    batching: Dict[str, Any] = field(default_factory=dict)
     #: arm name -> model reference ("this_run", "this_run#2", "NAME@ALIAS" or "NAME:VERSION_ID");
     #: empty means {primary: this_run}. (Empty, not that default: a recipe's arms replace it
     #: rather than being merged next to it.)
@@ -119,6 +126,40 @@ class OnlineEvalConfig:
 
 
 @dataclass
+class Bounds:
+    min: Optional[float] = None
+    max: Optional[float] = None
+
+
+@dataclass
+class ChampionGate:
+    """Compare this run's model with the current champion on the same test rows."""
+
+    #: the champion, e.g. "breast_cancer_mlp@prod"; unset: no comparison
+    ref: Optional[str] = None
+    #: accuracy | f1_macro | log_loss (lower is better for log_loss)
+    metric: str = "accuracy"
+    #: challenger minus champion must be >= this (for log_loss: champion minus challenger)
+    min_delta: float = 0.0
+    #: no champion yet (a first run): the comparison passes and says so
+    missing_ok: bool = True
+
+
+@dataclass
+class GatesConfig:
+    """Quality gates for CI/CD: a failed gate stops the run before the model is registered or
+    served, prints the gate table and makes ``python -m framework run`` exit non-zero."""
+
+    #: metric name -> bounds; any metric of train/export, plus the gate's own measurements:
+    #: accuracy, f1_macro, log_loss (ONNX on the test split), size_mb, latency_p50_ms,
+    #: latency_p95_ms (batch 1, one thread)
+    #: (each value is {min, max}; plan.py checks it against Bounds)
+    thresholds: Dict[str, Any] = field(default_factory=dict)
+    champion: ChampionGate = field(default_factory=ChampionGate)
+    latency_runs: int = 200
+
+
+@dataclass
 class RecipeConfig:
     name: str = "unnamed"
     description: str = ""
@@ -134,6 +175,7 @@ class RecipeConfig:
     train: Dict[str, Any] = field(default_factory=dict)
     compress: List[Any] = field(default_factory=list)
     export: Dict[str, Any] = field(default_factory=dict)
+    gates: GatesConfig = field(default_factory=GatesConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     strategy: Dict[str, Any] = field(default_factory=lambda: {"type": "single"})

@@ -220,6 +220,97 @@ def _stage_register(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
         ctx.metric("candidates", {f"this_run#{r}": v.ref for r, v in sorted(state.model_versions.items())})
 
 
+def _onnx_quality(onnx_bytes: bytes, input_name: str, output_name: str, classes: list, splits: DataSplits) -> dict:
+    """accuracy, f1_macro and log_loss of an ONNX model on the test split (ONNX Runtime)."""
+    import numpy as np
+    import onnxruntime as ort
+    from sklearn.metrics import f1_score, log_loss
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    x, y = splits.arrays("test")
+    probs = session.run([output_name], {input_name: x})[0]
+    pred = probs.argmax(axis=1)
+    labels = list(range(len(classes)))
+    return {
+        "accuracy": float(np.mean(pred == y)),
+        "f1_macro": float(f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
+        "log_loss": float(log_loss(y, np.clip(probs, 1e-7, 1.0), labels=labels)),
+    }
+
+
+def _onnx_latency(onnx_bytes: bytes, input_name: str, x_row: Any, runs: int) -> dict:
+    """Batch-1 latency on one thread, the way a device or a small replica runs the model."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    feed = {input_name: x_row}
+    for _ in range(10):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return {"latency_p50_ms": float(np.percentile(times, 50)), "latency_p95_ms": float(np.percentile(times, 95))}
+
+
+def _stage_gate(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    """Quality gates: thresholds on every metric, and the champion on the same test rows."""
+    from .errors import GateError
+
+    cfg = plan.recipe.gates
+    exported = state.exported
+    onnx_bytes = Path(exported.path).read_bytes()
+    measured = _onnx_quality(onnx_bytes, exported.input_name, exported.output_name, exported.classes, state.splits)
+    x_test, _ = state.splits.arrays("test")
+    measured.update(_onnx_latency(onnx_bytes, exported.input_name, x_test[:1], cfg.latency_runs))
+    measured["size_mb"] = len(onnx_bytes) / 1e6
+    metrics = {**state.trained.metrics, **exported.metrics, **measured}
+    rows: list[dict] = []
+    for name, bounds in cfg.thresholds.items():
+        if name not in metrics:
+            raise StageError(f"gates.thresholds.{name}: no such metric in this run; known: {', '.join(sorted(metrics))}")
+        value = float(metrics[name])
+        ok = (bounds.min is None or value >= bounds.min) and (bounds.max is None or value <= bounds.max)
+        rule = " and ".join(filter(None, (f">= {bounds.min:g}" if bounds.min is not None else "",
+                                          f"<= {bounds.max:g}" if bounds.max is not None else "")))
+        rows.append({"gate": name, "value": value, "rule": rule, "passed": ok})
+    champion = cfg.champion
+    if champion.ref:
+        try:
+            version = state.registry.get(champion.ref, kind="model")
+        except Exception as exc:  # no champion yet
+            if not champion.missing_ok:
+                raise StageError(f"gates.champion.ref: {exc}") from exc
+            rows.append({"gate": f"champion {champion.metric}", "value": None,
+                         "rule": f"no champion '{champion.ref}' yet (missing_ok)", "passed": True})
+        else:
+            champ = served_model_from_registry(state.registry, f"{version.name}:{version.id}", "champion")
+            theirs = _onnx_quality(champ.onnx_bytes, champ.input_name, champ.output_name, champ.classes, state.splits)
+            ours, base = measured[champion.metric], theirs[champion.metric]
+            delta = (base - ours) if champion.metric == "log_loss" else (ours - base)
+            rows.append({"gate": f"champion {champion.metric}", "value": delta,
+                         "rule": f"this run {ours:.4f} vs {version.ref} {base:.4f}: delta >= {champion.min_delta:g}",
+                         "passed": delta >= champion.min_delta})
+            ctx.metric("champion", version.ref)
+            ctx.metric(f"champion_{champion.metric}", base)
+    for key, value in measured.items():
+        ctx.metric(key, value)
+    passed = sum(r["passed"] for r in rows)
+    ctx.metric("gates_passed", f"{passed}/{len(rows)}")
+    _write_json(ctx.out_dir / "gates.json", rows)
+    if passed < len(rows):
+        table = "\n".join(
+            f"  {'PASS' if r['passed'] else 'FAIL'}  {r['gate']:<28} {'-' if r['value'] is None else format(r['value'], '.4g'):>10}  {r['rule']}"
+            for r in rows
+        )
+        raise GateError(f"quality gates failed ({len(rows) - passed} of {len(rows)}); the model was not registered:\n{table}", rows)
+
+
 def _registry_ref(state: RunState, ref: str, where: str) -> str:
     """A recipe's model reference as a registry reference (``this_run#k`` -> NAME:ID)."""
     rank = this_run_rank(ref)
@@ -270,6 +361,8 @@ def _stage_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStage
         record_buffer=serve_cfg.record_buffer,
         admin_token=serve_cfg.admin_token,
         **({"faults": dict(serve_cfg.faults)} if serve_cfg.faults else {}),
+        autoscaling=dict(serve_cfg.autoscaling or {}),
+        batching=dict(serve_cfg.batching or {}),
     )
     ctx.metric("url", state.app.predict_url)
     ctx.metric("arms", {m.arm: m.version for m in models})
@@ -385,6 +478,7 @@ RUNNERS: dict[str, Callable[..., None]] = {
     "train": _stage_train,
     "compress": _stage_compress,
     "export": _stage_export,
+    "gate": _stage_gate,
     "register": _stage_register,
     "serve": _stage_serve,
     "online_eval": _stage_online_eval,
