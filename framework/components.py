@@ -186,9 +186,22 @@ class Trainer(Component):
 
 
 class Compressor(Component):
+    """One step of a compression chain (``compress: [...]`` in the recipe, run in order).
+
+    ``level = "model"``: works on the trained model before export (distillation, pruning) and
+    implements :meth:`compress`. ``level = "onnx"``: works on the exported model (quantization)
+    and implements :meth:`compress_onnx`; the core runs these right after export, so in a chain
+    every model-level step must come before the first ONNX-level one.
+    """
+
     kind = "compressor"
+    level: ClassVar[str] = "model"
 
     def compress(self, model: TrainedModel, splits: DataSplits, ctx: StageContext) -> TrainedModel:
+        raise NotImplementedError
+
+    def compress_onnx(self, model: ExportedModel, splits: DataSplits, ctx: StageContext) -> ExportedModel:
+        """Write the compressed model into ``ctx.out_dir`` and return it (metrics: what it did)."""
         raise NotImplementedError
 
 

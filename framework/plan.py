@@ -184,8 +184,30 @@ def build_plan(cfg: DictConfig, recipe_path: Path | None, components: Components
                 stage.enabled = False
         stages.append(stage)
     plan = Plan(recipe=recipe, recipe_path=recipe_path, resolved=resolved, stages=stages)
+    _bind_compression_chain(plan)
     _check_stage_dependencies(plan, components)
     return plan
+
+
+def _bind_compression_chain(plan: Plan) -> None:
+    """Model-level compressors stay in the compress stage (before export); ONNX-level ones run
+    right after the exporter, in the export stage. The chain keeps its recipe order."""
+    compress = plan.stage("compress")
+    chain = compress.components
+    first_onnx = next((i for i, c in enumerate(chain) if getattr(c.cls, "level", "model") == "onnx"), len(chain))
+    for c in chain[first_onnx:]:
+        if getattr(c.cls, "level", "model") != "onnx":
+            raise RecipeError(
+                f"{c.key}: '{c.type}' works on the trained model, but comes after "
+                f"'{chain[first_onnx].type}' ({chain[first_onnx].key}), which works on the exported ONNX "
+                f"model; put model-level steps (distillation, pruning) before ONNX-level ones (quantization)"
+            )
+    compress.components = chain[:first_onnx]
+    compress.enabled = bool(compress.components)
+    export = plan.stage("export")
+    if chain[first_onnx:] and not export.components:
+        raise RecipeError(f"{chain[first_onnx].key}: '{chain[first_onnx].type}' needs an exporter (export: {{type: onnx}})")
+    export.components.extend(chain[first_onnx:])
 
 
 def _check_core_settings(recipe: RecipeConfig) -> None:
@@ -201,6 +223,12 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
         raise RecipeError(f"serve.placement: must be 'ingress' or 'deployment', got '{serve.placement}'")
     if not 0 < serve.port < 65536:
         raise RecipeError(f"serve.port: must be a TCP port (1-65535), got {serve.port}")
+    from .serving.app import validate_autoscaling, validate_batching  # plain checks, no Ray import
+
+    validate_autoscaling(serve.autoscaling)
+    validate_batching(serve.batching)
+    if serve.autoscaling and serve.replicas > 1:
+        raise RecipeError("serve.replicas: set either a fixed replica count or serve.autoscaling, not both")
     if serve.replicas < 1:
         raise RecipeError(f"serve.replicas: must be >= 1, got {serve.replicas}")
     if not serve.route_prefix.startswith("/"):

@@ -31,6 +31,8 @@ class RunState:
     model_version: Any = None
     exports: dict[int, ExportedModel] = field(default_factory=dict)  # candidate rank -> export
     model_versions: dict[int, Any] = field(default_factory=dict)  # candidate rank -> version
+    #: the best candidate's export, then each ONNX-level compression of it: {name, exported, version}
+    variants: list[dict] = field(default_factory=list)
     app: Any = None
     registry: Any = None
 
@@ -131,8 +133,14 @@ def _stage_train(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStage
 
 
 def _stage_compress(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
-    for planned in stage.components:
-        state.trained = planned.build().compress(state.trained, state.splits, ctx)
+    """Model-level compression steps, in recipe order (ONNX-level ones run in the export stage)."""
+    teacher = state.trained
+    for i, planned in enumerate(stage.components):
+        sub = RunStageContext(stage.name, ctx.out_dir / f"{i:02d}-{planned.type}", ctx.seed, ctx.logger)
+        compressed = planned.build().compress(state.trained, state.splits, sub)
+        compressed.runners_up = teacher.runners_up  # the other candidates stay as they were
+        compressed.details.setdefault("teacher_metrics", teacher.metrics)
+        state.trained = compressed
     for key, value in state.trained.metrics.items():
         ctx.metric(key, value)
 
@@ -159,16 +167,55 @@ def _stage_export(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStag
         # every candidate gets its own folder: exporters write fixed file names
         sub = ctx if rank == 1 else RunStageContext(stage.name, ctx.out_dir / f"this_run-{rank}", ctx.seed, ctx.logger)
         state.exports[rank] = exporter.export(model, state.splits, sub)
-    state.exported = state.exports[1]
-    for key, value in state.exported.metrics.items():
+    exported = state.exports[1]
+    state.variants = [{"name": stage.component.type, "exported": exported}]
+    for i, planned in enumerate(stage.components[1:]):  # ONNX-level compression steps, in order
+        sub = RunStageContext(stage.name, ctx.out_dir / f"{i:02d}-{planned.type}", ctx.seed, ctx.logger)
+        exported = planned.build().compress_onnx(exported, state.splits, sub)
+        state.variants.append({"name": planned.type, "exported": exported})
+    state.exports[1] = state.exported = exported
+    for key, value in exported.metrics.items():
         ctx.metric(key, value)
     if len(state.exports) > 1:
         ctx.metric("candidates_exported", len(state.exports))
+    if len(state.variants) > 1 or plan.enabled("compress"):
+        table = _variant_table(plan, state)
+        _write_json(ctx.out_dir / "variants.json", table)
+        ctx.metric("variants", {row["variant"]: f"acc {row['accuracy']:.4f}, {row['size_kb']:.1f} KB, "
+                                f"p50 {row['latency_b1_p50_ms']:.3f} ms" for row in table})
 
 
-def _register_candidate(plan: Plan, state: RunState, rank: int, components: Components) -> Any:
-    exported = state.exports[rank]
-    trained = _candidate(state, rank, "register")
+def _variant_table(plan: Plan, state: RunState) -> list[dict]:
+    """Accuracy, size and one-thread latency (batch 1 and 64) of every variant, the teacher's
+    training metrics and the current champion, all measured on the same test rows."""
+    x_test, _ = state.splits.arrays("test")
+    batch = x_test[:64]
+
+    def measure(name: str, onnx_bytes: bytes, model: Any) -> dict:
+        quality = _onnx_quality(onnx_bytes, model.input_name, model.output_name, model.classes, state.splits)
+        b1 = _onnx_latency(onnx_bytes, model.input_name, x_test[:1], 100)
+        b64 = _onnx_latency(onnx_bytes, model.input_name, batch, 30)
+        return {"variant": name, "accuracy": quality["accuracy"], "size_kb": len(onnx_bytes) / 1024,
+                "latency_b1_p50_ms": b1["latency_p50_ms"], "latency_b64_p50_ms": b64["latency_p50_ms"]}
+
+    rows = [measure(v["name"], Path(v["exported"].path).read_bytes(), v["exported"]) for v in state.variants]
+    teacher = state.trained.details.get("teacher_metrics")
+    if teacher:
+        rows.insert(0, {"variant": "teacher (before compression)", "accuracy": teacher.get("test_accuracy", float("nan")),
+                        "size_kb": float("nan"), "latency_b1_p50_ms": float("nan"), "latency_b64_p50_ms": float("nan")})
+    try:
+        champion = state.registry.get(f"{plan.recipe.register.model_name}@prod")
+    except Exception:  # no champion yet
+        champion = None
+    if champion is not None:
+        model = served_model_from_registry(state.registry, f"{champion.name}:{champion.id}", "champion")
+        rows.append(measure(f"champion {champion.ref}", model.onnx_bytes, model))
+    return rows
+
+
+def _register_export(plan: Plan, state: RunState, exported: ExportedModel, trained: Any, components: Components,
+                     lineage_extra: dict, aliases: list[str]) -> Any:
+    """Store one exported model as a version (reusing an identical one) with its lineage."""
     manifest = {
         "format": exported.format,
         "input_name": exported.input_name,
@@ -187,8 +234,8 @@ def _register_candidate(plan: Plan, state: RunState, rank: int, components: Comp
         "code_revision": _code_revision(),
         "trainer": plan.stage("train").component.type,
         "hyperparameters": trained.hyperparameters,
-        "candidate_rank": rank,
         "seed": plan.recipe.seed,
+        **lineage_extra,
     }
     registry = state.registry
     name = plan.recipe.register.model_name
@@ -201,18 +248,27 @@ def _register_candidate(plan: Plan, state: RunState, rank: int, components: Comp
         parent = previous[0].id if previous else None
         version = registry.put_model(name, files=files, metrics={**trained.metrics, **exported.metrics},
                                      lineage=lineage, parent=parent)
-    if rank == 1:
-        for alias in plan.recipe.register.aliases:
-            registry.set_alias("model", name, alias, version.id)
+    for alias in aliases:
+        registry.set_alias("model", name, alias, version.id)
     version = registry.get(f"{name}:{version.id}")
     components.notify("on_model_registered", version=version)
     return version
 
 
 def _stage_register(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
-    # runners-up first, so the best candidate is the newest version of the name
+    # runners-up and intermediate compression variants first, so the served model is the newest
     for rank in sorted(state.exports, reverse=True):
-        state.model_versions[rank] = _register_candidate(plan, state, rank, components)
+        if rank == 1:
+            for step, variant in enumerate(state.variants[:-1]):
+                version = _register_export(plan, state, variant["exported"], state.trained, components,
+                                           {"candidate_rank": 1, "variant": variant["name"], "compression_step": step}, [])
+                variant["version"] = version.ref
+        chain = [v["name"] for v in state.variants] if rank == 1 else []
+        state.model_versions[rank] = _register_export(
+            plan, state, state.exports[rank], _candidate(state, rank, "register"), components,
+            {"candidate_rank": rank, **({"compression_chain": chain} if len(chain) > 1 else {})},
+            list(plan.recipe.register.aliases) if rank == 1 else [],
+        )
     state.model_version = state.model_versions[1]
     ctx.metric("model_version", state.model_version.ref)
     ctx.metric("aliases", ",".join(state.model_version.aliases))

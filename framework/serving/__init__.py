@@ -4,7 +4,17 @@ feedback by request id, promote / rollback events and admin commands.
 
 Importing this package is cheap; Ray is imported when an app is deployed.
 """
-from .app import deploy, ensure_serve, fetch_events, fetch_records, plain_onnx_app, shutdown_app  # noqa: F401
+from .app import (  # noqa: F401
+    deploy,
+    ensure_serve,
+    fetch_events,
+    fetch_records,
+    plain_onnx_app,
+    shutdown_app,
+    validate_autoscaling,
+    validate_batching,
+)
 from .types import ServedModel, ServingApp  # noqa: F401
 
-__all__ = ["ServedModel", "ServingApp", "deploy", "ensure_serve", "fetch_events", "fetch_records", "plain_onnx_app", "shutdown_app"]
+__all__ = ["ServedModel", "ServingApp", "deploy", "ensure_serve", "fetch_events", "fetch_records", "plain_onnx_app", "shutdown_app",
+           "validate_autoscaling", "validate_batching"]

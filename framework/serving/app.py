@@ -9,7 +9,7 @@ import socket
 import time
 from typing import Any, Mapping
 
-from ..errors import ServingError
+from ..errors import RecipeError, ServingError
 from .types import RECORD_FIELDS, ServedModel, ServingApp
 
 log = logging.getLogger(__name__)
@@ -20,6 +20,14 @@ HEALTH_TIMEOUT_S = 90.0
 REPLICA_NUM_CPUS = 0.5
 #: requests a replica works on at once; the rest wait in the proxy
 MAX_ONGOING_REQUESTS = 16
+#: the most requests one batch may hold: the deployment-placement ingress has at most
+#: 4 * MAX_ONGOING_REQUESTS calls in flight, so a larger batch could never fill
+MAX_BATCH_SIZE = 4 * MAX_ONGOING_REQUESTS
+AUTOSCALING_KEYS = ("min_replicas", "max_replicas", "target_ongoing_requests")
+BATCHING_KEYS = ("max_batch_size", "batch_wait_timeout_s")
+#: Ray Serve's own default for target_ongoing_requests (written out so -/strategy and errors show it)
+DEFAULT_TARGET_ONGOING_REQUESTS = 2.0
+DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.005
 
 
 def deploy(
@@ -39,6 +47,8 @@ def deploy(
     faults: Mapping[str, Mapping[str, Any]] | None = None,
     rank_class: Any = None,
     feedback_memory: int = 100_000,
+    autoscaling: Mapping[str, Any] | None = None,
+    batching: Mapping[str, Any] | None = None,
 ) -> ServingApp:
     """Deploy ``models`` behind one ingress that routes with ``strategy_cls``; wait until healthy.
 
@@ -59,10 +69,24 @@ def deploy(
     ``rank_class``: the class whose probability ``POST rank`` sorts by (None: the last class).
     ``feedback_memory``: how many recent request ids are remembered for ``POST feedback``.
     ``num_cpus``: the CPU each replica reserves (fractional so several fit on a small machine).
-    Raises RecipeError (the strategy rejects the arms) or ServingError (anything else).
+    ``autoscaling``: ``{min_replicas, max_replicas, target_ongoing_requests}`` (see
+    ``validate_autoscaling``) instead of a fixed ``replicas``: for each arm deployment with
+    ``placement="deployment"``, for the ingress with ``placement="ingress"`` (where what is said
+    above of several ingress replicas applies as soon as it scales past one).
+    ``batching``: ``{max_batch_size, batch_wait_timeout_s}`` (see ``validate_batching``); when on,
+    requests in flight on one replica for the same arm are answered by one onnxruntime call.
+    Raises RecipeError (the strategy rejects the arms, a bad autoscaling / batching key) or
+    ServingError (anything else).
     """
     where = f"app '{app_name}' on http://{host}:{port}{route_prefix}"
     _validate(models, placement, replicas, route_prefix, where)
+    autoscaling = validate_autoscaling(autoscaling, where)
+    batching = validate_batching(batching, where)
+    if autoscaling and int(replicas) != 1:
+        raise RecipeError(
+            f"{where}: serve.replicas={replicas} and serve.autoscaling are both set: autoscaling decides the "
+            "replica count between min_replicas and max_replicas; drop serve.replicas"
+        )
     faults = _validate_faults(faults, [m.arm for m in models], where)
     _validate_rank_class(models, rank_class, where)
     if int(feedback_memory) < 1:
@@ -91,18 +115,20 @@ def deploy(
         start_ray()
     ensure_serve(host, port)
     common = {"ray_actor_options": {"num_cpus": num_cpus}, "max_constructor_retry_count": 2}
-    extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory)}
+    extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory), "batching": batching}
+    # Ray refuses num_replicas next to autoscaling_config: one or the other.
+    scale = {"autoscaling_config": dict(autoscaling)} if autoscaling else {"num_replicas": replicas}
+    # A replica must accept at least a batch's worth of calls, or batches could never fill.
+    ongoing = max(MAX_ONGOING_REQUESTS, batching["max_batch_size"])
     if faults:
         log.warning("fault injection is ON for arm(s) %s: for demos, tests and benchmarks only", sorted(faults))
     if placement == "ingress":
-        app = Ingress.options(
-            num_replicas=replicas, max_ongoing_requests=MAX_ONGOING_REQUESTS, **common
-        ).bind(models, strategy_cls, strategy_config, record_buffer, admin_token, None, **extra)
+        app = Ingress.options(max_ongoing_requests=ongoing, **scale, **common).bind(
+            models, strategy_cls, strategy_config, record_buffer, admin_token, None, **extra
+        )
     else:
         handles = {
-            m.arm: ArmModel.options(
-                name=f"arm_{m.arm}", num_replicas=replicas, max_ongoing_requests=MAX_ONGOING_REQUESTS, **common
-            ).bind(m)
+            m.arm: ArmModel.options(name=f"arm_{m.arm}", max_ongoing_requests=ongoing, **scale, **common).bind(m, batching)
             for m in models
         }
         # The ingress only parses and routes here: many requests may wait on arms at once. It
@@ -191,6 +217,76 @@ def _validate(models: list[ServedModel], placement: str, replicas: int, route_pr
         strings = [f.name for f in m.schema.features if f.dtype == "str"]
         if strings:
             raise ServingError(f"{where}: arm '{m.arm}' has string features {strings}; the ONNX ingress serves numbers only")
+
+
+def _int_at_least(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_autoscaling(autoscaling: Mapping[str, Any] | None, where: str = "") -> dict:
+    """``serve.autoscaling`` checked and completed: ``{}`` (fixed ``serve.replicas``) or
+    ``{min_replicas, max_replicas, target_ongoing_requests}`` as Ray Serve's ``autoscaling_config``.
+
+    ``max_replicas`` is required (Ray's default of 1 would silently never scale);
+    ``min_replicas`` defaults to 1 and must be >= 1: a replica scaled to zero fails the health
+    check and makes the first request wait for a cold start of seconds.
+    Raises RecipeError naming ``serve.autoscaling.<key>``, after ``where`` when given.
+    """
+    if not autoscaling:
+        return {}
+    at = f"{where}: " if where else ""
+    if not isinstance(autoscaling, Mapping):
+        raise RecipeError(f"{at}serve.autoscaling: expected {{{', '.join(AUTOSCALING_KEYS)}}}, got {autoscaling!r}")
+    key = "serve.autoscaling"
+    unknown = [k for k in autoscaling if k not in AUTOSCALING_KEYS]
+    if unknown:
+        raise RecipeError(f"{at}{key}.{unknown[0]}: unknown key; use {', '.join(AUTOSCALING_KEYS)}")
+    if "max_replicas" not in autoscaling:
+        raise RecipeError(f"{at}{key}.max_replicas: required (the most replicas the autoscaler may run)")
+    low, high = autoscaling.get("min_replicas", 1), autoscaling["max_replicas"]
+    target = autoscaling.get("target_ongoing_requests", DEFAULT_TARGET_ONGOING_REQUESTS)
+    if not _int_at_least(low, 1):
+        raise RecipeError(f"{at}{key}.min_replicas: must be an integer >= 1, got {low!r}")
+    if not _int_at_least(high, 1):
+        raise RecipeError(f"{at}{key}.max_replicas: must be an integer >= 1, got {high!r}")
+    if high < low:
+        raise RecipeError(f"{at}{key}.max_replicas: must be >= min_replicas ({low}), got {high}")
+    if not _number(target) or target <= 0:
+        raise RecipeError(f"{at}{key}.target_ongoing_requests: must be a number > 0, got {target!r}")
+    return {"min_replicas": low, "max_replicas": high, "target_ongoing_requests": float(target)}
+
+
+def validate_batching(batching: Mapping[str, Any] | None, where: str = "") -> dict:
+    """``serve.batching`` checked and completed: ``{max_batch_size, batch_wait_timeout_s}``.
+
+    ``max_batch_size`` 0 (the default) is off; otherwise 2..MAX_BATCH_SIZE requests per batch
+    (1 would queue every call for nothing). ``batch_wait_timeout_s`` (default 0.005, at most
+    1 s): how long a batch that is not full waits for more calls; Serve waits it out whenever
+    fewer than max_batch_size calls are queued, so it is added to a lone request's latency.
+    Raises RecipeError naming ``serve.batching.<key>``, after ``where`` when given.
+    """
+    key = "serve.batching"
+    at = f"{where}: " if where else ""
+    batching = batching or {}
+    if not isinstance(batching, Mapping):
+        raise RecipeError(f"{at}{key}: expected {{{', '.join(BATCHING_KEYS)}}}, got {batching!r}")
+    unknown = [k for k in batching if k not in BATCHING_KEYS]
+    if unknown:
+        raise RecipeError(f"{at}{key}.{unknown[0]}: unknown key; use {', '.join(BATCHING_KEYS)}")
+    size = batching.get("max_batch_size", 0)
+    wait = batching.get("batch_wait_timeout_s", DEFAULT_BATCH_WAIT_TIMEOUT_S)
+    if not _int_at_least(size, 0) or size == 1 or size > MAX_BATCH_SIZE:
+        raise RecipeError(
+            f"{at}{key}.max_batch_size: must be 0 (off) or an integer in 2..{MAX_BATCH_SIZE} (at most "
+            f"{MAX_BATCH_SIZE} calls reach a replica at once), got {size!r}"
+        )
+    if not _number(wait) or not 0 <= wait <= 1.0:
+        raise RecipeError(f"{at}{key}.batch_wait_timeout_s: must be a number of seconds in [0, 1], got {wait!r}")
+    return {"max_batch_size": size, "batch_wait_timeout_s": float(wait)}
 
 
 FAULT_KEYS = ("error_rate", "extra_latency_ms", "seed")

@@ -80,18 +80,37 @@ class _Fault:
 class ArmModel:
     """One arm in its own deployment (``placement="deployment"``)."""
 
-    def __init__(self, model: ServedModel):
+    def __init__(self, model: ServedModel, batching: Mapping[str, Any] | None = None):
         self.runner = OnnxRunner(model)
+        self.batched = _batcher(self.runner, batching)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        # sync on purpose: without batching this path stays exactly as measured before
         return self.runner.predict(x)
+
+    async def predict_batched(self, x: np.ndarray) -> np.ndarray:
+        """Queued with the other calls in flight on this replica; one onnxruntime call per batch."""
+        return await self.batched(x)
+
+    def stats(self) -> dict:
+        """This replica's batching counters (batch sizes seen); {} when batching is off."""
+        return self.batched.stats() if self.batched is not None else {}
+
+
+def _batcher(runner: OnnxRunner, batching: Mapping[str, Any] | None):
+    if not batching or not batching.get("max_batch_size"):
+        return None
+    from .batching import BatchedPredict
+
+    return BatchedPredict(runner, batching["max_batch_size"], batching["batch_wait_timeout_s"])
 
 
 class _HandleArm:
     """Adapter so the ingress awaits a remote arm the same way it calls a local one."""
 
-    def __init__(self, handle: Any, model: ServedModel):
+    def __init__(self, handle: Any, model: ServedModel, batched: bool = False):
         self.handle = handle
+        self.predict = handle.predict_batched if batched else handle.predict
         self.classes = np.asarray([c.item() if hasattr(c, "item") else c for c in model.classes], dtype=object)
 
     def labels(self, probabilities: np.ndarray) -> list:
@@ -124,6 +143,7 @@ class Ingress:
         faults: Mapping[str, Mapping[str, Any]] | None = None,
         rank_class: Any = None,
         feedback_memory: int = FEEDBACK_MEMORY,
+        batching: Mapping[str, Any] | None = None,
     ):
         self.versions = {m.arm: m.version for m in models}
         self.schema: InputSchema = models[0].schema
@@ -132,12 +152,15 @@ class Ingress:
         self.strategy = strategy_cls(strategy_config, arms=dict(self.versions))
         self.admin_token = admin_token
         self.classes = {m.arm: [c.item() if hasattr(c, "item") else c for c in m.classes] for m in models}
+        self.batching = dict(batching) if batching and batching.get("max_batch_size") else None
         if arm_handles:
             self.local: dict[str, OnnxRunner] = {}
-            self.remote = {m.arm: _HandleArm(arm_handles[m.arm], m) for m in models}
+            self.remote = {m.arm: _HandleArm(arm_handles[m.arm], m, self.batching is not None) for m in models}
         else:
             self.local = {m.arm: OnnxRunner(m) for m in models}
             self.remote = {}
+        # placement="ingress" with batching: one batcher per in-process arm (empty otherwise)
+        self.batched = {arm: _batcher(runner, self.batching) for arm, runner in self.local.items()} if self.batching else {}
         self.labeler = {arm: (self.local.get(arm) or self.remote[arm]).labels for arm in self.versions}
         # Ranking scores each instance with the probability of one class (default: the last).
         self.rank_class = rank_class
@@ -318,8 +341,10 @@ class Ingress:
             await fault.strike()
         runner = self.local.get(arm)
         if runner is not None:
+            if self.batched:
+                return await self.batched[arm](x)
             return runner.predict(x)  # tens of µs for a small model: inline beats a thread hop
-        return await self.remote[arm].handle.predict.remote(x)
+        return await self.remote[arm].predict.remote(x)
 
     async def _run_primary(self, arm: str, x: np.ndarray, request_id: str, start: float) -> np.ndarray:
         try:
@@ -599,7 +624,24 @@ class Ingress:
         return self._check_admin(request, request_id) or self._json(self.records_columns())
 
     async def _strategy(self, request: Request, request_id: str, start: float) -> Response:
-        return self._check_admin(request, request_id) or self._json(self.strategy_snapshot())
+        denied = self._check_admin(request, request_id)
+        if denied:
+            return denied
+        snapshot = self.strategy_snapshot()
+        if self.batching is not None:
+            snapshot["batching"] = {**self.batching, "arms": await self.batching_stats()}
+        return self._json(snapshot)
+
+    async def batching_stats(self) -> dict[str, Any]:
+        """Batch sizes seen per arm: this replica's batchers, or for remote arms the counters of
+        the arm replica that answers this call (one replica's view when an arm has several)."""
+        if not self.remote:
+            return {arm: b.stats() for arm, b in self.batched.items()}
+        arms = list(self.remote)
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(self.remote[a].handle.stats.remote(), 5.0) for a in arms), return_exceptions=True
+        )
+        return {a: (s if not isinstance(s, BaseException) else {"error": repr(s)}) for a, s in zip(arms, answers)}
 
     async def _events(self, request: Request, request_id: str, start: float) -> Response:
         denied = self._check_admin(request, request_id)

@@ -96,6 +96,9 @@ def test_core_values_are_range_checked():
     assert error_of("+recipe=quickstart", "split.test=1.5").startswith("split.test")
     assert error_of("+recipe=quickstart", "serve.placement=edge").startswith("serve.placement")
     assert error_of("+recipe=quickstart", "+serve.models.other=nothing here").startswith("serve.models.other")
+    assert error_of("+recipe=quickstart", "+serve.autoscaling.max_replicas=0").startswith("serve.autoscaling.max_replicas")
+    assert error_of("+recipe=quickstart", "+serve.batching.max_batch_size=1").startswith("serve.batching.max_batch_size")
+    assert error_of("+recipe=quickstart", "+serve.autoscaling.max_replicas=3", "serve.replicas=2").startswith("serve.replicas")
 
 
 def test_recipe_typo_inside_a_recipe_file(tmp_path):
