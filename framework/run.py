@@ -80,6 +80,14 @@ class Reporter:
             shown = "\n".join(f"{k}={_fmt(v)}" for k, v in list(_headline(r).items())[:4])
             table.add_row(r.stage, r.component, f"[{colour}]{r.status}[/]", f"{r.seconds:.1f}", shown or r.note)
         self.console.print(table)
+        variants = next((r.metrics["variants"] for r in result.stages if "variants" in r.metrics), None)
+        if variants:  # the compression comparison, measured on the same test rows
+            compared = Table(title="model variants (test split, one thread)")
+            compared.add_column("variant")
+            compared.add_column("accuracy, size, batch-1 latency")
+            for name, figures in variants.items():
+                compared.add_row(name, str(figures))
+            self.console.print(compared)
         self.console.print(f"run directory: {result.run_dir}")
 
 

@@ -33,6 +33,7 @@ class RunState:
     model_versions: dict[int, Any] = field(default_factory=dict)  # candidate rank -> version
     #: the best candidate's export, then each ONNX-level compression of it: {name, exported, version}
     variants: list[dict] = field(default_factory=list)
+    variant_table: list[dict] = field(default_factory=list)  # their measured comparison
     app: Any = None
     registry: Any = None
 
@@ -179,7 +180,7 @@ def _stage_export(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStag
     if len(state.exports) > 1:
         ctx.metric("candidates_exported", len(state.exports))
     if len(state.variants) > 1 or plan.enabled("compress"):
-        table = _variant_table(plan, state)
+        table = state.variant_table = _variant_table(plan, state)
         _write_json(ctx.out_dir / "variants.json", table)
         ctx.metric("variants", {row["variant"]: f"acc {row['accuracy']:.4f}, {row['size_kb']:.1f} KB, "
                                 f"p50 {row['latency_b1_p50_ms']:.3f} ms" for row in table})
@@ -214,7 +215,7 @@ def _variant_table(plan: Plan, state: RunState) -> list[dict]:
 
 
 def _register_export(plan: Plan, state: RunState, exported: ExportedModel, trained: Any, components: Components,
-                     lineage_extra: dict, aliases: list[str]) -> Any:
+                     lineage_extra: dict, aliases: list[str], extra_files: dict[str, bytes] | None = None) -> Any:
     """Store one exported model as a version (reusing an identical one) with its lineage."""
     manifest = {
         "format": exported.format,
@@ -226,6 +227,7 @@ def _register_export(plan: Plan, state: RunState, exported: ExportedModel, train
     files = {
         "model.onnx": Path(exported.path).read_bytes(),
         "serving.json": json.dumps(manifest, sort_keys=True).encode(),
+        **(extra_files or {}),
     }
     lineage = {
         "recipe": plan.recipe.name,
@@ -268,6 +270,8 @@ def _stage_register(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
             plan, state, state.exports[rank], _candidate(state, rank, "register"), components,
             {"candidate_rank": rank, **({"compression_chain": chain} if len(chain) > 1 else {})},
             list(plan.recipe.register.aliases) if rank == 1 else [],
+            # the compression comparison travels with the served version
+            {"variants.json": json.dumps(state.variant_table, default=str).encode()} if rank == 1 and state.variant_table else None,
         )
     state.model_version = state.model_versions[1]
     ctx.metric("model_version", state.model_version.ref)
@@ -437,12 +441,14 @@ def _stage_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: Ru
     rows = splits.test.head(cfg.rows)
     features = splits.dataset.features
     x = rows[features].to_numpy(dtype=np.float32)
-    offline: dict[str, np.ndarray] = {}
+    offline: dict[str, Callable[[int, int], Any]] = {}
     classes: dict[str, list] = {}
     for arm, ref in plan.recipe.serve.models.items():
         model = served_model_from_registry(state.registry, _registry_ref(state, str(ref), f"serve.models.{arm}"), arm)
         session = ort.InferenceSession(model.onnx_bytes, providers=["CPUExecutionProvider"])
-        offline[arm] = session.run([model.output_name], {model.input_name: x})[0]
+        # offline answers for exactly the rows of each request: a dynamically quantized model's
+        # activation scales depend on the batch it sees
+        offline[arm] = (lambda a, b, s=session, m=model: s.run([m.output_name], {m.input_name: x[a:b]})[0])
         classes[arm] = model.classes
 
     served_probs, expected_probs = [], []
@@ -465,7 +471,7 @@ def _stage_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: Ru
                 raise StageError(f"online_eval: {state.app.predict_url} answered {resp.status_code}: {resp.text[:300]}")
             answer = resp.json()
             arm = answer["arm"]
-            expected = offline[arm][start:start + len(chunk)]
+            expected = offline[arm](start, start + len(chunk))
             served_probs.extend(answer["probabilities"])
             expected_probs.extend(expected.tolist())
             served_labels.extend(answer["predictions"])

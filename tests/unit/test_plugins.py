@@ -262,3 +262,14 @@ def test_extension_stage_components_bind_into_the_plan():
     assert plan.stage("batch").enabled
     with pytest.raises(RecipeError, match=r"compress\[0\].ratio: wrong type"):
         plan_recipe(["+recipe=quickstart", "compress=[{type: noop_compress, ratio: half}]"], comps)
+
+
+def test_model_level_compressor_after_an_onnx_level_one_is_refused():
+    from framework.run import plan_recipe
+
+    comps = Components.collect(get_plugin_manager(extra=[ExtensionPlugin()]))
+    plan = plan_recipe(["+recipe=quickstart", "compress=[{type: noop_compress}, {type: int8_dynamic}]"], comps)
+    assert plan.stage("compress").label() == "noop_compress"
+    assert plan.stage("export").label() == "onnx, int8_dynamic"
+    with pytest.raises(RecipeError, match=r"compress\[1\]: 'noop_compress' works on the trained model, but comes after 'int8_dynamic'"):
+        plan_recipe(["+recipe=quickstart", "compress=[{type: int8_dynamic}, {type: noop_compress}]"], comps)
