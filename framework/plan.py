@@ -31,6 +31,7 @@ STAGES: list[tuple[str, str | None, str | None, bool]] = [
     ("export", "export", "exporter", False),
     ("gate", None, None, False),
     ("register", None, None, False),
+    ("device", None, None, False),
     ("serve", "strategy", "traffic_strategy", False),
     ("online_eval", None, None, False),
     ("traffic", None, None, False),
@@ -258,6 +259,12 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
         raise RecipeError(f"gates.champion.ref: '{champion.ref}' is not a registry reference (NAME@ALIAS or NAME:ID)")
     if recipe.gates.latency_runs < 10:
         raise RecipeError(f"gates.latency_runs: must be >= 10, got {recipe.gates.latency_runs}")
+    if recipe.target not in ("cloud", "device"):
+        raise RecipeError(f"target: must be 'cloud' (Ray Serve) or 'device' (a bundle), got '{recipe.target}'")
+    for budget in ("max_size_mb", "max_p95_latency_ms", "max_ram_mb"):
+        value = getattr(recipe.device, budget)
+        if value is not None and value <= 0:
+            raise RecipeError(f"device.{budget}: must be > 0, got {value}")
     traffic = recipe.traffic
     if traffic.endpoint not in ("predict", "rank"):
         raise RecipeError(f"traffic.endpoint: must be 'predict' or 'rank', got '{traffic.endpoint}'")
@@ -292,9 +299,17 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
     if plan.enabled("train") and not plan.enabled("export"):
         raise RecipeError("export: missing; a trained model must be exported to be registered and served, e.g. 'export: {type: onnx}'")
     serve_stage = plan.stage("serve")
+    if recipe.target == "device":
+        if not plan.enabled("train"):
+            raise RecipeError("target: 'device' bundles this run's model; the recipe needs a trainer and an exporter")
+        recipe.serve.enabled = False  # a device bundle is the deliverable; nothing is served
+        serve_stage.note = "target: device"
+    else:
+        plan.stage("device").enabled = False
+        plan.stage("device").note = "target: cloud"
     if not recipe.serve.enabled:
         serve_stage.enabled = False
-        serve_stage.note = "serve.enabled=false"
+        serve_stage.note = serve_stage.note or "serve.enabled=false"
         plan.stage("online_eval").enabled = False
         plan.stage("online_eval").note = "needs serving"
         plan.stage("traffic").enabled = False

@@ -160,6 +160,20 @@ class GatesConfig:
 
 
 @dataclass
+class DeviceConfig:
+    """``target: device``: the best model variant that fits every budget, as a bundle that needs
+    only onnxruntime and numpy (no torch, no Ray)."""
+
+    max_size_mb: Optional[float] = None
+    #: batch 1, one thread
+    max_p95_latency_ms: Optional[float] = None
+    #: peak memory of running the model, over a bare interpreter with onnxruntime loaded
+    max_ram_mb: Optional[float] = None
+    #: where the bundle goes; unset: the device stage's folder in the run directory
+    bundle_dir: Optional[str] = None
+
+
+@dataclass
 class RecipeConfig:
     name: str = "unnamed"
     description: str = ""
@@ -176,6 +190,9 @@ class RecipeConfig:
     compress: List[Any] = field(default_factory=list)
     export: Dict[str, Any] = field(default_factory=dict)
     gates: GatesConfig = field(default_factory=GatesConfig)
+    #: "cloud": serve on Ray Serve; "device": pick a variant within device budgets, write a bundle
+    target: str = "cloud"
+    device: DeviceConfig = field(default_factory=DeviceConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     strategy: Dict[str, Any] = field(default_factory=lambda: {"type": "single"})
