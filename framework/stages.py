@@ -183,8 +183,11 @@ def _stage_export(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStag
     if len(state.variants) > 1 or plan.enabled("compress"):
         table = state.variant_table = _variant_table(plan, state)
         _write_json(ctx.out_dir / "variants.json", table)
-        ctx.metric("variants", {row["variant"]: f"acc {row['accuracy']:.4f}, {row['size_kb']:.1f} KB, "
-                                f"p50 {row['latency_b1_p50_ms']:.3f} ms" for row in table})
+        def shown(value: float, fmt: str) -> str:
+            return "-" if value != value else format(value, fmt)  # NaN: not measured (the teacher)
+
+        ctx.metric("variants", {row["variant"]: f"acc {row['accuracy']:.4f}, {shown(row['size_kb'], '.1f')} KB, "
+                                f"p50 {shown(row['latency_b1_p50_ms'], '.3f')} ms" for row in table})
 
 
 def _variant_table(plan: Plan, state: RunState) -> list[dict]:

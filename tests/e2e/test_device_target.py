@@ -1,0 +1,39 @@
+"""target: device end to end on digits: pruning + static INT8, the best variant within the
+budgets bundled, and the bundle run in a clean process; an impossible budget is named."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from framework.errors import StageError
+from framework.plugins import default_components
+from framework.run import Reporter, execute, plan_recipe
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ray]
+FAST = ["train.num_samples=2", "train.max_epochs=10", "compress.0.fine_tune_epochs=3"]
+
+
+def run(tmp_path, *overrides):
+    plan = plan_recipe(["+recipe=digits_device", f"store.uri={tmp_path / 'store'}", f"runs_dir={tmp_path / 'runs'}",
+                        *FAST, *overrides])
+    return execute(plan, default_components(), Reporter(quiet=True))
+
+
+def test_digits_bundle_within_budget_runs_without_torch_or_ray(ray_session, tmp_path):
+    result = run(tmp_path, f"device.bundle_dir={tmp_path / 'bundle'}")
+    device = next(s for s in result.stages if s.stage == "device").metrics
+    assert device["size_mb"] <= 0.5 and device["latency_p95_ms"] <= 2.0 and device["ram_mb"] <= 200
+    assert device["bundle_agreement"] == 1.0
+    assert not {"torch", "ray", "framework"} & set(device["bundle_modules"].split(","))
+    bundle = tmp_path / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert {"model.onnx", "schema.json", "preprocessing.json", "runner.py"} <= set(manifest["files"])
+    assert manifest["variant"] == device["variant"] and manifest["model_version"] == device["model_version"]
+    names = [s.stage for s in result.stages if s.status == "ok"]
+    assert "serve" not in names and names.index("device") > names.index("register")
+
+
+def test_impossible_budget_is_named(ray_session, tmp_path):
+    with pytest.raises(StageError, match=r"device: no variant fits the budget: max_size_mb 1e-06"):
+        run(tmp_path, "device.max_size_mb=0.000001")
