@@ -32,10 +32,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from statistics import NormalDist
-from typing import Any, Dict, Mapping, Sequence
+from typing import Dict, Mapping, Sequence
 
 from framework.components import Decision, Feedback, Outcome, Route, RouteRequest, TrafficStrategy, Verdict
 from framework.errors import RecipeError
+from framework.strategy_tools import nearest_rank_percentile as _percentile
+from framework.strategy_tools import same_prediction as _same
 from framework.hookspecs import hookimpl
 
 LATENCY_WINDOW = 2048
@@ -375,23 +377,6 @@ def _student_t_sf(t: float, df: float) -> float:
     from scipy.special import stdtr
 
     return float(stdtr(df, -t))
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        result = a == b
-        if isinstance(result, bool):
-            return result
-        return bool(result.all()) if hasattr(result, "all") else bool(result)
-    except Exception:
-        return False
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    rank = max(1, -(-len(sorted_values) * q // 100))
-    return float(sorted_values[int(rank) - 1])
 
 
 @hookimpl

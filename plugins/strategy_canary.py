@@ -39,10 +39,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from statistics import NormalDist
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from framework.components import Decision, Feedback, Outcome, Route, RouteRequest, TrafficStrategy, Verdict
 from framework.errors import RecipeError
+from framework.strategy_tools import nearest_rank_percentile as _percentile
+from framework.strategy_tools import same_prediction as _same
 from framework.hookspecs import hookimpl
 
 LATENCY_WINDOW = 2048
@@ -470,23 +472,6 @@ def _critical(n: int, p: float, alpha: float) -> int:
 
 def _pct(percent: float) -> str:
     return f"{percent:g}%"
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        result = a == b
-        if isinstance(result, bool):
-            return result
-        return bool(result.all()) if hasattr(result, "all") else bool(result)
-    except Exception:
-        return False
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    rank = max(1, -(-len(sorted_values) * q // 100))
-    return float(sorted_values[int(rank) - 1])
 
 
 @hookimpl

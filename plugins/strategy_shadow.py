@@ -19,6 +19,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 from framework.components import Decision, Outcome, Route, RouteRequest, TrafficStrategy, Verdict
 from framework.errors import RecipeError
+from framework.strategy_tools import nearest_rank_percentile as _percentile
+from framework.strategy_tools import same_prediction as _same
 from framework.hookspecs import hookimpl
 
 #: latency samples kept per arm (overall and per window): enough for a stable p99, cheap to sort
@@ -313,27 +315,8 @@ class ShadowStrategy(TrafficStrategy):
         }
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equality that tolerates arrays (elementwise result) and types that refuse to compare."""
-    try:
-        result = a == b
-        if isinstance(result, bool):
-            return result
-        return bool(result.all()) if hasattr(result, "all") else bool(result)
-    except Exception:
-        return False
-
-
 def _rate(part: int, whole: int) -> float:
     return (part / whole) if whole else 0.0
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile of an already sorted sequence (None when empty)."""
-    if not sorted_values:
-        return None
-    rank = max(1, -(-len(sorted_values) * q // 100))
-    return float(sorted_values[int(rank) - 1])
 
 
 def _ms(value: float | None) -> str:

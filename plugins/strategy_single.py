@@ -11,6 +11,7 @@ from typing import Mapping, Optional, Sequence
 
 from framework.components import Decision, Outcome, Route, RouteRequest, TrafficStrategy, Verdict
 from framework.errors import RecipeError
+from framework.strategy_tools import nearest_rank_percentile as _percentile
 from framework.hookspecs import hookimpl
 
 #: latencies kept for the percentiles: enough for a stable p99, small enough to sort on demand
@@ -85,14 +86,6 @@ class SingleStrategy(TrafficStrategy):
                 "p99": _percentile(lat, 99),
             },
         }
-
-
-def _percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of an already sorted list (None when empty)."""
-    if not sorted_values:
-        return None
-    rank = max(1, -(-len(sorted_values) * q // 100))  # ceil(n * q / 100), at least 1
-    return float(sorted_values[int(rank) - 1])
 
 
 @hookimpl

@@ -1,0 +1,24 @@
+"""Small helpers that traffic strategies share (built-in and third-party): pure Python, cheap."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def same_prediction(a: Any, b: Any) -> bool:
+    """Equality of two predictions that tolerates arrays (elementwise result) and types that
+    refuse to compare: a strategy must never raise on a client's odd answer."""
+    try:
+        result = a == b
+        if isinstance(result, bool):
+            return result
+        return bool(result.all()) if hasattr(result, "all") else bool(result)
+    except Exception:
+        return False
+
+
+def nearest_rank_percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of an already sorted sequence (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * q // 100))  # ceil(n * q / 100), at least 1
+    return float(sorted_values[int(rank) - 1])
