@@ -45,3 +45,35 @@ def stage_ctx(tmp_path):
         return RunStageContext(stage=stage, out_dir=tmp_path / stage, seed=seed)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def mlp_onnx(tmp_path_factory):
+    """A 30 -> 256 -> 2 MLP trained briefly in-process on breast cancer (framework.testing's
+    splits), exported as the onnx exporter does: built once for every compression/device test."""
+    import torch
+
+    from framework.components import ExportedModel, FeatureSpec, InputSchema
+    from framework.testing.data import breast_cancer_splits
+    from plugins.export_onnx import INPUT_NAME, OUTPUT_NAME, export_module
+    from plugins.train_tune_mlp import build_module
+
+    splits = breast_cancer_splits()
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: threads only add contention on a shared CI machine
+    try:
+        x, y = splits.arrays("train")
+        module = build_module({"hidden": 256, "lr": 0.01, "dropout": 0.0}, x.shape[1], 2, x.mean(0), x.std(0))
+        optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
+        xt, yt = torch.tensor(x), torch.tensor(y)
+        for _ in range(30):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(module(xt), yt).backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    x_test, _ = splits.arrays("test")
+    path = export_module(module.eval(), x_test[:8], tmp_path_factory.mktemp("export") / "model.onnx")
+    schema = InputSchema([FeatureSpec(n, "float") for n in splits.dataset.features])
+    return ExportedModel(path, "onnx", schema, list(splits.dataset.classes), INPUT_NAME, OUTPUT_NAME)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from framework.components import DataSplits, ExportedModel, FeatureSpec, InputSchema
+from framework.components import DataSplits, ExportedModel, InputSchema
 from framework.device import (
     BUNDLE_FILES,
     DeviceBudget,
@@ -24,10 +24,9 @@ from framework.device import (
 from framework.errors import RecipeError, StageError
 from framework.testing.data import breast_cancer_splits
 from plugins.compress_onnx_quantize import Int8Dynamic, session
-from plugins.export_onnx import INPUT_NAME, OUTPUT_NAME, export_module
+from plugins.export_onnx import INPUT_NAME, OUTPUT_NAME
 
-#: hidden=256: weights dominate the file, so int8 storage shows in its size
-HIDDEN = 256
+#: the shared model has hidden=256: weights dominate the file, so int8 storage shows in its size
 
 
 @pytest.fixture(scope="module")
@@ -36,30 +35,9 @@ def splits() -> DataSplits:
 
 
 @pytest.fixture(scope="module")
-def fp32_model(splits, tmp_path_factory) -> ExportedModel:
-    """A 30 -> 256 -> 2 MLP trained briefly in-process, exported as the onnx exporter does."""
-    import torch
-
-    from plugins.train_tune_mlp import build_module
-
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        x, y = splits.arrays("train")
-        module = build_module({"hidden": HIDDEN, "lr": 0.01, "dropout": 0.0}, x.shape[1], 2, x.mean(0), x.std(0))
-        optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
-        xt, yt = torch.tensor(x), torch.tensor(y)
-        for _ in range(30):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(module(xt), yt).backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    x_test, _ = splits.arrays("test")
-    path = export_module(module.eval(), x_test[:8], tmp_path_factory.mktemp("export") / "model.onnx")
-    schema = InputSchema([FeatureSpec(n, "float") for n in splits.dataset.features])
-    return ExportedModel(path, "onnx", schema, list(splits.dataset.classes), INPUT_NAME, OUTPUT_NAME)
+def fp32_model(mlp_onnx) -> ExportedModel:
+    """A 30 -> 256 -> 2 MLP (tests/conftest.py), fp32 ONNX."""
+    return mlp_onnx
 
 
 @pytest.fixture(scope="module")
