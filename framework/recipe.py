@@ -53,7 +53,18 @@ class SplitConfig:
 
 
 @dataclass
+class ModelCardConfig:
+    """What the model card of every registered version says beyond the measured figures."""
+
+    intended_use: str = ""
+    limitations: List[str] = field(default_factory=list)
+    #: slice name -> pandas query over the test split, e.g. {large: "`mean radius` > 15"}
+    slices: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class RegisterConfig:
+    card: ModelCardConfig = field(default_factory=ModelCardConfig)
     model_name: str = "model"
     #: aliases moved to the new version when it is registered
     aliases: List[str] = field(default_factory=lambda: ["latest"])

@@ -221,16 +221,25 @@ def _variant_table(plan: Plan, state: RunState) -> list[dict]:
 def _register_export(plan: Plan, state: RunState, exported: ExportedModel, trained: Any, components: Components,
                      lineage_extra: dict, aliases: list[str], extra_files: dict[str, bytes] | None = None) -> Any:
     """Store one exported model as a version (reusing an identical one) with its lineage."""
+    from .explain import training_means
+    from .model_card import render_markdown
+
+    x_train, _ = state.splits.arrays("train")
     manifest = {
         "format": exported.format,
         "input_name": exported.input_name,
         "output_name": exported.output_name,
         "classes": list(exported.classes),
         "schema": exported.schema.to_dict(),
+        "baseline": training_means(x_train),  # for explain: true (occlusion against an average case)
     }
+    onnx_bytes = Path(exported.path).read_bytes()
+    card = _model_card(plan, state, exported, onnx_bytes, {**trained.metrics, **exported.metrics}, trained)
     files = {
-        "model.onnx": Path(exported.path).read_bytes(),
+        "model.onnx": onnx_bytes,
         "serving.json": json.dumps(manifest, sort_keys=True).encode(),
+        "model_card.json": json.dumps(card, sort_keys=True, default=str).encode(),
+        "model_card.md": render_markdown(card).encode(),
         **(extra_files or {}),
     }
     lineage = {
@@ -259,6 +268,41 @@ def _register_export(plan: Plan, state: RunState, exported: ExportedModel, train
     version = registry.get(f"{name}:{version.id}")
     components.notify("on_model_registered", version=version)
     return version
+
+
+def _model_card(plan: Plan, state: RunState, exported: ExportedModel, onnx_bytes: bytes, metrics: dict, trained: Any) -> dict:
+    """The card of one version: measured overall and per declared slice on the test split, what
+    the model relies on most (permutation importance), and the recipe's intended use and limits."""
+    import onnxruntime as ort
+
+    from .explain import permutation_importance
+    from .model_card import build_model_card, slice_metrics
+
+    card_cfg = plan.recipe.register.card
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+
+    def probabilities(x: Any) -> Any:
+        return session.run([exported.output_name], {exported.input_name: x.astype("float32")})[0]
+
+    x_test, y_test = state.splits.arrays("test")
+    dataset = state.splits.dataset
+    try:
+        slices = slice_metrics(probabilities, state.splits.test, dataset.features, dataset.target,
+                               list(exported.classes), dict(card_cfg.slices))
+    except ValueError as exc:
+        raise StageError(f"register.card.slices: {exc}") from None
+    return build_model_card(
+        f"{plan.recipe.register.model_name} (this version)",
+        state.data_version.ref if state.data_version else None,
+        metrics,
+        slices,
+        permutation_importance(probabilities, x_test, y_test, exported.schema.names, seed=plan.recipe.seed),
+        card_cfg.intended_use or "Not stated: the recipe has no register.card.intended_use.",
+        list(card_cfg.limitations),
+        {"target": dataset.target, "classes": list(exported.classes), "trainer": plan.stage("train").component.type,
+         "hyperparameters": trained.hyperparameters, "features": len(dataset.features),
+         "rows": {"train": len(state.splits.train), "val": len(state.splits.val), "test": len(state.splits.test)}},
+    )
 
 
 def _stage_register(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
@@ -438,6 +482,7 @@ def served_model_from_registry(registry: Any, ref: str, arm: str) -> Any:
         classes=manifest["classes"],
         input_name=manifest["input_name"],
         output_name=manifest["output_name"],
+        baseline=manifest.get("baseline"),  # versions registered before explanations have none
     )
 
 

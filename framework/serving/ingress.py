@@ -30,6 +30,7 @@ from starlette.responses import Response
 
 from ..components import Decision, Feedback, InputSchema, Outcome, Route, RouteRequest, Verdict
 from ..errors import RequestError
+from ..explain import attributions_from_probabilities, occlusion_batch, top_attributions
 from .onnx_runner import OnnxRunner
 from .requests import MAX_BODY_BYTES, FeedbackItem, RequestParser, load_json, parse_feedback_body
 from .types import RECORD_FIELDS, ServedModel
@@ -47,6 +48,11 @@ EVENTS_KEPT = 1_000
 #: so slow shadows cannot pile up memory or steal the loop from primaries
 MAX_SHADOW_TASKS = 64
 _ACTING = ("promote", "rollback")
+#: ``"explain": true``: attributions returned per instance (the largest by size)
+EXPLAIN_TOP = 10
+#: ``"explain": true`` runs instances x (features + 1) rows in one call; beyond this: 413
+EXPLAIN_MAX_ROWS = 65_536
+NO_BASELINE = "no baseline for explanations: the model was registered without training means"
 
 
 class ArmFailure(Exception):
@@ -162,6 +168,22 @@ class Ingress:
         # placement="ingress" with batching: one batcher per in-process arm (empty otherwise)
         self.batched = {arm: _batcher(runner, self.batching) for arm, runner in self.local.items()} if self.batching else {}
         self.labeler = {arm: (self.local.get(arm) or self.remote[arm]).labels for arm in self.versions}
+        # "explain": true compares each feature with the arm's training mean (its baseline)
+        self.baselines: dict[str, np.ndarray] = {}
+        self.no_baseline: dict[str, str] = {}
+        for m in models:
+            if m.baseline is None:
+                self.no_baseline[m.arm] = NO_BASELINE
+                continue
+            b = np.asarray(m.baseline, dtype=np.float64).ravel()
+            if b.size != len(self.feature_names) or not np.isfinite(b).all():
+                self.no_baseline[m.arm] = (
+                    f"no usable baseline for explanations: arm '{m.arm}' has {b.size} training means "
+                    f"(finite: {bool(np.isfinite(b).all())}) for {len(self.feature_names)} features"
+                )
+                log.warning("arm %s: %s", m.arm, self.no_baseline[m.arm])
+                continue
+            self.baselines[m.arm] = b.astype(np.float32)
         # Ranking scores each instance with the probability of one class (default: the last).
         self.rank_class = rank_class
         self.rank_index = {arm: _class_index(classes, rank_class) for arm, classes in self.classes.items()}
@@ -254,13 +276,16 @@ class Ingress:
         route_request, route = self._route(request_id, request.headers.get("x-user-id") or parsed.key)
         arm = route.primary
         version = self.versions[arm]
+        if parsed.explain:  # refused before any model runs: nothing recorded, nothing observed
+            self._check_explainable(self._merge_arms(route) if route.merge else [arm], parsed.x.shape)
+        explained = arm
         if route.merge:
             answered, failure = await self._run_all(self._merge_arms(route), parsed.x, request_id)
             answers = {a: {"predictions": self.labeler[a](p), "probabilities": p.tolist()} for a, p in answered.items()}
             merged = self._merge(route_request, answers)
             if merged is None and arm not in answered:
                 raise failure  # nothing merged and the primary failed: nothing to answer with
-            base = arm if arm in answered else next(iter(answered))
+            base = explained = arm if arm in answered else next(iter(answered))
             labels = answers[base]["predictions"]
             body = {"request_id": request_id, "model_version": version, "arm": arm, **answers[base]}
             if isinstance(merged, Mapping):
@@ -280,6 +305,8 @@ class Ingress:
             body = {"request_id": request_id, "model_version": version, "arm": arm,
                     "predictions": labels, "probabilities": probabilities.tolist()}
             self._signal(Outcome(request_id, arm, latency_ms, prediction=labels))
+        if parsed.explain:
+            body["explanations"] = await self._explanations(explained, parsed.x)
         payload = json.dumps(body, default=str).encode()
         now = time.time()
         append = self.records.append
@@ -292,6 +319,33 @@ class Ingress:
         # X-Request-Id itself is added to every response by the Serve proxy (same value); setting
         # it here too would send the header twice.
         return Response(payload, media_type=_JSON, headers={"X-Model-Version": version})
+
+    # -- explain -------------------------------------------------------------------------------
+    def _check_explainable(self, arms: list[str], shape: tuple[int, ...]) -> None:
+        for a in arms:
+            if a in self.no_baseline:
+                raise RequestError("explain", self.no_baseline[a], 409)
+        rows = shape[0] * (shape[1] + 1)
+        if rows > EXPLAIN_MAX_ROWS:
+            most = max(1, EXPLAIN_MAX_ROWS // (shape[1] + 1))
+            raise RequestError(
+                "explain", f"explaining {shape[0]} instances needs {rows} model rows (limit {EXPLAIN_MAX_ROWS}): "
+                f"send at most {most} instances with explain", 413,
+            )
+
+    async def _explanations(self, arm: str, x: np.ndarray) -> list[list[list]]:
+        """Per instance, its top features as ``[feature, attribution]``, largest first: how much
+        each feature's value pushed the answer toward the predicted class, compared with an
+        average case (the training mean). One model call for the whole request (any placement;
+        the explanation is not a served answer, so no fault injection and no batching queue)."""
+        batch = occlusion_batch(x, self.baselines[arm])
+        runner = self.local.get(arm)
+        if runner is not None:
+            probabilities = runner.predict(batch)
+        else:
+            probabilities = await self.remote[arm].handle.predict.remote(batch)
+        attributions, _ = attributions_from_probabilities(probabilities, x.shape[0], x.shape[1])
+        return top_attributions(attributions, self.feature_names, EXPLAIN_TOP)
 
     # -- rank ----------------------------------------------------------------------------------
     async def _rank(self, request: Request, request_id: str, start: float) -> Response:

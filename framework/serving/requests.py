@@ -27,6 +27,7 @@ class ParsedRequest:
     x: np.ndarray  # float32 [n, features], model order
     rows: list[list[float]]  # the same values as Python numbers, for the record buffer
     key: str | None
+    explain: bool = False  # "explain": true asks for per-instance attributions (predict only)
 
 
 class RequestParser:
@@ -46,6 +47,8 @@ class RequestParser:
         """A rank request: the instances (validated as for predict) and one item id per instance."""
         data = load_json(body)
         parsed = self.parse(data)
+        if parsed.explain:
+            raise RequestError("explain", "explanations are given by predict only, not by rank")
         return parsed, parse_item_ids(data, len(parsed.rows))
 
     def parse(self, data: Any) -> ParsedRequest:
@@ -72,6 +75,7 @@ class RequestParser:
             if isinstance(key, bool) or not isinstance(key, (str, int)):
                 raise RequestError("key", f"expected a string, got {_describe(key)}")
             key = str(key)
+        explain = parse_explain(data)
 
         names, n = self.names, self.n
         try:  # fast path: every instance a dict with exactly the schema's keys, numbers only
@@ -92,7 +96,7 @@ class RequestParser:
                 if ok and self.integer:
                     ok = all(float(v).is_integer() for row in rows for v, name in zip(row, names) if name in self.integer)
         if ok:
-            return ParsedRequest(x=x, rows=rows, key=key)
+            return ParsedRequest(x=x, rows=rows, key=key, explain=explain)
         self._explain(instances, where)
         raise RequestError(where, "invalid instance")  # _explain always raises; defensive
 
@@ -115,6 +119,16 @@ class RequestParser:
                 raise RequestError(
                     f"{at}.{extra[0]}", f"unknown feature; expected only: {_list(self.names)}"
                 )
+
+
+def parse_explain(data: dict) -> bool:
+    """``"explain"``: absent or null -> False; otherwise it must be a JSON boolean."""
+    value = data.get("explain")
+    if value is None:
+        return False
+    if type(value) is not bool:
+        raise RequestError("explain", f"expected true or false, got {_describe(value)}")
+    return value
 
 
 def load_json(body: bytes) -> Any:

@@ -26,6 +26,9 @@ class ServedModel:
     input_name: str
     output_name: str
     output: str = "auto"
+    #: each feature's training mean (schema order): the "average case" that ``"explain": true``
+    #: compares against; None -> explanations are refused (409)
+    baseline: list[float] | None = None
 
     def __repr__(self) -> str:  # never dump the model bytes into a log line
         return (

@@ -22,6 +22,7 @@ class Recorder:
     def __init__(self):
         self.events: list[tuple] = []
         self.bad_request: dict | None = None
+        self.explained: dict | None = None
         self.endpoint: str | None = None
 
     @hookimpl
@@ -39,6 +40,11 @@ class Recorder:
             url = self.endpoint
             resp = httpx.post(url, json={"instances": [{"mean radius": "big"}]}, timeout=10)
             self.bad_request = {"status": resp.status_code, "body": resp.json()}
+            from sklearn.datasets import load_breast_cancer
+
+            data = load_breast_cancer()
+            row = {str(n): float(v) for n, v in zip(data.feature_names, data.data[0])}
+            self.explained = httpx.post(url, json={"instances": [row], "explain": True}, timeout=10).json()
 
     @hookimpl
     def on_data_versioned(self, version):
@@ -186,3 +192,19 @@ def test_failing_check_stops_the_run_naming_column_check_and_rows(tmp_path):
     status = {s["stage"]: s["status"] for s in summary["stages"]}
     assert summary["status"] == "failed" and status["checks"] == "failed" and "train" not in status
     assert not (tmp_path / "store" / "versions").exists() or not list((tmp_path / "store").rglob("*.onnx"))
+
+
+def test_explanations_and_model_card(quickstart):
+    result, recorder, base = quickstart
+    explanation = recorder.explained["explanations"][0]
+    assert len(explanation) == 10 and all(isinstance(f, str) and isinstance(v, float) for f, v in explanation)
+    magnitudes = [abs(v) for _, v in explanation]
+    assert magnitudes == sorted(magnitudes, reverse=True)
+    registry = Registry(str(base / "store"))
+    version = registry.get("breast_cancer_mlp@prod")
+    card = json.loads(registry.read_file(version, "model_card.json"))
+    assert card["data_version"] == result.state.data_version.ref
+    assert set(card["slices"]) == {"large_masses", "small_masses"}
+    assert sum(s["n"] for s in card["slices"].values()) == len(result.state.splits.test)
+    assert len(card["feature_importance"]) == 30 and "not validated for clinical use" in " ".join(card["limitations"])
+    assert "malignant" in registry.read_file(version, "model_card.md").decode() or "Wisconsin" in registry.read_file(version, "model_card.md").decode()
