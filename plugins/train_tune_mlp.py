@@ -13,6 +13,9 @@ classes are created on first use (see ``__getattr__`` below) so they still pickl
 from __future__ import annotations
 
 import csv
+import hashlib
+import importlib.util
+import json
 import logging
 import math
 import shutil
@@ -31,6 +34,18 @@ METRICS = {"val_accuracy": "max", "val_loss": "min"}
 #: hyperparameters a trial understands -> default when the search space leaves them out (None: required)
 HYPERPARAMETERS: dict[str, Any] = {"hidden": None, "lr": None, "dropout": None, "weight_decay": 0.0, "layers": 1}
 CHECKPOINT_FILE = "model.pt"
+#: trial schedulers (``train.scheduler``): fifo runs every trial to its own end; asha / median stop
+#: weak trials early on the per-epoch reports (``training_iteration`` = epochs so far)
+SCHEDULERS = ("fifo", "asha", "median")
+#: search algorithms (``train.search_alg``); optuna only when the optuna package is importable
+SEARCH_ALGS = ("random", "optuna")
+#: the stage's config fingerprint next to the Tune experiment; a resume needs it to match
+FINGERPRINT_FILE = "search_fingerprint.json"
+
+
+def optuna_available() -> bool:
+    """Whether ``import optuna`` can work (found without importing it: the planner stays cheap)."""
+    return importlib.util.find_spec("optuna") is not None
 
 
 def _default_space() -> dict:
@@ -90,6 +105,10 @@ def __getattr__(name: str):  # PEP 562: first access of a torch class defines th
     if name in ("Standardize", "TabularMLP"):
         if name not in globals():
             _define_torch_classes()
+        return globals()[name]
+    if name == "_Progress":
+        if name not in globals():
+            _define_progress_class()
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -224,19 +243,36 @@ class TuneMLPTrainer(Trainer):
         early_stopping_patience: int = 8
         #: seed the search's sampling from the run seed and use deterministic torch kernels
         deterministic: bool = True
+        #: fifo (every trial runs to its own end) | asha | median: stop weak trials early, judged
+        #: on the per-epoch ``metric`` with ``training_iteration`` (epochs) as the time axis
+        scheduler: str = "fifo"
+        #: asha / median: epochs every trial gets before it can be stopped
+        grace_period: int = 3
+        #: asha: keep 1/reduction_factor of the trials at each rung
+        reduction_factor: int = 3
+        #: random (seeded sampling of the search space) | optuna (TPE; needs the optuna package)
+        search_alg: str = "random"
+        #: rerun of this stage with the same stage folder and the same config: restore the Tune
+        #: experiment there (finished trials are not rerun) instead of starting over
+        resume: bool = True
 
     def __init__(self, config: Any = None):
         super().__init__(config)
         self._check_config()
 
     def _check_config(self) -> None:
-        c = self.config
-        where = "train"
+        self.check_config(self.config, "train")  # constructed directly (tests, notebooks)
+
+    @classmethod
+    def check_config(cls, config: Any, key: str = "train") -> None:
+        """Recipe checks the planner runs before anything heavy starts (no torch / Ray imports)."""
+        c = config
+        where = key
         if c.metric not in METRICS:
             raise RecipeError(f"{where}.metric: '{c.metric}' is not supported; use one of {', '.join(METRICS)}")
-        for key in ("max_epochs", "num_samples", "batch_size", "max_concurrent_trials", "early_stopping_patience"):
-            if int(getattr(c, key)) < 1:
-                raise RecipeError(f"{where}.{key}: must be >= 1, got {getattr(c, key)}")
+        for name in ("max_epochs", "num_samples", "batch_size", "max_concurrent_trials", "early_stopping_patience"):
+            if int(getattr(c, name)) < 1:
+                raise RecipeError(f"{where}.{name}: must be >= 1, got {getattr(c, name)}")
         if float(c.cpus_per_trial) <= 0:
             raise RecipeError(f"{where}.cpus_per_trial: must be > 0, got {c.cpus_per_trial}")
         if c.time_budget_s is not None and float(c.time_budget_s) <= 0:
@@ -253,6 +289,35 @@ class TuneMLPTrainer(Trainer):
             raise RecipeError(
                 f"{where}.search_space: missing {', '.join(missing)} (a constant or a sampler each)"
             )
+        scheduler = getattr(c, "scheduler", "fifo")
+        if scheduler not in SCHEDULERS:
+            raise RecipeError(f"{where}.scheduler: '{scheduler}' is not supported; use one of {', '.join(SCHEDULERS)}")
+        if scheduler != "fifo":
+            grace = int(c.grace_period)
+            if grace < 1:
+                raise RecipeError(f"{where}.grace_period: must be >= 1, got {c.grace_period}")
+            if grace > int(c.max_epochs):
+                raise RecipeError(
+                    f"{where}.grace_period: must be <= max_epochs ({c.max_epochs}), got {c.grace_period}; "
+                    f"{scheduler} could never stop a trial"
+                )
+        if scheduler == "asha" and int(c.reduction_factor) < 2:
+            raise RecipeError(f"{where}.reduction_factor: must be >= 2 for asha, got {c.reduction_factor}")
+        search_alg = getattr(c, "search_alg", "random")
+        if search_alg not in SEARCH_ALGS:
+            raise RecipeError(f"{where}.search_alg: '{search_alg}' is not supported; use one of {', '.join(SEARCH_ALGS)}")
+        if search_alg == "optuna":
+            if not optuna_available():
+                raise RecipeError(
+                    f"{where}.search_alg: 'optuna' needs the optuna package, which is not installed "
+                    f"(pip install optuna), or use search_alg: random"
+                )
+            grids = sorted(p for p, v in space.items() if isinstance(v, dict) and "grid" in v)
+            if grids:
+                raise RecipeError(
+                    f"{where}.search_space.{grids[0]}: 'grid' is not supported with search_alg: optuna; "
+                    "use 'choice'"
+                )
 
     # -----------------------------------------------------------------------------------------
     def fit(self, splits: DataSplits, ctx) -> TrainedModel:
@@ -297,42 +362,54 @@ class TuneMLPTrainer(Trainer):
         }
         param_space = search_space_from_config(c.search_space, "train.search_space")
         storage = (Path(ctx.out_dir) / "tune").resolve()
-        if (storage / "search").exists():
+        experiment = storage / "search"
+        fingerprint = self._fingerprint(data)
+        restore = self._can_resume(experiment, fingerprint, ctx)
+        if experiment.exists() and not restore:
             # a rerun of this stage replaces its outputs; Tune would otherwise mix old trial folders in
-            shutil.rmtree(storage / "search")
+            shutil.rmtree(experiment)
+        storage.mkdir(parents=True, exist_ok=True)
+        (storage / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint}))
         # Tune runs num_samples x every grid combination
         grids = [len(v["grid"]) for v in validate_search_space(c.search_space).values() if isinstance(v, dict) and "grid" in v]
         progress = ctx.progress(total=int(c.num_samples) * math.prod(grids), description="tune trials")
+        _PROGRESS[str(experiment)] = progress  # the callback looks it up: a restored one is unpickled
+        trainable = tune.with_resources(tune.with_parameters(train_trial, data=data), {"cpu": float(c.cpus_per_trial)})
 
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        # A seeded sampler makes the sampled configurations repeatable for a given run seed.
-        # max_concurrent goes here: TuneConfig.max_concurrent_trials is ignored for this generator.
-        search_alg = BasicVariantGenerator(
-            max_concurrent=int(c.max_concurrent_trials),
-            random_state=int(ctx.seed) if c.deterministic else None,
-        )
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(train_trial, data=data), {"cpu": float(c.cpus_per_trial)}),
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                num_samples=int(c.num_samples), metric=c.metric, mode=mode, search_alg=search_alg,
-                time_budget_s=c.time_budget_s,
-                reuse_actors=True,  # later trials skip a fresh worker's torch import (seconds here)
-            ),
-            run_config=tune.RunConfig(
-                name="search",
-                storage_path=str(storage),
-                verbose=0,
-                log_to_file=True,  # trial stdout/stderr go to files in the trial folder, not the console
-                callbacks=[_progress_callback(progress)],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
-        )
+        resumed_done: list[str] = []
+        if restore:
+            resumed_done = _finished_trials(experiment)
+            if resumed_done:
+                progress.advance(len(resumed_done), note=f"{len(resumed_done)} finished trial(s) restored")
+            ctx.logger.info("tune_mlp: resuming the Tune experiment in %s (%d finished trial(s) kept)",
+                            experiment, len(resumed_done))
+            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    num_samples=int(c.num_samples), metric=c.metric, mode=mode,
+                    search_alg=self._search_alg(ctx), scheduler=self._scheduler(),
+                    time_budget_s=c.time_budget_s,
+                    reuse_actors=True,  # later trials skip a fresh worker's torch import (seconds here)
+                ),
+                run_config=tune.RunConfig(
+                    name="search",
+                    storage_path=str(storage),
+                    verbose=0,
+                    log_to_file=True,  # trial stdout/stderr go to files in the trial folder, not the console
+                    callbacks=[__getattr__("_Progress")(str(experiment))],
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            )
         started = time.perf_counter()
-        with _quiet_tune():
-            grid = tuner.fit()
+        try:
+            with _quiet_tune():
+                grid = tuner.fit()
+        finally:
+            _PROGRESS.pop(str(experiment), None)
         search_seconds = time.perf_counter() - started
 
         rows, candidates = self._trial_table(grid, c.metric)
@@ -367,6 +444,9 @@ class TuneMLPTrainer(Trainer):
         best = models[0]
         for key in ("val_accuracy", "test_accuracy", "test_f1_macro", "test_loss", "trials"):
             ctx.metric(key, best.metrics[key])
+        # epochs actually trained over all trials: what an early-stopping scheduler saves shows here
+        trial_epochs_total = int(sum(int(r["epochs"] or 0) for r in rows))
+        ctx.metric("trial_epochs_total", trial_epochs_total)
         ctx.logger.info(
             "tune_mlp: %d trials in %.1fs; best %s (%s=%.4f at epoch %d); test accuracy %.4f",
             len(rows), search_seconds, best_row["trial_id"], c.metric, best_row[f"best_{c.metric}"],
@@ -379,9 +459,78 @@ class TuneMLPTrainer(Trainer):
             "mode": mode,
             "failed_trials": failed,
             "search_seconds": round(search_seconds, 3),
+            "trial_epochs_total": trial_epochs_total,
+            "scheduler": c.scheduler,
+            "search_alg": c.search_alg,
+            "resumed": bool(restore),
+            "resumed_finished_trials": resumed_done,
         })
         best.runners_up = models[1:]
         return best
+
+    def _scheduler(self):
+        """The Tune trial scheduler for ``train.scheduler`` (metric / mode come from TuneConfig)."""
+        c = self.config
+        if c.scheduler == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+
+            return ASHAScheduler(time_attr="training_iteration", max_t=int(c.max_epochs),
+                                 grace_period=int(c.grace_period), reduction_factor=int(c.reduction_factor))
+        if c.scheduler == "median":
+            from ray.tune.schedulers import MedianStoppingRule
+
+            return MedianStoppingRule(time_attr="training_iteration", grace_period=int(c.grace_period))
+        return None  # FIFO
+
+    def _search_alg(self, ctx):
+        c = self.config
+        seed = int(ctx.seed) if c.deterministic else None
+        if c.search_alg == "optuna":
+            try:
+                import optuna  # noqa: F401
+            except ImportError as exc:
+                raise RecipeError(f"train.search_alg: 'optuna' needs the optuna package ({exc})") from None
+            from ray.tune.search import ConcurrencyLimiter
+            from ray.tune.search.optuna import OptunaSearch
+
+            return ConcurrencyLimiter(OptunaSearch(seed=seed), max_concurrent=int(c.max_concurrent_trials))
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        # A seeded sampler makes the sampled configurations repeatable for a given run seed.
+        # max_concurrent goes here: TuneConfig.max_concurrent_trials is ignored for this generator.
+        return BasicVariantGenerator(max_concurrent=int(c.max_concurrent_trials), random_state=seed)
+
+    def _fingerprint(self, data: dict) -> str:
+        """Config + data + seed: a resume only continues an experiment of the very same search."""
+        import dataclasses
+
+        from omegaconf import OmegaConf
+
+        c = self.config
+        config = OmegaConf.to_container(c) if not dataclasses.is_dataclass(c) else dataclasses.asdict(c)
+        config.pop("resume", None)
+        h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+        h.update(json.dumps(data["settings"], sort_keys=True).encode())
+        for key in ("x_train", "y_train", "x_val", "y_val"):
+            h.update(data[key].tobytes())
+        return h.hexdigest()
+
+    def _can_resume(self, experiment: Path, fingerprint: str, ctx) -> bool:
+        if not self.config.resume or not experiment.exists():
+            return False
+        from ray import tune
+
+        if not tune.Tuner.can_restore(str(experiment)):
+            ctx.logger.info("tune_mlp: %s holds no restorable Tune experiment; starting over", experiment)
+            return False
+        try:
+            saved = json.loads((experiment.parent / FINGERPRINT_FILE).read_text())["fingerprint"]
+        except (OSError, ValueError, KeyError):
+            saved = None
+        if saved != fingerprint:
+            ctx.logger.info("tune_mlp: the Tune experiment in %s is from another config or data; starting over", experiment)
+            return False
+        return True
 
     @staticmethod
     def _materialize(row, result, rank, schema, classes, arrays, n_trials) -> TrainedModel:
@@ -441,6 +590,7 @@ class TuneMLPTrainer(Trainer):
                 "best_val_loss": m.get("best_val_loss"),
                 "best_epoch": m.get("best_epoch"),
                 "epochs": m.get("epoch", 0),
+                "seconds": m.get("time_total_s"),
                 "error": _first_line(error) if error else "",
                 "_path": str(result.path),
             }
@@ -454,7 +604,7 @@ class TuneMLPTrainer(Trainer):
     @staticmethod
     def _write_csv(rows: list[dict], path: Path) -> None:
         params = sorted({k for r in rows for k in r["config"]})
-        fields = ["trial_id", "status", *params, "best_val_accuracy", "best_val_loss", "best_epoch", "epochs", "error"]
+        fields = ["trial_id", "status", *params, "best_val_accuracy", "best_val_loss", "best_epoch", "epochs", "seconds", "error"]
         with open(path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
@@ -469,18 +619,46 @@ def _first_line(error: BaseException) -> str:
     return text.strip().splitlines()[-1] if "Traceback" in text else text.strip()
 
 
-def _progress_callback(progress):
-    """A Tune callback advancing ``progress`` as trials end (Tune runs callbacks in the driver)."""
+#: experiment folder -> the running fit's progress; the callback looks it up when called, so a
+#: callback unpickled by ``Tuner.restore`` reports to the current run, not to a stale one
+_PROGRESS: dict[str, Any] = {}
+
+
+def _define_progress_class() -> None:
     from ray import tune
 
     class _Progress(tune.Callback):
+        """A Tune callback advancing the fit's progress as trials end (Tune runs it in the driver)."""
+
+        def __init__(self, key: str):
+            self.key = key
+
+        def _advance(self, note: str) -> None:
+            progress = _PROGRESS.get(self.key)
+            if progress is not None:
+                progress.advance(1, note=note)
+
         def on_trial_complete(self, iteration, trials, trial, **info):
-            progress.advance(1, note=f"{trial.trial_id} done")
+            self._advance(f"{trial.trial_id} done")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            progress.advance(1, note=f"{trial.trial_id} failed")
+            self._advance(f"{trial.trial_id} failed")
 
-    return _Progress()
+    # module-level identity (pickled by reference in tuner.pkl), defined lazily: Ray is heavy
+    _Progress.__module__ = __name__
+    _Progress.__qualname__ = "_Progress"
+    globals()["_Progress"] = _Progress
+
+
+def _finished_trials(experiment: Path) -> list[str]:
+    """Ids of the trials a restore keeps as they are (TERMINATED in the saved experiment)."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        analysis = ExperimentAnalysis(str(experiment))
+    except Exception:  # pragma: no cover - a damaged state: Tune's restore reports it
+        return []
+    return sorted(t.trial_id for t in analysis.trials if t.status == "TERMINATED")
 
 
 class _quiet_tune:

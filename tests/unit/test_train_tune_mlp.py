@@ -173,3 +173,141 @@ def test_a_failed_trial_does_not_sink_the_search(ray_session, stage_ctx):
     assert model.details["failed_trials"] == 1
     failed = [r for r in model.details["trials"] if r["status"] == "ERROR"]
     assert len(failed) == 1 and "Invalid learning rate" in failed[0]["error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedulers, search algorithms, resume
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"scheduler": "hyperband"}, "train.scheduler: 'hyperband' is not supported; use one of fifo, asha, median"),
+        ({"scheduler": "asha", "grace_period": 0}, "train.grace_period: must be >= 1"),
+        ({"scheduler": "median", "grace_period": 9, "max_epochs": 5}, "train.grace_period: must be <= max_epochs (5)"),
+        ({"scheduler": "asha", "reduction_factor": 1}, "train.reduction_factor: must be >= 2 for asha"),
+        ({"search_alg": "bayes"}, "train.search_alg: 'bayes' is not supported; use one of random, optuna"),
+    ],
+)
+def test_scheduler_and_search_alg_errors(options, message):
+    with pytest.raises(RecipeError) as err:
+        trainer(**options)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_fifo_ignores_scheduler_only_options():
+    trainer(grace_period=0, reduction_factor=1)  # not used without asha / median: no error
+
+
+def test_optuna_is_rejected_at_plan_time_when_not_installed(monkeypatch):
+    import plugins.train_tune_mlp as module
+
+    monkeypatch.setattr(module, "optuna_available", lambda: False)
+    config = TuneMLPTrainer.Config(search_alg="optuna")
+    with pytest.raises(RecipeError) as err:
+        TuneMLPTrainer.check_config(config, "train")  # what the planner calls
+    assert str(err.value).startswith("train.search_alg: 'optuna' needs the optuna package"), str(err.value)
+
+    monkeypatch.setattr(module, "optuna_available", lambda: True)
+    TuneMLPTrainer.check_config(config, "train")
+    grid = {"hidden": {"grid": [8, 16]}, "lr": 0.01, "dropout": 0.0}
+    with pytest.raises(RecipeError, match=r"^train.search_space.hidden: 'grid' is not supported with search_alg: optuna"):
+        TuneMLPTrainer.check_config(TuneMLPTrainer.Config(search_alg="optuna", search_space=grid), "train")
+
+
+def test_new_options_merge_as_structured_config():
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge(OmegaConf.structured(TuneMLPTrainer.Config),
+                             {"scheduler": "asha", "grace_period": 2, "reduction_factor": 2, "resume": False})
+    config = OmegaConf.to_object(merged)
+    assert (config.scheduler, config.grace_period, config.reduction_factor, config.resume) == ("asha", 2, 2, False)
+    TuneMLPTrainer.check_config(config, "train")
+
+
+@pytest.mark.ray
+def test_asha_stops_weak_trials_early_and_still_returns_a_model(ray_session, stage_ctx):
+    ctx = stage_ctx("train", seed=1)
+    # lr spans 3 decades: the slow learners fall behind at the first rung
+    space = {"hidden": 8, "lr": {"loguniform": [1e-4, 3e-2]}, "dropout": 0.0}
+    model = trainer(num_samples=6, max_epochs=8, search_space=space, scheduler="asha", grace_period=1,
+                    reduction_factor=3, early_stopping_patience=8).fit(breast_cancer_splits(), ctx)
+    epochs = [int(r["epochs"]) for r in model.details["trials"]]
+    assert len(epochs) == 6 and all(r["status"] == "TERMINATED" for r in model.details["trials"])
+    assert ctx.metrics["trial_epochs_total"] == sum(epochs) == model.details["trial_epochs_total"]
+    assert sum(epochs) < 6 * 8 and min(epochs) < 8, epochs
+    assert model.details["scheduler"] == "asha"
+    assert model.metrics["test_accuracy"] > 0.85
+
+
+@pytest.mark.ray
+def test_median_stopping_rule_runs(ray_session, stage_ctx):
+    ctx = stage_ctx("train", seed=2)
+    space = {"hidden": 8, "lr": {"loguniform": [1e-4, 3e-2]}, "dropout": 0.0}
+    model = trainer(num_samples=5, max_epochs=6, search_space=space, scheduler="median",
+                    grace_period=2).fit(breast_cancer_splits(), ctx)
+    assert model.metrics["trials"] == 5 and ctx.metrics["trial_epochs_total"] <= 5 * 6
+
+
+def _result_lines(trial_dir: Path) -> int:
+    return len((trial_dir / "result.json").read_text().splitlines())
+
+
+@pytest.mark.ray
+def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_session, stage_ctx):
+    """A Ctrl+C-like stop (SIGUSR1, Tune's graceful interrupt) after 2 trials; the rerun restores."""
+    import os
+    import signal
+
+    splits = breast_cancer_splits()
+    ctx = stage_ctx("train", seed=4)
+    options = dict(num_samples=5, max_epochs=6, search_space={"hidden": {"choice": [8, 16]}, "lr": 0.01, "dropout": 0.0})
+    notes: list = []
+
+    def interrupting(description, total):
+        def advance(done, total_, note):
+            notes.append(note)
+            if done == 2:
+                os.kill(os.getpid(), signal.SIGUSR1)  # Tune ends the run and saves its state
+        return advance
+
+    ctx.progress_factory = interrupting
+    first = trainer(**options).fit(splits, ctx)
+    finished = sorted(r["trial_id"] for r in first.details["trials"] if r["status"] == "TERMINATED"
+                      and int(r["epochs"]) > 0)
+    experiment = ctx.out_dir / "tune" / "search"
+    done_first = {p.name: _result_lines(p) for p in experiment.iterdir() if (p / "result.json").is_file()}
+    assert len(notes) == 2 and first.details["resumed"] is False
+
+    from ray import tune
+
+    assert tune.Tuner.can_restore(str(experiment))
+    calls = watch_progress(ctx)
+    second = trainer(**options).fit(splits, ctx)
+    assert second.details["resumed"] is True
+    kept = second.details["resumed_finished_trials"]
+    assert len(kept) >= 2 and set(kept) <= set(finished)
+    rows = second.details["trials"]
+    assert len(rows) == 5 and all(r["status"] == "TERMINATED" for r in rows)
+    # the finished trials were not rerun: same result lines on disk; only the others advanced progress
+    for trial_dir in experiment.iterdir():
+        if any(trial_dir.name.startswith(f"train_trial_{t}") or t in trial_dir.name for t in kept):
+            assert _result_lines(trial_dir) == done_first[trial_dir.name]
+    advances = [c for c in calls if c[0] == "advance"]
+    assert advances[0][1] == len(kept) and len(advances) == 1 + (5 - len(kept))
+    assert second.metrics["trials"] == 5
+
+
+@pytest.mark.ray
+def test_resume_false_starts_over(ray_session, stage_ctx):
+    splits = breast_cancer_splits()
+    ctx = stage_ctx("train", seed=5)
+    options = dict(num_samples=2, max_epochs=3, search_space={"hidden": 8, "lr": 0.01, "dropout": 0.0})
+    first = trainer(**options).fit(splits, ctx)
+    again = trainer(**options).fit(splits, ctx)  # finished experiment restored: nothing reruns
+    assert again.details["resumed"] is True and len(again.details["resumed_finished_trials"]) == 2
+    assert {r["trial_id"] for r in again.details["trials"]} == {r["trial_id"] for r in first.details["trials"]}
+    fresh = trainer(resume=False, **options).fit(splits, ctx)
+    assert fresh.details["resumed"] is False
+    assert {r["trial_id"] for r in fresh.details["trials"]}.isdisjoint({r["trial_id"] for r in first.details["trials"]})
+    changed = trainer(**{**options, "max_epochs": 4}).fit(splits, ctx)  # another config: no resume
+    assert changed.details["resumed"] is False
