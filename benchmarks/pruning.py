@@ -33,32 +33,10 @@ SPEEDUP_TARGET, DROP_TARGET = 1.3, 2.0
 
 def train(splits, epochs: int, seed: int = 0):
     """The trainer's module (plugins.train_tune_mlp), full-batch Adam, best validation epoch kept."""
-    import copy
+    from plugins.train_tune_mlp import fit_in_process
 
-    import torch
-
-    from plugins.train_tune_mlp import build_module
-
-    torch.manual_seed(seed)
-    x, y = splits.arrays("train")
-    xv, yv = splits.arrays("val")
     hp = {"hidden": HIDDEN, "layers": LAYERS, "lr": 1e-3, "dropout": 0.1}
-    module = build_module(hp, x.shape[1], 2, x.mean(0), x.std(0))
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    xt, yt, xvt = torch.tensor(x), torch.tensor(y), torch.tensor(xv)
-    best, best_state = -1.0, None
-    for _ in range(epochs):
-        module.train()
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(module(xt), yt).backward()
-        optimizer.step()
-        module.eval()
-        with torch.no_grad():
-            acc = float((module(xvt).argmax(1).numpy() == yv).mean())
-        if acc > best:
-            best, best_state = acc, copy.deepcopy(module.state_dict())
-    module.load_state_dict(best_state)
-    return module.eval(), hp
+    return fit_in_process(hp, splits, epochs, seed), hp
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,31 +34,9 @@ HIDDEN, LAYERS = 512, 2
 
 def train(splits, epochs: int, seed: int = 0):
     """The trainer's module (plugins.train_tune_mlp), full-batch Adam, best validation epoch kept."""
-    import copy
+    from plugins.train_tune_mlp import fit_in_process
 
-    import torch
-
-    from plugins.train_tune_mlp import build_module
-
-    torch.manual_seed(seed)
-    x, y = splits.arrays("train")
-    xv, yv = splits.arrays("val")
-    module = build_module({"hidden": HIDDEN, "layers": LAYERS, "lr": 1e-3, "dropout": 0.1}, x.shape[1], 2, x.mean(0), x.std(0))
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    xt, yt, xvt = torch.tensor(x), torch.tensor(y), torch.tensor(xv)
-    best, best_state = -1.0, None
-    for _ in range(epochs):
-        module.train()
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(module(xt), yt).backward()
-        optimizer.step()
-        module.eval()
-        with torch.no_grad():
-            acc = float((module(xvt).argmax(1).numpy() == yv).mean())
-        if acc > best:
-            best, best_state = acc, copy.deepcopy(module.state_dict())
-    module.load_state_dict(best_state)
-    return module.eval()
+    return fit_in_process({"hidden": HIDDEN, "layers": LAYERS, "lr": 1e-3, "dropout": 0.1}, splits, epochs, seed)
 
 
 def torch_latencies(module, x, batch: int, runs: int, warmup: int = 10) -> list[float]:

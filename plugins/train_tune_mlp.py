@@ -125,6 +125,34 @@ def build_module(hp: dict, n_features: int, n_classes: int, mean=None, std=None)
     return cls(n_features, n_classes, hidden=hp["hidden"], layers=hp["layers"], dropout=hp["dropout"], mean=mean, std=std)
 
 
+def fit_in_process(hp: dict, splits: DataSplits, epochs: int, seed: int = 0, lr: float | None = None):
+    """Train ``build_module(hp)`` in this process, full-batch Adam, keeping the best validation
+    epoch: for benchmarks and tests that need a real model without a Tune search."""
+    import copy
+
+    import torch
+
+    torch.manual_seed(seed)
+    x, y = splits.arrays("train")
+    xv, yv = splits.arrays("val")
+    module = build_module(hp, x.shape[1], len(splits.dataset.classes or [0, 1]), x.mean(0), x.std(0))
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr if lr is not None else float(hp.get("lr", 1e-3)))
+    xt, yt, xvt = torch.tensor(x), torch.tensor(y), torch.tensor(xv)
+    best, best_state = -1.0, None
+    for _ in range(epochs):
+        module.train()
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(module(xt), yt).backward()
+        optimizer.step()
+        module.eval()
+        with torch.no_grad():
+            acc = float((module(xvt).argmax(1).numpy() == yv).mean())
+        if acc > best:
+            best, best_state = acc, copy.deepcopy(module.state_dict())
+    module.load_state_dict(best_state)
+    return module.eval()
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars from a sampler as Python values (hyperparameters end up in JSON)."""
     return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict, str)) else value
