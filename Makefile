@@ -27,6 +27,11 @@ test-fast: setup
 bench: setup
 	$(PY) benchmarks/quickstart_stages.py
 	$(PY) benchmarks/serving_latency.py
+	$(PY) benchmarks/shadow_overhead.py
+	$(PY) benchmarks/strategy_decisions.py
+	$(PY) benchmarks/bandit_regret.py
+	$(PY) benchmarks/quantization.py
+	$(PY) benchmarks/pruning.py
 
 plan: setup
 	$(PY) -m framework plan +recipe=quickstart
