@@ -141,8 +141,9 @@ def _stage_compress(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
         sub = RunStageContext(stage.name, ctx.out_dir / f"{i:02d}-{planned.type}", ctx.seed, ctx.logger)
         compressed = planned.build().compress(state.trained, state.splits, sub)
         compressed.runners_up = teacher.runners_up  # the other candidates stay as they were
-        compressed.details.setdefault("teacher_metrics", teacher.metrics)
         state.trained = compressed
+    # the comparison table's teacher is the trained model, not the input of the last step
+    state.trained.details["teacher_metrics"] = teacher.metrics
     for key, value in state.trained.metrics.items():
         ctx.metric(key, value)
 

@@ -1,4 +1,4 @@
-"""target: device end to end on digits: pruning + static INT8, the best variant within the
+"""target: device end to end on digits: distillation + pruning + static INT8, the best variant within the
 budgets bundled, and the bundle run in a clean process; an impossible budget is named."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from framework.plugins import default_components
 from framework.run import Reporter, execute, plan_recipe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray]
-FAST = ["train.num_samples=2", "train.max_epochs=10", "compress.0.fine_tune_epochs=3"]
+FAST = ["train.num_samples=2", "train.max_epochs=10", "compress.0.epochs=8", "compress.1.fine_tune_epochs=3"]
 
 
 def run(tmp_path, *overrides):
@@ -30,6 +30,8 @@ def test_digits_bundle_within_budget_runs_without_torch_or_ray(ray_session, tmp_
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert {"model.onnx", "schema.json", "preprocessing.json", "runner.py"} <= set(manifest["files"])
     assert manifest["variant"] == device["variant"] and manifest["model_version"] == device["model_version"]
+    compress = next(s for s in result.stages if s.stage == "compress")
+    assert compress.component == "distill, prune_structured" and compress.status == "ok"
     names = [s.stage for s in result.stages if s.status == "ok"]
     assert "serve" not in names and names.index("device") > names.index("register")
 
