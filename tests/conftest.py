@@ -77,3 +77,41 @@ def mlp_onnx(tmp_path_factory):
     path = export_module(module.eval(), x_test[:8], tmp_path_factory.mktemp("export") / "model.onnx")
     schema = InputSchema([FeatureSpec(n, "float") for n in splits.dataset.features])
     return ExportedModel(path, "onnx", schema, list(splits.dataset.classes), INPUT_NAME, OUTPUT_NAME)
+
+
+@pytest.fixture(scope="session")
+def train_mlp_model():
+    """A factory: ``train_mlp_model(hp, epochs)`` -> a TrainedModel of the trainer's MLP, trained
+    in-process on breast cancer (mini-batch Adam, seeded): the input of the compressor tests."""
+
+    def train(hp: dict, epochs: int):
+        import numpy as np
+        import torch
+
+        from framework.components import FeatureSpec, InputSchema, TrainedModel
+        from framework.testing.data import breast_cancer_splits
+        from plugins.compress_prune import evaluate
+        from plugins.train_tune_mlp import build_module
+
+        splits = breast_cancer_splits()
+        torch.manual_seed(0)
+        x, y = splits.arrays("train")
+        module = build_module(hp, x.shape[1], 2, x.mean(0), np.where(x.std(0) > 1e-12, x.std(0), 1.0))
+        optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+        xt, yt = torch.tensor(x), torch.tensor(y)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(epochs):
+            module.train()
+            order = torch.randperm(len(xt), generator=generator)
+            for start in range(0, len(order), 32):
+                idx = order[start:start + 32]
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
+                optimizer.step()
+        module.eval()
+        classes = list(splits.dataset.classes)
+        metrics = {k: v for k, v in evaluate(module, splits, classes).items() if k != "val_loss"}
+        schema = InputSchema([FeatureSpec(n, "float") for n in splits.dataset.features])
+        return TrainedModel(module, schema, classes, metrics, hyperparameters=dict(hp), details={"trial_id": "t0"})
+
+    return train

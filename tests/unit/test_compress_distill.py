@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
-from framework.components import DataSplits, FeatureSpec, InputSchema, TrainedModel
+from framework.components import DataSplits, TrainedModel
 from framework.errors import RecipeError
 from framework.testing.data import breast_cancer_splits
 from plugins.compress_distill import DistillCompressor, DistillConfig, distillation_loss, register_compressors
-from plugins.compress_prune import count_parameters, evaluate
+from plugins.compress_prune import count_parameters
 
 HP = {"hidden": 128, "layers": 1, "lr": 1e-3, "dropout": 0.0}
 
@@ -22,29 +21,9 @@ def splits() -> DataSplits:
 
 
 @pytest.fixture(scope="module")
-def teacher(splits) -> TrainedModel:
-    """The trainer's module, hidden 128, trained a few epochs in-process (mini-batch Adam)."""
-    from plugins.train_tune_mlp import build_module
-
-    torch.manual_seed(0)
-    x, y = splits.arrays("train")
-    module = build_module(HP, x.shape[1], 2, x.mean(0), np.where(x.std(0) > 1e-12, x.std(0), 1.0))
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    xt, yt = torch.tensor(x), torch.tensor(y)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(10):
-        module.train()
-        order = torch.randperm(len(xt), generator=generator)
-        for start in range(0, len(order), 32):
-            idx = order[start:start + 32]
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
-            optimizer.step()
-    module.eval()
-    classes = list(splits.dataset.classes)
-    metrics = {k: v for k, v in evaluate(module, splits, classes).items() if k != "val_loss"}
-    schema = InputSchema([FeatureSpec(n, "float") for n in splits.dataset.features])
-    return TrainedModel(module, schema, classes, metrics, hyperparameters=dict(HP), details={"trial_id": "t0"})
+def teacher(train_mlp_model) -> TrainedModel:
+    """The trainer's module, trained 10 epochs in-process (tests/conftest.py)."""
+    return train_mlp_model(HP, 10)
 
 
 def test_registered():

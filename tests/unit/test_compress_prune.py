@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from framework.components import DataSplits, FeatureSpec, InputSchema, TrainedModel
+from framework.components import DataSplits, TrainedModel
 from framework.errors import RecipeError, StageError
 from framework.testing.data import breast_cancer_splits
 from plugins.compress_prune import (
-    PruneMagnitude, PruneStructured, build_pruned_module, count_parameters, evaluate, hidden_sizes,
+    PruneMagnitude, PruneStructured, build_pruned_module, count_parameters, hidden_sizes,
     register_compressors,
 )
 
@@ -26,32 +26,9 @@ def splits() -> DataSplits:
 
 
 @pytest.fixture(scope="module")
-def trained(splits) -> TrainedModel:
-    """The trainer's module, trained a few epochs in-process (mini-batch Adam)."""
-    import torch
-
-    from plugins.train_tune_mlp import build_module
-
-    torch.manual_seed(0)
-    x, y = splits.arrays("train")
-    std = np.where(x.std(0) > 1e-12, x.std(0), 1.0)
-    module = build_module(HP, x.shape[1], 2, x.mean(0), std)
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    xt, yt = torch.tensor(x), torch.tensor(y)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(8):
-        module.train()
-        order = torch.randperm(len(xt), generator=generator)
-        for start in range(0, len(order), 32):
-            idx = order[start:start + 32]
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
-            optimizer.step()
-    module.eval()
-    classes = list(splits.dataset.classes)
-    metrics = {k: v for k, v in evaluate(module, splits, classes).items() if k != "val_loss"}
-    schema = InputSchema([FeatureSpec(n, "float") for n in splits.dataset.features])
-    return TrainedModel(module, schema, classes, metrics, hyperparameters=dict(HP), details={"trial_id": "t0"})
+def trained(train_mlp_model) -> TrainedModel:
+    """The trainer's module, trained 8 epochs in-process (tests/conftest.py)."""
+    return train_mlp_model(HP, 8)
 
 
 def _state(module) -> dict:
