@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from serving_latency import HIDDEN, N_CLASSES, N_FEATURES, Load, build_onnx, free_port, pct  # noqa: E402
+from serving_latency import Load, benchmark_model, free_port, pct  # noqa: E402
 
 NUM_CPUS = 0.25
 TOKEN = "bench"
@@ -53,23 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
     from ray import serve
 
-    from framework.components import FeatureSpec, InputSchema
     from framework.engine import start_ray
-    from framework.serving import ServedModel, deploy, plain_onnx_app, shutdown_app
+    from framework.serving import deploy, plain_onnx_app, shutdown_app
     from framework.serving.app import MAX_ONGOING_REQUESTS, ensure_serve
     from plugins.strategy_single import SingleConfig, SingleStrategy
 
-    if args.model_ref:
-        from framework.registry import Registry
-        from framework.stages import served_model_from_registry
-
-        model = served_model_from_registry(Registry(args.store or ".framework/store"), args.model_ref, "primary")
-        what = f"registered model {model.version}"
-    else:
-        names = [f"f{i:02d}" for i in range(N_FEATURES)]
-        model = ServedModel("primary", "bench-v1", build_onnx(), InputSchema([FeatureSpec(n) for n in names]),
-                            [0, 1], "input", "probabilities")
-        what = f"{N_FEATURES}->{HIDDEN}->{N_CLASSES} ONNX MLP"
+    model, what = benchmark_model(args.store, args.model_ref)
     names = model.schema.names
     batching = {"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s}
     port = args.port or free_port()

@@ -47,6 +47,24 @@ def build_onnx(seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
+def benchmark_model(store: str | None, model_ref: str | None):
+    """(ServedModel, description): a registered model when ``model_ref`` is given, else the
+    synthetic 30 -> 32 -> 2 MLP."""
+    from framework.components import FeatureSpec, InputSchema
+    from framework.serving import ServedModel
+
+    if model_ref:
+        from framework.registry import Registry
+        from framework.stages import served_model_from_registry
+
+        model = served_model_from_registry(Registry(store or ".framework/store"), model_ref, "primary")
+        return model, f"registered model {model.version}"
+    names = [f"f{i:02d}" for i in range(N_FEATURES)]
+    model = ServedModel("primary", "bench-v1", build_onnx(), InputSchema([FeatureSpec(n) for n in names]),
+                        [0, 1], "input", "probabilities")
+    return model, f"{N_FEATURES}->{HIDDEN}->{N_CLASSES} ONNX MLP"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -118,25 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
     from ray import serve
 
-    from framework.components import FeatureSpec, InputSchema
     from framework.engine import start_ray
-    from framework.serving import ServedModel, deploy, fetch_records, plain_onnx_app, shutdown_app
+    from framework.serving import deploy, fetch_records, plain_onnx_app, shutdown_app
     from framework.serving.app import MAX_ONGOING_REQUESTS, REPLICA_NUM_CPUS, ensure_serve
     from plugins.strategy_single import SingleConfig, SingleStrategy
 
-    if args.model_ref:
-        from framework.registry import Registry
-        from framework.stages import served_model_from_registry
-
-        model = served_model_from_registry(Registry(args.store or ".framework/store"), args.model_ref, "primary")
-        onnx_bytes, names = model.onnx_bytes, model.schema.names
-        input_name, output_name, what = model.input_name, model.output_name, f"registered model {model.version}"
-    else:
-        onnx_bytes = build_onnx()
-        names = [f"f{i:02d}" for i in range(N_FEATURES)]
-        model = ServedModel("primary", "bench-v1", onnx_bytes, InputSchema([FeatureSpec(n) for n in names]),
-                            [0, 1], "input", "probabilities")
-        input_name, output_name, what = "input", "probabilities", f"{N_FEATURES}->{HIDDEN}->{N_CLASSES} ONNX MLP"
+    model, what = benchmark_model(args.store, args.model_ref)
+    onnx_bytes, names = model.onnx_bytes, model.schema.names
+    input_name, output_name = model.input_name, model.output_name
     port = args.port or free_port()
 
     t0 = time.perf_counter()
