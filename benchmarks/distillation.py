@@ -40,7 +40,8 @@ def train_teacher(splits, epochs: int, seed: int = 0):
 
     import torch
 
-    from plugins.train_tune_mlp import _evaluate, build_module
+    from plugins.model_mlp import build_mlp as build_module
+    from plugins.nets import evaluate as _evaluate
 
     torch.manual_seed(seed)
     x, y = splits.arrays("train")
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
     from framework.context import RunStageContext
     from framework.engine import start_ray, stop_ray
     from framework.testing.data import breast_cancer_splits
-    from plugins.compress_distill import DistillCompressor, DistillConfig, teacher_logits, train_student
+    from plugins.compress_distill import DistillCompressor, DistillConfig, student_hp, teacher_logits, train_student
+    from plugins.model_mlp import MLPModel
     from plugins.compress_prune import count_parameters, evaluate
 
     splits = breast_cancer_splits()
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
             for hidden in STUDENTS:
                 distilled, labels_only, params = [], [], None
                 for seed in args.seeds:
-                    config = DistillConfig(student_hidden=hidden, temperature=TEMPERATURE, alpha=ALPHA, epochs=EPOCHS)
+                    config = DistillConfig(student={"hidden": hidden}, temperature=TEMPERATURE, alpha=ALPHA, epochs=EPOCHS)
                     ctx = RunStageContext("compress", Path(tmp) / f"h{hidden}_s{seed}", seed=seed)
                     out = DistillCompressor(config).compress(teacher, splits, ctx)
                     distilled.append(out.metrics["test_accuracy"])
@@ -106,9 +108,9 @@ def main(argv=None) -> int:
                     # same loop, seed (trial 0 of the Tune job: run seed + 0) and epochs; alpha = 0
                     data = {"x_train": x, "y_train": y, "x_val": xv, "y_val": yv,
                             "teacher_train": teacher_logits(module, x), "mean": x.mean(0).astype(np.float32),
-                            "std": std, "n_classes": len(classes),
+                            "std": std, "n_classes": len(classes), "student_model": MLPModel,
                             "settings": {"epochs": EPOCHS, "lr": config.lr, "batch_size": config.batch_size,
-                                         "student_hidden": hidden, "student_layers": 1}}
+                                         "student_hp": student_hp(MLPModel, {"hidden": hidden}, config.lr)}}
                     student, _, _ = train_student(data, TEMPERATURE, 0.0, seed)
                     labels_only.append(evaluate(student, splits, classes)["test_accuracy"])
                 rows.append((hidden, params, statistics.mean(distilled), statistics.mean(labels_only),

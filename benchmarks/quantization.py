@@ -33,8 +33,8 @@ HIDDEN, LAYERS = 512, 2
 
 
 def train(splits, epochs: int, seed: int = 0):
-    """The trainer's module (plugins.train_tune_mlp), full-batch Adam, best validation epoch kept."""
-    from plugins.train_tune_mlp import fit_in_process
+    """The trainer's module (plugins.model_mlp, trained by plugins.train_tune.fit_in_process), full-batch Adam, best validation epoch kept."""
+    from plugins.train_tune import fit_in_process
 
     return fit_in_process({"hidden": HIDDEN, "layers": LAYERS, "lr": 1e-3, "dropout": 0.1}, splits, epochs, seed)
 

@@ -1,4 +1,4 @@
-"""Ray Tune efficiency of the ``tune_mlp`` trainer (plugins/train_tune_mlp.py), on 2 CPUs.
+"""Ray Tune efficiency of the ``tune`` trainer with the ``mlp`` model (plugins/train_tune.py), on 2 CPUs.
 
 (1) Parallel efficiency: 16 short trials (breast cancer, max_epochs 5, cpus_per_trial 1,
     2 concurrent) -- wall time of the search (``Tuner.fit``) vs the ideal parallel time, the sum of
@@ -27,10 +27,10 @@ ACC_POINTS, EPOCH_SHARE = 1.0, 0.5
 def run(root: Path, name: str, seed: int, **options):
     from framework.context import RunStageContext
     from framework.testing.data import breast_cancer_splits
-    from plugins.train_tune_mlp import TuneMLPTrainer
+    from plugins.train_tune import TuneTrainer
 
     ctx = RunStageContext(stage=name, out_dir=root / name, seed=seed)
-    model = TuneMLPTrainer(TuneMLPTrainer.Config(**options)).fit(breast_cancer_splits(), ctx)
+    model = TuneTrainer(TuneTrainer.Config(**options)).fit(breast_cancer_splits(), ctx)
     return model, ctx
 
 
@@ -71,7 +71,7 @@ def main() -> int:
     ok_ratio = ratio <= RATIO_TARGET
     ok_asha = gap <= ACC_POINTS and share <= EPOCH_SHARE
 
-    print(f"## tune_mlp efficiency ({args.samples} trials, 2 CPUs, cpus_per_trial 1)\n")
+    print(f"## tune (mlp) efficiency ({args.samples} trials, 2 CPUs, cpus_per_trial 1)\n")
     print("| measure | value |")
     print("|---|---|")
     print(f"| (1) trials x epochs | {len(trials)} x <= 5 ({model.details['trial_epochs_total']} trial-epochs) |")

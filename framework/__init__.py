@@ -15,6 +15,7 @@ from .components import (  # noqa: F401  (the public contract surface)
     FeatureSpec,
     InputSchema,
     Labeler,
+    Model,
     Monitor,
     MonitorReport,
     Outcome,

@@ -27,9 +27,19 @@ class Component:
     Config: ClassVar[type] = NoConfig
     #: one line shown by ``python -m framework plugins``
     summary: ClassVar[str] = ""
+    #: config field -> component kind it names (a trainer's ``{"model": "model"}``): the planner
+    #: resolves each name (an unknown one fails at that key) and hands the classes to
+    #: ``check_config(config, key, refs)`` and to the constructor as ``refs``
+    references: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def registry_refs(cls, config: Any) -> Mapping[str, str]:
+        """Config field -> registered model version this component will read (``NAME@ALIAS``):
+        the run checks they exist before any stage starts."""
+        return {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +161,11 @@ class StageContext(Protocol):
 
     def metric(self, name: str, value: float | int | str) -> None: ...
 
+    def registered_model(self, ref: str) -> Any:
+        """A registered model version (``NAME@ALIAS`` / ``NAME:ID``): ``onnx_bytes``, ``schema``,
+        ``classes``, ``input_name``, ``output_name`` (class probabilities). StageError if missing."""
+        ...
+
 
 # ---------------------------------------------------------------------------------------------
 # Stage contracts
@@ -176,6 +191,45 @@ class Labeler(Component):
 
     def label(self, dataset: Dataset, ctx: StageContext) -> Dataset:
         raise NotImplementedError
+
+
+class Model(Component):
+    """A trainable architecture a trainer fits (``train.model: NAME``).
+
+    ``build`` returns a module mapping raw float32 features [batch, n] to class logits
+    [batch, classes] (standardization inside, so the exported model takes raw client values).
+    The trainer samples ``hyperparameters`` from the recipe's ``train.search_space``; a model never
+    sees the recipe otherwise. Torch is the only engine the built-in trainer knows; the core does not
+    import it.
+    """
+
+    kind = "model"
+    #: hyperparameter -> default; None: the search space must set it
+    hyperparameters: ClassVar[Mapping[str, Any]] = {}
+    #: the search space a recipe gets when it names none
+    default_search_space: ClassVar[Mapping[str, Any]] = {}
+    #: False when the training loss couples rows (a pairwise loss): per-example differential
+    #: privacy (DP-SGD) does not apply then
+    per_example_loss: ClassVar[bool] = True
+    #: what ``extra_metrics`` returns (larger is better), known without running it
+    extra_metric_names: ClassVar[tuple[str, ...]] = ()
+
+    def check_data(self, n_features: int, n_classes: int, hp: Mapping[str, Any]) -> str | None:
+        """Why this model cannot learn this data with these hyperparameters, or None."""
+        return None
+
+    def build(self, hp: Mapping[str, Any], n_features: int, n_classes: int, mean: Any = None, std: Any = None) -> Any:
+        raise NotImplementedError
+
+    def loss(self, logits: Any, target: Any, hp: Mapping[str, Any]) -> Any:
+        """The training loss (default: cross-entropy); ``reduction`` is the batch mean."""
+        import torch.nn.functional as F
+
+        return F.cross_entropy(logits, target)
+
+    def extra_metrics(self, logits: Any, target: Any) -> dict[str, float]:
+        """``extra_metric_names`` -> value on validation rows (a trainer may optimize ``val_NAME``)."""
+        return {}
 
 
 class Trainer(Component):
@@ -373,6 +427,7 @@ COMPONENT_KINDS: dict[str, tuple[type[Component], str]] = {
     "data_source": (DataSource, "register_data_sources"),
     "data_check": (DataCheck, "register_data_checks"),
     "labeler": (Labeler, "register_labelers"),
+    "model": (Model, "register_models"),
     "trainer": (Trainer, "register_trainers"),
     "compressor": (Compressor, "register_compressors"),
     "exporter": (Exporter, "register_exporters"),

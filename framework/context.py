@@ -37,10 +37,27 @@ class RunStageContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("framework.stage"))
     metrics: dict[str, Any] = field(default_factory=dict)
     progress_factory: Callable[[str, int], Callable[[int, int, str], None]] | None = None
+    #: the run's model registry (None outside a run: tests, notebooks)
+    registry: Any = None
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def child(self, out_dir: Path) -> "RunStageContext":
+        """A context for one component of this stage: its own folder and metrics, the rest shared."""
+        return RunStageContext(self.stage, out_dir, self.seed, self.logger, registry=self.registry)
+
+    def registered_model(self, ref: str) -> Any:
+        """A registered model version (``NAME@ALIAS``, ``NAME:ID``) as ONNX bytes, schema, classes
+        and tensor names (a ``framework.serving.ServedModel``)."""
+        from .errors import StageError
+
+        if self.registry is None:
+            raise StageError(f"{self.stage}: '{ref}' names a registered model, but this stage runs without a registry")
+        from .stages import served_model_from_registry
+
+        return served_model_from_registry(self.registry, ref, "registered")
 
     def progress(self, total: int, description: str) -> ConsoleProgress:
         hook = self.progress_factory(description, total) if self.progress_factory else None

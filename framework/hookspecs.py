@@ -66,6 +66,11 @@ def register_labelers() -> list[type]:
 # Training
 # ---------------------------------------------------------------------------------------------
 @hookspec
+def register_models() -> list[type]:
+    """Return :class:`framework.components.Model` subclasses (recipe key ``train.model``)."""
+
+
+@hookspec
 def register_trainers() -> list[type]:
     """Return :class:`framework.components.Trainer` subclasses (recipe key ``train``)."""
 

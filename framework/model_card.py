@@ -147,6 +147,18 @@ def render_markdown(card: Mapping[str, Any], top: int = 10) -> str:
     lines += [f"- {s}" for s in limits] or ["- No limitations were written down: ask the owners before relying on it."]
     lines.append("")
 
+    privacy = training.get("privacy")
+    if privacy:
+        lines += ["## Privacy", "",
+                  f"Trained with differential privacy (DP-SGD): **ε = {_num(privacy.get('epsilon'))}** at "
+                  f"δ = {_num(privacy.get('delta'))} ({privacy.get('accountant', '?')} accountant, noise multiplier "
+                  f"{_num(privacy.get('noise_multiplier'))}, per-example gradients clipped at "
+                  f"{_num(privacy.get('max_grad_norm'))}). This bounds what the weights reveal about any one row "
+                  "of the training split, for one training run.",
+                  "Not covered: the feature means and spreads stored in the model for standardization, the choice "
+                  "among the search's trials (each trial spends its own ε on the same rows), and the validation "
+                  "and test rows.", ""]
+
     lines += ["## Why a single answer", "",
               "Ask the service with `\"explain\": true` to get, for each answer, the features that mattered most. "
               "Each number says " + (card.get("explanations") or {}).get(
@@ -157,7 +169,7 @@ def render_markdown(card: Mapping[str, Any], top: int = 10) -> str:
     lines += ["## How it was made", "", f"- model version: `{card.get('model_version')}`",
               f"- data version: `{card.get('data_version')}`"]
     for k, v in training.items():
-        if k in ("target", "classes"):
+        if k in ("target", "classes", "privacy"):
             continue
         lines.append(f"- {k}: {_short(v)}")
     return "\n".join(lines) + "\n"

@@ -58,12 +58,17 @@ class PlannedComponent:
     plugin: str
     cls: type
     config: Any  # an instance of cls.Config
+    #: the components this one's config names (``cls.references``), resolved: field -> class
+    refs: dict[str, type] = field(default_factory=dict)
 
     def build(self, *args: Any) -> Any:
-        return self.cls(self.config, *args)
+        return self.cls(self.config, *args, refs=self.refs) if self.refs else self.cls(self.config, *args)
 
     def describe(self) -> dict:
-        return {"key": self.key, "type": self.type, "plugin": self.plugin, "config": _jsonable(self.config)}
+        described = {"key": self.key, "type": self.type, "plugin": self.plugin, "config": _jsonable(self.config)}
+        if self.refs:
+            described["refs"] = {name: cls.name for name, cls in self.refs.items()}
+        return described
 
 
 @dataclass
@@ -153,10 +158,12 @@ def _component(components: Components, kind: str, node: Any, key: str) -> Planne
         raise RecipeError(f"{key}: missing 'type'. Choose one of: {known}")
     entry = components.get(kind, str(name), where=f"{key}.type")
     config = validate_component_config(entry.cls, options, key)
-    planned = PlannedComponent(key=key, type=str(name), plugin=entry.plugin, cls=entry.cls, config=config)
+    refs = {field: components.get(ref_kind, str(getattr(config, field)), where=f"{key}.{field}").cls
+            for field, ref_kind in getattr(entry.cls, "references", {}).items()}
+    planned = PlannedComponent(key=key, type=str(name), plugin=entry.plugin, cls=entry.cls, config=config, refs=refs)
     check = getattr(entry.cls, "check_config", None)
     if check is not None:  # cheap, plugin-specific validation (no heavy imports)
-        check(config, key)
+        check(config, key, refs) if refs else check(config, key)
     return planned
 
 
@@ -295,7 +302,7 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
         raise RecipeError("data: every recipe needs a data source, e.g. 'data: {type: sklearn, dataset: breast_cancer}'")
     uses_this_run = any(this_run_rank(str(r)) for r in recipe.serve.models.values())
     if not plan.enabled("train") and (uses_this_run or not recipe.serve.enabled):
-        raise RecipeError("train: missing; a recipe that serves 'this_run' needs a trainer, e.g. 'train: {type: tune_mlp}'")
+        raise RecipeError("train: missing; a recipe that serves 'this_run' needs a trainer, e.g. 'train: {type: tune, model: mlp}'")
     if plan.enabled("train") and not plan.enabled("export"):
         raise RecipeError("export: missing; a trained model must be exported to be registered and served, e.g. 'export: {type: onnx}'")
     serve_stage = plan.stage("serve")

@@ -92,7 +92,8 @@ class Reporter:
 
 
 _HEADLINE_KEYS = (
-    "rows", "features", "classes", "checks_passed", "data_version", "test_accuracy", "val_accuracy",
+    "rows", "features", "classes", "checks_passed", "data_version", "model", "test_accuracy", "test_auc", "epsilon",
+    "val_accuracy",
     "trials", "max_abs_diff", "onnx_bytes", "model_version", "url", "rows_sent", "served_accuracy",
     "agreement", "latency_p50_ms", "columns_drifted", "alerts", "requests", "share", "decision", "reason",
     "variant", "size_mb", "latency_p95_ms", "ram_mb", "bundle_agreement",
@@ -134,6 +135,17 @@ def _attach_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
+def _check_registry_refs(plan: Plan, registry) -> None:
+    """Every registered version a component will read exists: fail now, not after training."""
+    for stage in plan.stages:
+        for planned in stage.components if stage.enabled else ():
+            for field, ref in planned.cls.registry_refs(planned.config).items():
+                try:
+                    registry.get(ref, kind="model")
+                except FrameworkError as exc:
+                    raise RecipeError(f"{planned.key}.{field}: {exc}") from None
+
+
 def execute(plan: Plan, components: Components, reporter: Reporter | None = None, keep_serving: bool | None = None) -> RunResult:
     """Run every enabled stage in order. Raises the stage's FrameworkError after writing the summary."""
     from omegaconf import OmegaConf
@@ -151,6 +163,7 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
     started = time.perf_counter()
     log.info("run %s of recipe %s (%s)", run_dir.name, plan.recipe.name, plan.recipe_path)
     try:
+        _check_registry_refs(plan, state.registry)
         ray_started = False
         for index, stage in enumerate(plan.stages):
             if not stage.enabled:
@@ -169,6 +182,7 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
                 seed=plan.recipe.seed,
                 logger=logging.getLogger(f"framework.stage.{stage.name}"),
                 progress_factory=reporter.progress,
+                registry=state.registry,
             )
             reporter.stage_started(stage)
             components.notify("on_stage_started", stage=stage.name, component=stage.label())

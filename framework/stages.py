@@ -138,7 +138,7 @@ def _stage_compress(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
     """Model-level compression steps, in recipe order (ONNX-level ones run in the export stage)."""
     teacher = state.trained
     for i, planned in enumerate(stage.components):
-        sub = RunStageContext(stage.name, ctx.out_dir / f"{i:02d}-{planned.type}", ctx.seed, ctx.logger)
+        sub = ctx.child(ctx.out_dir / f"{i:02d}-{planned.type}")
         compressed = planned.build().compress(state.trained, state.splits, sub)
         compressed.runners_up = teacher.runners_up  # the other candidates stay as they were
         state.trained = compressed
@@ -168,12 +168,12 @@ def _stage_export(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStag
         where = next((f"serve.models.{a}" for a, r in plan.recipe.serve.models.items() if this_run_rank(str(r)) == rank), "export")
         model = _candidate(state, rank, where)
         # every candidate gets its own folder: exporters write fixed file names
-        sub = ctx if rank == 1 else RunStageContext(stage.name, ctx.out_dir / f"this_run-{rank}", ctx.seed, ctx.logger)
+        sub = ctx if rank == 1 else ctx.child(ctx.out_dir / f"this_run-{rank}")
         state.exports[rank] = exporter.export(model, state.splits, sub)
     exported = state.exports[1]
     state.variants = [{"name": stage.component.type, "exported": exported}]
     for i, planned in enumerate(stage.components[1:]):  # ONNX-level compression steps, in order
-        sub = RunStageContext(stage.name, ctx.out_dir / f"{i:02d}-{planned.type}", ctx.seed, ctx.logger)
+        sub = ctx.child(ctx.out_dir / f"{i:02d}-{planned.type}")
         exported = planned.build().compress_onnx(exported, state.splits, sub)
         state.variants.append({"name": planned.type, "exported": exported})
     state.exports[1] = state.exported = exported
@@ -302,7 +302,8 @@ def _model_card(plan: Plan, state: RunState, exported: ExportedModel, onnx_bytes
         list(card_cfg.limitations),
         {"target": dataset.target, "classes": list(exported.classes), "trainer": plan.stage("train").component.type,
          "hyperparameters": trained.hyperparameters, "features": len(dataset.features),
-         "rows": {"train": len(state.splits.train), "val": len(state.splits.val), "test": len(state.splits.test)}},
+         "rows": {"train": len(state.splits.train), "val": len(state.splits.val), "test": len(state.splits.test)},
+         **({"privacy": trained.details["privacy"]} if trained.details.get("privacy") else {})},
     )
 
 

@@ -36,7 +36,7 @@ SAMPLERS: dict[str, str] = {
 _CONSTANT_TYPES = (str, int, float, bool, type(None))
 
 
-def _plain(value: Any) -> Any:
+def plain_container(value: Any) -> Any:
     """OmegaConf containers (and tuples) as plain dicts / lists, so Ray gets picklable values."""
     try:  # omegaconf is a core dependency, but do not require it for plain input
         from omegaconf import Container, OmegaConf
@@ -46,9 +46,9 @@ def _plain(value: Any) -> Any:
     except ImportError:  # pragma: no cover
         pass
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_container(v) for k, v in value.items()}
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return [_plain(v) for v in value]
+        return [plain_container(v) for v in value]
     return value
 
 
@@ -89,7 +89,7 @@ def validate_search_space(space: Any, prefix: str = "train.search_space") -> dic
     """
     if space is None:
         return {}
-    space = _plain(space)
+    space = plain_container(space)
     if not isinstance(space, dict):
         raise RecipeError(f"{prefix}: expected a mapping of hyperparameter -> sampler, got {type(space).__name__}")
     for param, spec in space.items():
@@ -107,8 +107,10 @@ def validate_search_space(space: Any, prefix: str = "train.search_space") -> dic
             raise RecipeError(f"{key}: expected a constant or {{SAMPLER: ARGS}}, got {type(spec).__name__}")
         if len(spec) != 1:
             found = ", ".join(map(str, spec)) or "none"
+            merged = " (a recipe's mapping is merged into the config group's: to swap a sampler, "\
+                     "override the group with another YAML or set the key with the same sampler)" if len(spec) > 1 else ""
             raise RecipeError(
-                f"{key}: exactly one sampler key expected, found {len(spec)} ({found}). "
+                f"{key}: exactly one sampler key expected, found {len(spec)} ({found}){merged}. "
                 f"Valid samplers: {_valid_list()}"
             )
         (sampler, args), = spec.items()

@@ -1,10 +1,15 @@
-"""Compressor ``distill``: knowledge distillation of the trained model into a smaller MLP, as a Ray Tune job.
+"""Compressor ``distill``: knowledge distillation into a smaller student, as a Ray Tune job.
 
-The teacher is the incoming TrainedModel (the run's best model). Its logits on the train split are
-computed once in the driver and handed to the trials as numpy arrays (``tune.with_parameters``), so
-a trial never needs the teacher module. Each Tune trial trains a student, the trainer's own
-TabularMLP (``plugins.train_tune_mlp.build_module``, the same standardization mean/std as the
-training split), with
+The teacher is the incoming TrainedModel (the run's best model, any torch module), or a registered
+version (``teacher: NAME@ALIAS`` or ``NAME:ID``) read as ONNX and run with ONNX Runtime: a teacher
+trained by an earlier run, on another machine, even quantized. Its outputs on the train split are
+computed once in the driver and handed to the trials as numpy arrays (``tune.with_parameters``),
+so a trial never needs the teacher itself. A registered teacher gives class probabilities; their
+logarithms are its logits up to a constant per row, which the softmax below ignores.
+
+The student is any model component (``student_model``, default ``mlp``; ``student``: its
+hyperparameters, e.g. ``{hidden: 32}``), built with the training split's standardization, and
+trained with
 
     loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, y)
 
@@ -18,21 +23,18 @@ float32 features in, logits out, standardization inside.
 ``num_samples: 1`` runs one trial with ``temperature`` and ``alpha`` as configured; with more,
 Tune samples temperature from {2, 4, 8} and alpha uniformly in [0.3, 0.9] (seeded).
 
-Future work: a registry version as teacher (``teacher: NAME@VERSION``). The option exists so a
-recipe can name it, but only ``null`` (the incoming model) is supported today: anything else is
-rejected by ``check_config``.
-
 Importing this module is cheap: torch and Ray are imported inside functions.
 """
 from __future__ import annotations
 
 import copy
+import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Dict, Mapping, Optional
 
-from framework import Compressor, DataSplits, TrainedModel, hookimpl
+from framework import Compressor, DataSplits, Model, TrainedModel, hookimpl
 from framework.errors import RecipeError, StageError
 
 from plugins.compress_prune import count_parameters, evaluate
@@ -41,14 +43,21 @@ CHECKPOINT_FILE = "student.pt"
 #: what Tune samples from when num_samples > 1
 TEMPERATURES = (2.0, 4.0, 8.0)
 ALPHA_RANGE = (0.3, 0.9)
+#: a registered version: NAME@ALIAS or NAME:ID (ID or a unique prefix)
+REGISTRY_REF = re.compile(r"^[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+|:[0-9a-f]{4,64})$")
+
+
+def _default_student() -> dict:
+    return {"hidden": 16, "layers": 1}
 
 
 @dataclass
 class DistillConfig:
-    #: width of every hidden layer of the student
-    student_hidden: int = 16
-    #: number of hidden layers of the student
-    student_layers: int = 1
+    #: the student's model component (``python -m framework plugins`` lists them)
+    student_model: str = "mlp"
+    #: the student's hyperparameters (constants; lr comes from ``lr``, dropout defaults to 0:
+    #: distillation regularizes already)
+    student: Dict[str, Any] = field(default_factory=_default_student)
     #: softmax temperature of the soft targets, > 0
     temperature: float = 4.0
     #: weight of the soft-target (KL) term, 0 < alpha <= 1; 1 - alpha goes to the hard labels
@@ -59,23 +68,37 @@ class DistillConfig:
     #: Tune trials; with > 1, temperature is sampled from {2, 4, 8} and alpha from uniform(0.3, 0.9)
     num_samples: int = 1
     cpus_per_trial: float = 1.0
-    #: a registry version as teacher: future work, must be null (the incoming model teaches)
+    #: null: the incoming model teaches; NAME@ALIAS or NAME:ID: that registered version teaches
+    #: (its ONNX run with ONNX Runtime; same features and classes as this run's data)
     teacher: Optional[str] = None
 
 
-def student_hp(hidden: int, layers: int, lr: float) -> dict:
-    """The trainer's hyperparameters of a student (no dropout: distillation regularizes already)."""
-    return {"hidden": int(hidden), "layers": int(layers), "lr": float(lr), "dropout": 0.0, "weight_decay": 0.0}
+def student_hp(model: type[Model] | Model, student: Mapping[str, Any], lr: float) -> dict:
+    """The student's full hyperparameters: its model's defaults, no dropout, ``student``, ``lr``."""
+    defaults = {k: v for k, v in model.hyperparameters.items() if v is not None}
+    if "dropout" in model.hyperparameters:
+        defaults["dropout"] = 0.0
+    return {**defaults, **dict(student), "lr": float(lr)}
 
 
 def teacher_logits(module, x):
     """The teacher's logits on ``x`` as a float32 numpy array (computed once, in the driver)."""
-    import numpy as np
-    import torch
+    from plugins.nets import logits_of
 
-    module.eval()
-    with torch.no_grad():
-        return module(torch.tensor(np.asarray(x, dtype=np.float32))).numpy().astype(np.float32)
+    return logits_of(module, x)
+
+
+def onnx_teacher_logits(onnx_bytes: bytes, input_name: str, output_name: str, x):
+    """log(probabilities) of a registered (ONNX) teacher on ``x``: its logits up to a per-row
+    constant, which softmax ignores. Probabilities are floored at 1e-12 (log 0)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    probabilities = session.run([output_name], {input_name: np.asarray(x, dtype=np.float32)})[0]
+    return np.log(np.clip(probabilities.astype(np.float64), 1e-12, None)).astype(np.float32)
 
 
 def distillation_loss(student_logits, teacher_logits_, target, temperature: float, alpha: float):
@@ -100,7 +123,7 @@ def train_student(data: dict, temperature: float, alpha: float, seed: int, repor
     """
     import torch
 
-    from plugins.train_tune_mlp import _evaluate, build_module
+    from plugins.nets import evaluate as evaluate_arrays
 
     s = data["settings"]
     torch.manual_seed(seed)
@@ -108,8 +131,8 @@ def train_student(data: dict, temperature: float, alpha: float, seed: int, repor
     xt, yt = torch.tensor(data["x_train"]), torch.tensor(data["y_train"])
     soft = torch.tensor(data["teacher_train"])
     x_val, y_val = data["x_val"], data["y_val"]
-    hp = student_hp(s["student_hidden"], s["student_layers"], s["lr"])
-    module = build_module(hp, xt.shape[1], data["n_classes"], data["mean"], data["std"])
+    model: Model = data["student_model"]()
+    module = model.build(s["student_hp"], xt.shape[1], data["n_classes"], data["mean"], data["std"])
     optimizer = torch.optim.Adam(module.parameters(), lr=float(s["lr"]))
     batch_size = int(s["batch_size"])
 
@@ -122,7 +145,7 @@ def train_student(data: dict, temperature: float, alpha: float, seed: int, repor
             optimizer.zero_grad()
             distillation_loss(module(xt[idx]), soft[idx], yt[idx], temperature, alpha).backward()
             optimizer.step()
-        acc, loss, _ = _evaluate(module, x_val, y_val)
+        acc, loss, _ = evaluate_arrays(module, x_val, y_val)
         if loss != loss:  # NaN
             raise FloatingPointError(f"validation loss is NaN at epoch {epoch} (lr={s['lr']})")
         improved = best is None or (acc, -loss) > best
@@ -143,7 +166,7 @@ def distill_trial(config: dict, data: dict) -> None:
     import torch
     from ray import tune
 
-    from plugins.train_tune_mlp import _trial_index
+    from plugins.train_tune import _trial_index
 
     torch.set_num_threads(1)  # trials run side by side on few cores
     seed = int(data["settings"]["seed"]) + _trial_index()
@@ -160,20 +183,48 @@ def distill_trial(config: dict, data: dict) -> None:
     train_student(data, float(config["temperature"]), float(config["alpha"]), seed, report)
 
 
+def _onnx_parameters(onnx_bytes: bytes) -> int:
+    """Number of stored weights of an ONNX model (its initializers' elements)."""
+    import math
+
+    import onnx
+
+    graph = onnx.load_from_string(onnx_bytes).graph
+    return int(sum(math.prod(init.dims) for init in graph.initializer))
+
+
+def _accuracy(probabilities_or_logits, y) -> float:
+    import numpy as np
+
+    return float((np.asarray(probabilities_or_logits).argmax(axis=1) == np.asarray(y)).mean())
+
+
 class DistillCompressor(Compressor):
     name = "distill"
     Config = DistillConfig
     level: ClassVar[str] = "model"
-    summary = "knowledge distillation (temperature, alpha) of the trained model into a smaller MLP, as a Ray Tune job"
+    summary = ("knowledge distillation (temperature, alpha) of the trained model or a registered version into a "
+               "smaller student model, as a Ray Tune job")
+    references = {"student_model": "model"}
     HEADLINE = ("teacher_parameters", "student_parameters", "parameter_ratio", "teacher_test_accuracy",
                 "test_accuracy", "accuracy_retention", "temperature", "alpha")
 
-    def __init__(self, config: Any = None):
+    def __init__(self, config: Any = None, refs: Optional[Mapping[str, type]] = None):
         super().__init__(config)
-        self.check_config(self.config, "compress")  # constructed directly (tests, notebooks)
+        from plugins.train_tune import resolve_model
+
+        self.student_model = (refs or {}).get("student_model") or resolve_model(self.config.student_model, "compress.student_model")
+        self.check_config(self.config, "compress", {"student_model": self.student_model})  # constructed directly too
 
     @classmethod
-    def check_config(cls, config: Any, key: str) -> None:
+    def registry_refs(cls, config: Any) -> Mapping[str, str]:
+        return {"teacher": str(config.teacher)} if config.teacher else {}
+
+    @classmethod
+    def check_config(cls, config: Any, key: str, refs: Optional[Mapping[str, type]] = None) -> None:
+        from framework.tuning import plain_container
+        from plugins.train_tune import resolve_model
+
         c = config
 
         def number(field: str, kind=float):
@@ -185,7 +236,7 @@ class DistillCompressor(Compressor):
             except (TypeError, ValueError):
                 raise RecipeError(f"{key}.{field}: must be a number, got {value!r}") from None
 
-        for field in ("student_hidden", "student_layers", "epochs", "batch_size", "num_samples"):
+        for field in ("epochs", "batch_size", "num_samples"):
             if number(field, int) < 1:
                 raise RecipeError(f"{key}.{field}: must be >= 1, got {getattr(c, field)}")
         if not number("temperature") > 0:
@@ -196,30 +247,71 @@ class DistillCompressor(Compressor):
             raise RecipeError(f"{key}.lr: must be > 0, got {c.lr}")
         if not number("cpus_per_trial") > 0:
             raise RecipeError(f"{key}.cpus_per_trial: must be > 0, got {c.cpus_per_trial}")
-        if c.teacher is not None:
+        model = (refs or {}).get("student_model") or resolve_model(c.student_model, f"{key}.student_model")
+        student = plain_container(c.student or {})
+        if not isinstance(student, dict):
+            raise RecipeError(f"{key}.student: expected a mapping of hyperparameter -> value, got {student!r}")
+        for name, value in student.items():
+            if name not in model.hyperparameters or name == "lr":
+                known = [k for k in model.hyperparameters if k != "lr"]
+                raise RecipeError(f"{key}.student.{name}: not a hyperparameter of model '{model.name}'"
+                                  + (" (the student's learning rate is {key}.lr)" if name == "lr" else "")
+                                  + f"; known: {', '.join(known)}")
+            if isinstance(value, dict):
+                raise RecipeError(f"{key}.student.{name}: the student's hyperparameters are constants, got {value}")
+        missing = [k for k, v in model.hyperparameters.items() if v is None and k not in student and k != "lr"]
+        if missing:
+            raise RecipeError(f"{key}.student: missing {', '.join(missing)} for model '{model.name}'")
+        if c.teacher is not None and not REGISTRY_REF.match(str(c.teacher)):
             raise RecipeError(
-                f"{key}.teacher: a registry version as teacher is not supported yet (got {c.teacher!r}); "
-                "leave it null: the run's trained model is the teacher"
+                f"{key}.teacher: '{c.teacher}' is not a registered version; write NAME@ALIAS (e.g. digits_cnn@prod) "
+                "or NAME:ID, or null for this run's trained model"
             )
+
+    def _teacher(self, model: TrainedModel, splits: DataSplits, ctx, where: str):
+        """(logits on the train split, {split: accuracy}, parameters or None, description)."""
+        import torch
+
+        x_train = splits.arrays("train")[0]
+        if self.config.teacher is None:
+            if not isinstance(model.module, torch.nn.Module):
+                raise StageError(f"{where}: needs a torch nn.Module as teacher, got {type(model.module).__name__}")
+            teacher = copy.deepcopy(model.module).eval()  # the input model stays as it was
+            scores = evaluate(teacher, splits, list(model.classes))
+            return teacher_logits(teacher, x_train), scores, count_parameters(teacher), "the trained model"
+        ref = str(self.config.teacher)
+        registered = ctx.registered_model(ref)
+        features = [f.name for f in registered.schema.features]
+        if features != list(splits.dataset.features):
+            raise StageError(f"{where}: teacher '{ref}' takes features {features[:4]}... ({len(features)}), "
+                             f"this run's data has {list(splits.dataset.features)[:4]}... ({len(splits.dataset.features)})")
+        if [str(k) for k in registered.classes] != [str(k) for k in model.classes]:
+            raise StageError(f"{where}: teacher '{ref}' predicts classes {registered.classes}, this run's data has {model.classes}")
+
+        def outputs(x):
+            return onnx_teacher_logits(registered.onnx_bytes, registered.input_name, registered.output_name, x)
+
+        scores = {}
+        for part in ("val", "test"):
+            x, y = splits.arrays(part)
+            scores[f"{part}_accuracy"] = _accuracy(outputs(x), y)
+        return outputs(x_train), scores, _onnx_parameters(registered.onnx_bytes), f"registered {registered.version}"
 
     def compress(self, model: TrainedModel, splits: DataSplits, ctx) -> TrainedModel:
         import numpy as np
         import ray
-        import torch
         from ray import tune
 
         from framework.engine import start_ray
-        from plugins.train_tune_mlp import _first_line, _quiet_tune, build_module
+        from plugins.train_tune import _first_line, _quiet_tune
 
         c = self.config
         where = f"compress ({self.name})"
         for part in ("train", "val", "test"):
             if len(getattr(splits, part)) == 0:
                 raise StageError(f"{where}: the {part} split is empty")
-        if not isinstance(model.module, torch.nn.Module):
-            raise StageError(f"{where}: needs a torch nn.Module as teacher, got {type(model.module).__name__}")
-        teacher = copy.deepcopy(model.module).eval()  # the input model stays as it was
         classes = list(model.classes)
+        logits, before, n_teacher, teacher_name = self._teacher(model, splits, ctx, where)
 
         start_ray()  # idempotent: the core normally started Ray already
         cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
@@ -228,19 +320,22 @@ class DistillCompressor(Compressor):
 
         x_train, y_train = splits.arrays("train")
         x_val, y_val = splits.arrays("val")
-        x_test = splits.arrays("test")[0]
         mean = x_train.mean(axis=0).astype(np.float32)
         std = x_train.std(axis=0)
         std = np.where(std > 1e-12, std, 1.0).astype(np.float32)
-        logits = teacher_logits(teacher, x_train)
         if logits.ndim != 2 or logits.shape[1] != len(classes):
             raise StageError(f"{where}: the teacher gives outputs of shape {logits.shape}, expected [n, {len(classes)}]")
+        hp = student_hp(self.student_model, c.student, c.lr)
+        student_model = self.student_model()
+        problem = student_model.check_data(x_train.shape[1], len(classes), hp)
+        if problem:
+            raise StageError(f"{where}: student model '{student_model.name}': {problem}")
         data = {
             "x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val,
             "teacher_train": logits, "mean": mean, "std": std, "n_classes": len(classes),
+            "student_model": self.student_model,
             "settings": {"seed": int(ctx.seed), "epochs": int(c.epochs), "lr": float(c.lr),
-                         "batch_size": int(c.batch_size), "student_hidden": int(c.student_hidden),
-                         "student_layers": int(c.student_layers)},
+                         "batch_size": int(c.batch_size), "student_hp": hp},
         }
         if int(c.num_samples) > 1:
             space = {"temperature": tune.choice(list(TEMPERATURES)), "alpha": tune.uniform(*ALPHA_RANGE)}
@@ -294,16 +389,16 @@ class DistillCompressor(Compressor):
                              + (f"; first error (trial {first['trial_id']}): {first['error']}" if first else ""))
         _, best_row, best_result = max(candidates, key=lambda t: t[0])
 
+        import torch
+
         with best_result.checkpoint.as_directory() as ckpt_dir:
             state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, weights_only=True)
-        hp = student_hp(c.student_hidden, c.student_layers, c.lr)
-        student = build_module(hp, x_train.shape[1], len(classes))
+        student = student_model.build(hp, x_train.shape[1], len(classes))
         student.load_state_dict(state)  # also restores the standardization buffers
         student.eval()
 
-        before = evaluate(teacher, splits, classes)
         after = evaluate(student, splits, classes)
-        n_teacher, n_student = count_parameters(teacher), count_parameters(student)
+        n_student = count_parameters(student)
         metrics: dict[str, Any] = {k: v for k, v in after.items() if k != "val_loss"}
         metrics.update({
             "teacher_parameters": n_teacher,
@@ -319,24 +414,25 @@ class DistillCompressor(Compressor):
         })
         for key in self.HEADLINE:
             ctx.metric(f"{self.name}_{key}", metrics[key])
+        ctx.metric(f"{self.name}_teacher", teacher_name)
         ctx.logger.info(
-            "%s: student %d parameters (%.1f%% of the teacher's %d); test accuracy %.4f (teacher %.4f, "
+            "%s: student %s %d parameters (%.1f%% of the teacher's %d, %s); test accuracy %.4f (teacher %.4f, "
             "retention %.3f); T=%g alpha=%.3f; %d trial(s) in %.1fs",
-            self.name, n_student, 100 * n_student / n_teacher, n_teacher, after["test_accuracy"],
-            before["test_accuracy"], metrics["accuracy_retention"], best_row["temperature"], best_row["alpha"],
-            len(trials), seconds,
+            self.name, student_model.name, n_student, 100 * n_student / n_teacher, n_teacher, teacher_name,
+            after["test_accuracy"], before["test_accuracy"], metrics["accuracy_retention"], best_row["temperature"],
+            best_row["alpha"], len(trials), seconds,
         )
-        teacher_hp = {k: v for k, v in model.hyperparameters.items() if k != "hidden_sizes"}
         return TrainedModel(
             module=student,
             schema=model.schema,
             classes=classes,
             metrics=metrics,
-            # the student's own architecture: build_module(hyperparameters) + the state_dict reload it
-            hyperparameters={**teacher_hp, **hp, self.name: {"type": self.name, **asdict(c),
-                                                             "temperature": best_row["temperature"],
-                                                             "alpha": best_row["alpha"]}},
-            details={"teacher_metrics": dict(model.metrics), "teacher_hyperparameters": dict(model.hyperparameters),
+            # the student's own architecture: its model's build(hyperparameters) + the state_dict reload it
+            hyperparameters={"model": student_model.name, **hp,
+                             self.name: {"type": self.name, **asdict(c), "temperature": best_row["temperature"],
+                                         "alpha": best_row["alpha"]}},
+            details={"teacher": teacher_name, "teacher_metrics": dict(model.metrics),
+                     "teacher_hyperparameters": dict(model.hyperparameters),
                      "teacher_evaluation": before, "trials": trials, "tune_dir": str(experiment),
                      "best_trial_id": best_row["trial_id"], "checkpoint": str(best_result.checkpoint.path),
                      "search_seconds": round(seconds, 3)},

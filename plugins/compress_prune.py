@@ -1,4 +1,4 @@
-"""Compressors ``prune_magnitude`` and ``prune_structured``: pruning of the trained torch MLP.
+"""Compressors ``prune_magnitude`` and ``prune_structured``: pruning of the trained torch MLP / CNN.
 
 Both work on the trained model before export (``level = "model"``), fine-tune what is left on the
 train split (the best epoch on the validation split is kept, the pruned-but-not-fine-tuned state
@@ -11,9 +11,13 @@ logits out, standardization inside.
   the exported file is NOT smaller and NOT faster. The metrics report the sparsity and the size
   a sparse storage format *would* take, and say so.
 - ``prune_structured``: removes whole hidden neurons (rows of a Linear and the matching columns
-  of the next one), ranked by the L2 norm of their incoming weights (optionally times the norm of
-  their outgoing weights). The network is rebuilt with smaller ``nn.Linear`` layers, so the
-  exported ONNX file really is smaller and faster.
+  of the next one) and whole conv channels (output filters of a Conv2d and the matching input
+  channels of the next Conv2d, or across pooling and Flatten the h*w columns each channel owns in
+  the first Linear), ranked by the L2 norm of their incoming weights / filter (optionally times
+  the norm of their outgoing weights). The network is rebuilt with smaller ``nn.Linear`` and
+  ``nn.Conv2d`` layers, so the exported ONNX file really is smaller and faster. The pruned
+  architecture is recorded in the hyperparameters: ``hidden_sizes`` (MLP), plus ``conv_channels``
+  and ``hidden`` for a CNN (``CNNModel().build(hp, ...)`` rebuilds it for a strict state_dict load).
 
 Importing this module is cheap: torch is imported inside functions.
 """
@@ -29,9 +33,11 @@ from framework.errors import RecipeError, StageError
 
 #: how a hidden neuron is ranked by ``prune_structured``
 IMPORTANCE = ("incoming", "incoming_x_outgoing")
-#: layers ``prune_structured`` may keep between two Linear layers: element-wise, no parameters
+#: layers ``prune_structured`` may keep anywhere between two weighted layers: element-wise, no parameters
 ELEMENTWISE = ("ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "SiLU", "ELU", "Mish", "Hardtanh", "ReLU6",
                "Dropout", "AlphaDropout", "Identity")
+#: per-channel, parameter-free layers ``prune_structured`` may keep after a Conv2d (before the Flatten)
+SPATIAL = ("MaxPool2d", "AvgPool2d", "AdaptiveMaxPool2d", "AdaptiveAvgPool2d", "Dropout2d")
 
 SIZE_NOTE = (
     "ONNX stores dense tensors and onnxruntime runs dense matrix products: the exported file is "
@@ -76,12 +82,12 @@ def evaluate(module, splits: DataSplits, classes: list) -> dict:
     """val/test accuracy, test macro F1 and test loss, as the trainer reports them."""
     from sklearn.metrics import f1_score
 
-    from plugins.train_tune_mlp import _evaluate
+    from plugins.nets import evaluate as evaluate_arrays
 
     x_val, y_val = splits.arrays("val")
     x_test, y_test = splits.arrays("test")
-    val_acc, val_loss, _ = _evaluate(module, x_val, y_val)
-    test_acc, test_loss, pred = _evaluate(module, x_test, y_test)
+    val_acc, val_loss, _ = evaluate_arrays(module, x_val, y_val)
+    test_acc, test_loss, pred = evaluate_arrays(module, x_test, y_test)
     f1 = float(f1_score(y_test, pred, average="macro", labels=list(range(len(classes))), zero_division=0))
     return {"val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test_acc,
             "test_f1_macro": f1, "test_loss": test_loss}
@@ -92,7 +98,7 @@ def fine_tune(module, splits: DataSplits, *, epochs: int, lr: float, batch_size:
     then loss; epoch 0 = as pruned) is loaded back. Returns {best_epoch, best_val_accuracy}."""
     import torch
 
-    from plugins.train_tune_mlp import _evaluate
+    from plugins.nets import evaluate as _evaluate
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -240,25 +246,27 @@ class PruneMagnitude(_PruneCompressor):
 
 
 # ---------------------------------------------------------------------------------------------
-# Structured pruning: whole neurons removed, smaller Linear layers
+# Structured pruning: whole neurons / channels removed, smaller Linear and Conv2d layers
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class StructuredConfig:
-    #: share of the neurons of every hidden Linear layer removed, 0 < amount < 1
+    #: share of the neurons of every hidden Linear layer and of the output channels of every
+    #: Conv2d layer (but an output layer's) removed, 0 < amount < 1
     amount: float = 0.5
     fine_tune_epochs: int = 10
     lr: float = 1e-3
     batch_size: int = 32
-    #: incoming (L2 norm of a neuron's incoming weights) | incoming_x_outgoing (times the L2
-    #: norm of its outgoing weights)
+    #: incoming (L2 norm of a neuron's incoming weights / of a channel's filter) |
+    #: incoming_x_outgoing (times the L2 norm of the weights that read it in the next layer)
     importance: str = "incoming"
 
 
 def _stack(module, where: str):
-    """The nn.Sequential holding the Linear/activation/Dropout stack, and its name prefix.
+    """The nn.Sequential holding the layer stack, and its name prefix.
 
-    Accepted: the trainer's TabularMLP (``standardize`` then ``body``), or an nn.Sequential whose
-    leading parameter-free modules (the standardization) come before the stack.
+    Accepted: the built-in models' layout (``standardize`` then ``body``: TabularMLP, ImageCNN),
+    or an nn.Sequential whose leading parameter-free modules (the standardization) come before the
+    stack.
     """
     import torch
 
@@ -270,95 +278,162 @@ def _stack(module, where: str):
         return body, "body."
     raise StageError(
         f"{where}: cannot prune a {type(module).__name__} with children {names}: structured pruning "
-        "needs the trainer's TabularMLP (standardize, body) or an nn.Sequential of Linear / activation / Dropout layers"
+        "needs a built-in model (standardize, body: TabularMLP, ImageCNN) or an nn.Sequential of "
+        "Conv2d / pooling / Flatten / Linear / activation / Dropout layers"
     )
 
 
-def _plan_layers(stack, prefix: str, where: str) -> list[int]:
-    """Indices of the Linear layers in ``stack``; StageError naming any layer it cannot handle."""
+def _plan_layers(stack, prefix: str, where: str) -> list[tuple[int, int]]:
+    """The weighted layers of ``stack`` in order, as (index, group): ``group`` is how many input
+    columns of that layer belong to one output of the previous weighted layer (1, or h*w for the
+    first Linear after the last Conv2d's Flatten; 0 for the first layer, whose inputs stay).
+    StageError naming any layer it cannot prune through."""
     import torch
 
-    linear_idx: list[int] = []
+    plan: list[tuple[int, int]] = []
+    flattened = False  # a Flatten since the last Conv2d
     for i, layer in enumerate(stack):
         name = f"{prefix}{i}"
         kind = type(layer).__name__
-        if isinstance(layer, torch.nn.Linear):
-            if linear_idx and stack[linear_idx[-1]].out_features != layer.in_features:
+        prev = stack[plan[-1][0]] if plan else None
+        prev_name = f"{prefix}{plan[-1][0]}" if plan else ""
+        if isinstance(layer, torch.nn.Conv2d):
+            if layer.groups != 1:
+                raise StageError(f"{where}: cannot prune through layer {name} (Conv2d with groups={layer.groups}): "
+                                 "only ordinary (groups=1) convolutions are supported")
+            if isinstance(prev, torch.nn.Linear) or (isinstance(prev, torch.nn.Conv2d) and flattened):
+                raise StageError(f"{where}: cannot prune through layer {name} (Conv2d): it comes after the "
+                                 f"flat features of layer {prev_name}; convolutions must come before the Flatten")
+            if isinstance(prev, torch.nn.Conv2d) and prev.out_channels != layer.in_channels:
+                raise StageError(f"{where}: layer {name} (Conv2d) takes {layer.in_channels} input channels but "
+                                 f"layer {prev_name} (Conv2d) gives {prev.out_channels}")
+            plan.append((i, 1 if plan else 0))
+            flattened = False
+        elif isinstance(layer, torch.nn.Linear):
+            group = 1
+            if isinstance(prev, torch.nn.Linear) and prev.out_features != layer.in_features:
                 raise StageError(f"{where}: layer {name} (Linear) takes {layer.in_features} inputs but the "
-                                 f"previous Linear gives {stack[linear_idx[-1]].out_features}")
-            linear_idx.append(i)
+                                 f"previous Linear gives {prev.out_features}")
+            if isinstance(prev, torch.nn.Conv2d):
+                if not flattened:
+                    raise StageError(f"{where}: cannot prune through layer {name} (Linear): it follows layer "
+                                     f"{prev_name} (Conv2d) without a Flatten in between")
+                if layer.in_features % prev.out_channels:
+                    raise StageError(
+                        f"{where}: layer {name} (Linear) takes {layer.in_features} inputs, not a whole number of "
+                        f"positions for each of the {prev.out_channels} channels of layer {prev_name} (Conv2d)"
+                    )
+                group = layer.in_features // prev.out_channels  # h*w consecutive columns per channel
+            plan.append((i, group if plan else 0))
         elif kind in ELEMENTWISE:
             continue
-        elif not linear_idx and not any(True for _ in layer.parameters()):
-            continue  # parameter-free preprocessing in front (the standardization)
+        elif not plan and not any(True for _ in layer.parameters()):
+            continue  # parameter-free preprocessing in front (the standardization, Unflatten)
+        elif kind in SPATIAL and isinstance(prev, torch.nn.Conv2d) and not flattened:
+            continue  # per-channel pooling between a Conv2d and the Flatten
+        elif kind == "Flatten" and (layer.start_dim, layer.end_dim) == (1, -1) and isinstance(
+                prev, (torch.nn.Conv2d, torch.nn.Linear)):
+            flattened = flattened or isinstance(prev, torch.nn.Conv2d)  # on flat features: a no-op
         else:
             raise StageError(
-                f"{where}: cannot prune through layer {name} ({kind}): only Linear layers, element-wise "
-                f"activations ({', '.join(ELEMENTWISE[:-3])}), Dropout and Identity are supported"
+                f"{where}: cannot prune through layer {name} ({kind}): only Conv2d (groups=1) and Linear layers, "
+                f"element-wise activations ({', '.join(ELEMENTWISE[:-3])}), Dropout, Identity, "
+                f"{', '.join(SPATIAL)} between convolutions and Flatten(1, -1) are supported, and parameter-free "
+                "preprocessing (standardization, Unflatten) in front"
             )
-    if len(linear_idx) < 2:
-        raise StageError(f"{where}: the model has {len(linear_idx)} Linear layer(s) and so no hidden layer to prune")
-    return linear_idx
+    if len(plan) < 2:
+        raise StageError(f"{where}: the model has {len(plan)} Linear/Conv2d layer(s) and so no hidden layer or "
+                         "channel to prune")
+    return plan
+
+
+def _outputs(layer) -> int:
+    return layer.out_channels if hasattr(layer, "out_channels") else layer.out_features
+
+
+def _rebuilt(layer, rows=None, columns=None):
+    """A new Linear/Conv2d holding ``layer``'s weights restricted to output ``rows`` and input
+    ``columns`` (index tensors; None = all)."""
+    import torch
+
+    weight = layer.weight
+    bias = layer.bias
+    if rows is not None:
+        weight = weight[rows]
+        bias = None if bias is None else bias[rows]
+    if columns is not None:
+        weight = weight[:, columns]
+    if isinstance(layer, torch.nn.Conv2d):
+        new = torch.nn.Conv2d(weight.shape[1], weight.shape[0], layer.kernel_size, stride=layer.stride,
+                              padding=layer.padding, dilation=layer.dilation, bias=bias is not None,
+                              padding_mode=layer.padding_mode)
+    else:
+        new = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    new = new.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    new.weight.copy_(weight)
+    if bias is not None:
+        new.bias.copy_(bias)
+    return new.train(layer.training)
 
 
 def prune_structured_module(module, amount: float, importance: str = "incoming", where: str = "prune_structured"):
-    """Remove ``amount`` of the neurons of every hidden Linear layer of ``module`` in place
-    (new, smaller nn.Linear layers). Returns [(layer name, neurons before, neurons after)]."""
+    """Remove ``amount`` of the output channels of every Conv2d and of the neurons of every hidden
+    Linear layer of ``module`` in place (new, smaller layers; the last layer keeps its outputs).
+    The consumer shrinks with it: the next Conv2d's input channels, the next Linear's input
+    columns, or, across Flatten, the h*w columns each channel of the last Conv2d owns.
+    Returns [(layer name, channels/neurons before, after)]."""
     import torch
 
     stack, prefix = _stack(module, where)
-    linear_idx = _plan_layers(stack, prefix, where)
+    plan = _plan_layers(stack, prefix, where)
     changes = []
     with torch.no_grad():
-        for pos, i in enumerate(linear_idx[:-1]):  # the output layer keeps its classes
-            layer, nxt_i = stack[i], linear_idx[pos + 1]
-            nxt = stack[nxt_i]
-            n = layer.out_features
+        for pos, (i, _) in enumerate(plan[:-1]):  # the output layer keeps its classes
+            nxt_i, group = plan[pos + 1]
+            layer, nxt = stack[i], stack[nxt_i]
+            n = _outputs(layer)
             keep_n = max(1, int(round(n * (1.0 - float(amount)))))
-            score = layer.weight.norm(dim=1)  # incoming weights of each neuron (inputs already pruned)
+            score = layer.weight.reshape(n, -1).norm(dim=1)  # a neuron's / filter's weights (inputs already pruned)
             if importance == "incoming_x_outgoing":
-                score = score * nxt.weight.norm(dim=0)
+                # every weight of the next layer that reads output c: [out, n, group or kh*kw] -> [n]
+                reads = nxt.weight.reshape(nxt.weight.shape[0], n, -1).transpose(0, 1)
+                score = score * reads.reshape(n, -1).norm(dim=1)
             keep = torch.sort(torch.topk(score, keep_n).indices).values  # original order kept
-            new = torch.nn.Linear(layer.in_features, keep_n, bias=layer.bias is not None)
-            new.weight.copy_(layer.weight[keep])
-            if layer.bias is not None:
-                new.bias.copy_(layer.bias[keep])
-            new_next = torch.nn.Linear(keep_n, nxt.out_features, bias=nxt.bias is not None)
-            new_next.weight.copy_(nxt.weight[:, keep])
-            if nxt.bias is not None:
-                new_next.bias.copy_(nxt.bias)
-            stack[i], stack[nxt_i] = new, new_next
+            columns = (keep[:, None] * group + torch.arange(group, device=keep.device)).reshape(-1) \
+                if group > 1 else keep
+            stack[i] = _rebuilt(layer, rows=keep)
+            stack[nxt_i] = _rebuilt(nxt, columns=columns)
             changes.append((f"{prefix}{i}", n, keep_n))
     return changes
 
 
 def hidden_sizes(module) -> list[int]:
-    """Output widths of every Linear layer but the last (what ``build_pruned_module`` takes)."""
+    """Output widths of every Linear layer but the last (what ``build_pruned_module`` takes; the
+    ``hidden`` list of an ImageCNN)."""
     return [m.out_features for m in _linears(module)[:-1]]
+
+
+def conv_channels(module) -> list[int]:
+    """Output channels of every Conv2d layer, in order (an ImageCNN's ``conv_channels``)."""
+    import torch
+
+    return [m.out_channels for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
 def build_pruned_module(hp: dict, sizes: list[int], n_features: int, n_classes: int):
     """An empty TabularMLP with per-layer hidden widths ``sizes``, to load a pruned state_dict into
-    (``hp``: the trainer's hyperparameters, for the dropout)."""
-    import torch
+    (``hp``: the trainer's hyperparameters, for the dropout). A pruned ImageCNN is rebuilt from
+    its recorded hyperparameters alone: ``CNNModel().build(hp, n_features, n_classes)``."""
+    from plugins.model_mlp import build_mlp
 
-    from plugins.train_tune_mlp import build_module, with_defaults
-
-    hp = with_defaults({**hp, "hidden": sizes[0] if sizes else 1, "layers": len(sizes)})
-    module = build_module(hp, n_features, n_classes)
-    width, blocks = n_features, []
-    for size in sizes:
-        blocks += [torch.nn.Linear(width, int(size)), torch.nn.ReLU(), torch.nn.Dropout(float(hp["dropout"]))]
-        width = int(size)
-    blocks.append(torch.nn.Linear(width, int(n_classes)))
-    module.body = torch.nn.Sequential(*blocks)
-    return module.eval()
+    return build_mlp({**hp, "hidden": list(sizes)}, n_features, n_classes).eval()
 
 
 class PruneStructured(_PruneCompressor):
     name = "prune_structured"
     Config = StructuredConfig
-    summary = "structured pruning: removes hidden neurons (smaller Linear layers, smaller and faster ONNX) + fine-tuning"
+    summary = ("structured pruning: removes conv channels and hidden neurons (smaller Conv2d/Linear layers, "
+               "smaller and faster ONNX) + fine-tuning")
     HEADLINE = ("parameters_before", "parameters_after", "parameter_ratio", "test_accuracy",
                 "input_test_accuracy", "accuracy_delta")
 
@@ -370,8 +445,11 @@ class PruneStructured(_PruneCompressor):
             raise RecipeError(f"{key}.importance: '{config.importance}' is not one of {', '.join(IMPORTANCE)}")
 
     def compress(self, model: TrainedModel, splits: DataSplits, ctx) -> TrainedModel:
+        import torch
+
         c = self.config
         where, module = self._start(model, splits)
+        _plan_layers(*_stack(module, where), where)  # a layer it cannot prune: said before any evaluation
         before = evaluate(module, splits, model.classes)
         params_before = count_parameters(module)
         changes = prune_structured_module(module, float(c.amount), str(c.importance), where)
@@ -384,21 +462,34 @@ class PruneStructured(_PruneCompressor):
             "parameter_ratio": params_before / params_after,
             "fine_tune_best_epoch": tuned["best_epoch"],
         }
-        for k, (name, n_before, n_after) in enumerate(changes, start=1):
+        convs = [ch for ch in changes if isinstance(module.get_submodule(ch[0]), torch.nn.Conv2d)]
+        neurons = [ch for ch in changes if ch not in convs]
+        for k, (name, n_before, n_after) in enumerate(convs, start=1):
+            extra[f"conv{k}_channels_before"] = n_before
+            extra[f"conv{k}_channels_after"] = n_after
+        for k, (name, n_before, n_after) in enumerate(neurons, start=1):
             extra[f"hidden{k}_neurons_before"] = n_before
             extra[f"hidden{k}_neurons_after"] = n_after
-        ctx.metric(f"{self.name}_neurons", ", ".join(f"{n}: {a} -> {b}" for n, a, b in changes))
+        if convs:
+            ctx.metric(f"{self.name}_channels", ", ".join(f"{n}: {a} -> {b}" for n, a, b in convs))
+        ctx.metric(f"{self.name}_neurons", ", ".join(f"{n}: {a} -> {b}" for n, a, b in neurons))
         ctx.logger.info(
-            "%s: neurons %s; parameters %d -> %d (x%.2f fewer); test accuracy %.4f -> %.4f (%+.4f), "
+            "%s: %sneurons %s; parameters %d -> %d (x%.2f fewer); test accuracy %.4f -> %.4f (%+.4f), "
             "best fine-tuning epoch %d",
-            self.name, ", ".join(f"{n} {a}->{b}" for n, a, b in changes), params_before, params_after,
+            self.name, "".join(f"channels {n} {a}->{b}, " for n, a, b in convs),
+            ", ".join(f"{n} {a}->{b}" for n, a, b in neurons), params_before, params_after,
             params_before / params_after, before["test_accuracy"], after["test_accuracy"],
             after["test_accuracy"] - before["test_accuracy"], tuned["best_epoch"],
         )
         sizes = hidden_sizes(module)
-        details = {"layers": [{"layer": n, "neurons_before": a, "neurons_after": b} for n, a, b in changes],
-                   "fine_tune": tuned, "input_evaluation": before}
-        return self._finish(model, module, before, after, extra, {"hidden_sizes": sizes}, details, ctx)
+        architecture: dict[str, Any] = {"hidden_sizes": sizes}
+        channels = conv_channels(module)
+        if channels:  # what CNNModel().build takes to rebuild the pruned network
+            architecture.update(conv_channels=channels, hidden=list(sizes))
+        layers = [{"layer": n, "kind": "Conv2d", "channels_before": a, "channels_after": b} for n, a, b in convs]
+        layers += [{"layer": n, "kind": "Linear", "neurons_before": a, "neurons_after": b} for n, a, b in neurons]
+        details = {"layers": layers, "fine_tune": tuned, "input_evaluation": before}
+        return self._finish(model, module, before, after, extra, architecture, details, ctx)
 
 
 @hookimpl

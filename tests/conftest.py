@@ -56,7 +56,7 @@ def mlp_onnx(tmp_path_factory):
     from framework.components import ExportedModel, FeatureSpec, InputSchema
     from framework.testing.data import breast_cancer_splits
     from plugins.export_onnx import INPUT_NAME, OUTPUT_NAME, export_module
-    from plugins.train_tune_mlp import build_module
+    from plugins.model_mlp import build_mlp as build_module
 
     splits = breast_cancer_splits()
     torch.manual_seed(0)
@@ -91,7 +91,7 @@ def train_mlp_model():
         from framework.components import FeatureSpec, InputSchema, TrainedModel
         from framework.testing.data import breast_cancer_splits
         from plugins.compress_prune import evaluate
-        from plugins.train_tune_mlp import build_module
+        from plugins.model_mlp import build_mlp as build_module
 
         splits = breast_cancer_splits()
         torch.manual_seed(0)

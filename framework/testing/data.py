@@ -18,3 +18,17 @@ def breast_cancer_splits(seed: int = 42) -> DataSplits:
     train, rest = train_test_split(frame, test_size=0.3, stratify=frame["diagnosis"], random_state=seed)
     val, test = train_test_split(rest, test_size=0.5, stratify=rest["diagnosis"], random_state=seed)
     return DataSplits(dataset, train, val, test)
+
+
+def digits_splits(seed: int = 42) -> DataSplits:
+    """scikit-learn's 8x8 digits (1797 images as 64 pixel columns, 10 classes), 70/15/15 stratified."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    raw = load_digits(as_frame=True)
+    frame = raw.frame
+    features = [str(c) for c in raw.feature_names]
+    dataset = Dataset("digits", frame, features, "target", classes=list(range(10)))
+    train, rest = train_test_split(frame, test_size=0.3, stratify=frame["target"], random_state=seed)
+    val, test = train_test_split(rest, test_size=0.5, stratify=rest["target"], random_state=seed)
+    return DataSplits(dataset, train, val, test)

@@ -136,7 +136,7 @@ def test_slice_metrics_and_card(frame, synthetic):
         "clf:3", "data-abc", {"accuracy": 0.97, "f1_macro": 0.96}, slices, importance,
         "Sort incoming cases for a human to review first.",
         ["Not for cases outside the training population.", "Not a diagnosis."],
-        {"target": "label", "classes": ["no", "yes"], "trainer": "tune_mlp", "rows": 400},
+        {"target": "label", "classes": ["no", "yes"], "trainer": "tune", "rows": 400},
     )
     assert card["model_version"] == "clf:3" and card["data_version"] == "data-abc"
     assert card["feature_importance"][0]["feature"] == "signal"
@@ -146,7 +146,7 @@ def test_slice_metrics_and_card(frame, synthetic):
     md = render_markdown(card)
     for text in ("# Model card: clf:3", "It predicts **label**", "`yes`", "97.0%", "| north (`region == 'north'`) | 100 | 100.0% |",
                  "strong signal", "nobody", "no examples: cannot judge", "| signal |", "Not a diagnosis.",
-                 "data-abc", "trainer: tune_mlp", '"explain": true', "What it should not be used for",
+                 "data-abc", "trainer: tune", '"explain": true', "What it should not be used for",
                  "What it relies on most"):
         assert text in md, text
 

@@ -23,7 +23,7 @@ def local_model(splits) -> TrainedModel:
     """The trainer's module, trained briefly in-process (no Ray needed to test the exporter)."""
     import torch
 
-    from plugins.train_tune_mlp import build_module
+    from plugins.model_mlp import build_mlp as build_module
 
     torch.manual_seed(0)
     x, y = splits.arrays("train")
@@ -138,10 +138,10 @@ def test_verification_tolerance_is_enforced(local_model, splits, tmp_path):
 
 @pytest.mark.ray
 def test_exports_a_tune_trained_model(ray_session, splits, stage_ctx):
-    from plugins.train_tune_mlp import TuneMLPTrainer
+    from plugins.train_tune import TuneTrainer
 
-    config = TuneMLPTrainer.Config(num_samples=1, max_epochs=5)
-    model = TuneMLPTrainer(config).fit(splits, stage_ctx("train"))
+    config = TuneTrainer.Config(num_samples=1, max_epochs=5)
+    model = TuneTrainer(config).fit(splits, stage_ctx("train"))
     exported = exporter().export(model, splits, stage_ctx("export"))
     assert exported.metrics["max_abs_diff"] <= 1e-4
     assert exported.metrics["onnx_test_accuracy"] == pytest.approx(model.metrics["test_accuracy"])

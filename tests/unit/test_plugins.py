@@ -16,7 +16,7 @@ from framework.errors import PluginError, RecipeError
 from framework.plugins import Components, get_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILTINS = {"data_sklearn", "check_pandera", "train_tune_mlp", "export_onnx", "strategy_single", "monitor_whylogs"}
+BUILTINS = {"data_sklearn", "check_pandera", "train_tune", "model_mlp", "model_cnn", "model_ranker", "export_onnx", "strategy_single", "monitor_whylogs"}
 
 
 def test_builtins_are_loaded_through_the_entry_point_group():
@@ -159,7 +159,7 @@ def test_plugins_verb_lists_hooks_components_and_providers():
     proc = subprocess.run([sys.executable, "-m", "framework", "plugins"], capture_output=True, text=True,
                           cwd=ROOT, timeout=120, env={**__import__("os").environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
-    for name in BUILTINS | {"tune_mlp", "pandera_schema", "register_trainers", "on_stage_finished"}:
+    for name in BUILTINS | {"tune", "mlp", "cnn", "ranker", "register_models", "pandera_schema", "register_trainers", "on_stage_finished"}:
         assert name in proc.stdout
 
 

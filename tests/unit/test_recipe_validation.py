@@ -25,8 +25,9 @@ def test_quickstart_plans_with_every_stage_bound():
     plan = plan_recipe(["+recipe=quickstart"])
     enabled = [s.name for s in plan.stages if s.enabled]
     assert enabled == ["data", "checks", "version", "train", "export", "register", "serve", "online_eval", "monitor"]
-    assert plan.stage("train").component.type == "tune_mlp"
-    assert plan.stage("train").component.plugin == "train_tune_mlp"
+    assert plan.stage("train").component.type == "tune"
+    assert plan.stage("train").component.refs["model"].name == "mlp"
+    assert plan.stage("train").component.plugin == "train_tune"
     assert plan.stage("serve").component.type == "single"
 
 
@@ -83,8 +84,10 @@ def test_unknown_component_type_lists_names_and_nearest():
     assert msg.startswith("strategy.type: unknown traffic_strategy type 'singel'"), msg
     assert "Did you mean 'single'" in msg
     assert "Known: " in msg and "single" in msg.split("Known: ")[1]
-    msg = error_of("+recipe=quickstart", "train.type=tune_mpl")
-    assert "Did you mean 'tune_mlp'" in msg
+    msg = error_of("+recipe=quickstart", "train.type=tunne")
+    assert "Did you mean 'tune'" in msg
+    msg = error_of("+recipe=quickstart", "train.model=cnnn")
+    assert msg.startswith("train.model: unknown model type 'cnnn'. Did you mean 'cnn'?"), msg
 
 
 def test_unknown_config_group_choice_lists_options():

@@ -1,14 +1,15 @@
-"""Trainer ``tune_mlp``: a tabular torch MLP whose hyperparameters are searched with Ray Tune.
+"""Trainer ``tune``: a model component (``train.model``: mlp, cnn, ranker, or a third party's)
+whose hyperparameters are searched with Ray Tune.
 
 Every trial is a real Ray Tune trial (one process per trial, ``cpus_per_trial`` each). A trial
 trains with early stopping on the validation split and checkpoints its best ``state_dict``; the
 driver then rebuilds the best trial's module from that checkpoint and evaluates it on val and test.
+With ``privacy.enabled`` a trial trains with DP-SGD (Opacus) and reports the ε it spent.
 
-The module standardizes raw features itself (training mean/std held as buffers), so whatever is
-exported from it takes the raw feature values a client sends.
+Modules standardize raw features themselves (training mean/std held as buffers), so whatever is
+exported from them takes the raw feature values a client sends.
 
-Importing this module is cheap: torch and Ray are imported inside functions, and the torch module
-classes are created on first use (see ``__getattr__`` below) so they still pickle by reference.
+Importing this module is cheap: torch and Ray are imported inside functions.
 """
 from __future__ import annotations
 
@@ -23,16 +24,16 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
-from framework import DataSplits, FeatureSpec, InputSchema, TrainedModel, Trainer, hookimpl
+from framework import DataSplits, FeatureSpec, InputSchema, Model, TrainedModel, Trainer, hookimpl
 from framework.errors import RecipeError, StageError
 from framework.tuning import validate_search_space
 
-#: metric -> Tune mode
+from plugins.privacy_opacus import PrivacyConfig, check_privacy_config, privacy_config_from
+
+#: built-in metric -> Tune mode; a model's ``extra_metrics`` add ``val_NAME`` (maximized)
 METRICS = {"val_accuracy": "max", "val_loss": "min"}
-#: hyperparameters a trial understands -> default when the search space leaves them out (None: required)
-HYPERPARAMETERS: dict[str, Any] = {"hidden": None, "lr": None, "dropout": None, "weight_decay": 0.0, "layers": 1}
 CHECKPOINT_FILE = "model.pt"
 #: trial schedulers (``train.scheduler``): fifo runs every trial to its own end; asha / median stop
 #: weak trials early on the per-epoch reports (``training_iteration`` = epochs so far)
@@ -41,6 +42,8 @@ SCHEDULERS = ("fifo", "asha", "median")
 SEARCH_ALGS = ("random", "optuna")
 #: the stage's config fingerprint next to the Tune experiment; a resume needs it to match
 FINGERPRINT_FILE = "search_fingerprint.json"
+#: the model a trainer built outside a plan falls back to
+DEFAULT_MODEL = "mlp"
 
 
 def optuna_available() -> bool:
@@ -48,109 +51,80 @@ def optuna_available() -> bool:
     return importlib.util.find_spec("optuna") is not None
 
 
-def _default_space() -> dict:
-    return {
-        "hidden": {"choice": [16, 32, 64]},
-        "lr": {"loguniform": [0.001, 0.03]},
-        "dropout": {"uniform": [0.0, 0.3]},
-    }
+def resolve_model(name: str, where: str = "train.model") -> type[Model]:
+    """The installed model component ``name`` (RecipeError naming the known ones otherwise)."""
+    from framework.plugins import default_components
+
+    return default_components().get("model", str(name), where=where).cls
 
 
-# ---------------------------------------------------------------------------------------------
-# torch modules, defined lazily so that listing plugins does not import torch
-# ---------------------------------------------------------------------------------------------
-def _define_torch_classes() -> None:
+def metric_modes(model: type[Model] | Model) -> dict[str, str]:
+    """Metrics a search over ``model`` can optimize -> Tune mode."""
+    return {**METRICS, **{f"val_{name}": "max" for name in model.extra_metric_names}}
+
+
+def with_defaults(model: type[Model] | Model, hp: Mapping[str, Any]) -> dict:
+    """``hp`` with the optional hyperparameters of ``model`` it leaves out set to their defaults."""
+    return {**{k: v for k, v in model.hyperparameters.items() if v is not None}, **hp}
+
+
+def validation_metrics(model: Model, module, x, y) -> dict[str, float]:
+    """val_accuracy, val_loss and the model's own extra metrics of ``module`` on numpy rows."""
     import torch
-    from torch import nn
 
-    class Standardize(nn.Module):
-        """(x - mean) / std with the training split's statistics stored as buffers."""
+    from plugins.nets import evaluate
 
-        def __init__(self, mean, std):
-            super().__init__()
-            self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
-            self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clone())
-
-        def forward(self, x):
-            return (x - self.mean) / self.std
-
-    class TabularMLP(nn.Module):
-        """Raw float32 features [batch, n] -> class logits [batch, classes]."""
-
-        def __init__(self, n_features: int, n_classes: int, hidden: int, layers: int = 1,
-                     dropout: float = 0.0, mean=None, std=None):
-            super().__init__()
-            mean = torch.zeros(n_features) if mean is None else mean
-            std = torch.ones(n_features) if std is None else std
-            self.standardize = Standardize(mean, std)
-            blocks: list[nn.Module] = []
-            width = n_features
-            for _ in range(int(layers)):
-                blocks += [nn.Linear(width, int(hidden)), nn.ReLU(), nn.Dropout(float(dropout))]
-                width = int(hidden)
-            blocks.append(nn.Linear(width, int(n_classes)))
-            self.body = nn.Sequential(*blocks)
-
-        def forward(self, x):
-            return self.body(self.standardize(x))
-
-    for cls in (Standardize, TabularMLP):
-        # module-level identity: pickle / torch.save find them as plugins.train_tune_mlp.NAME
-        cls.__module__ = __name__
-        cls.__qualname__ = cls.__name__
-        globals()[cls.__name__] = cls
+    acc, loss, _ = evaluate(module, x, y)
+    metrics = {"val_accuracy": acc, "val_loss": loss}
+    extras = model.extra_metric_names
+    if extras:
+        with torch.no_grad():
+            computed = model.extra_metrics(module(torch.tensor(x)), torch.tensor(y))
+        metrics.update({f"val_{name}": float(computed[name]) for name in extras})
+    return metrics
 
 
-def __getattr__(name: str):  # PEP 562: first access of a torch class defines them
-    if name in ("Standardize", "TabularMLP"):
-        if name not in globals():
-            _define_torch_classes()
-        return globals()[name]
-    if name == "_Progress":
-        if name not in globals():
-            _define_progress_class()
-        return globals()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def with_defaults(hp: dict) -> dict:
-    """``hp`` with the optional hyperparameters it leaves out set to their defaults."""
-    return {**{k: v for k, v in HYPERPARAMETERS.items() if v is not None}, **hp}
-
-
-def build_module(hp: dict, n_features: int, n_classes: int, mean=None, std=None):
-    """The MLP for hyperparameters ``hp``; ``mean``/``std`` default to identity standardization."""
-    hp = with_defaults(hp)
-    cls = __getattr__("TabularMLP")
-    return cls(n_features, n_classes, hidden=hp["hidden"], layers=hp["layers"], dropout=hp["dropout"], mean=mean, std=std)
-
-
-def fit_in_process(hp: dict, splits: DataSplits, epochs: int, seed: int = 0, lr: float | None = None):
-    """Train ``build_module(hp)`` in this process, full-batch Adam, keeping the best validation
-    epoch: for benchmarks and tests that need a real model without a Tune search."""
+def fit_in_process(hp: dict, splits: DataSplits, epochs: int, seed: int = 0, lr: float | None = None,
+                   model: Model | None = None):
+    """Train ``model.build(hp)`` (default: the MLP) in this process, full-batch Adam, keeping the
+    best validation epoch: for benchmarks and tests that need a real model without a Tune search."""
     import copy
 
+    import numpy as np
     import torch
 
+    from plugins.nets import evaluate
+
+    model = model or resolve_model(DEFAULT_MODEL)()
     torch.manual_seed(seed)
     x, y = splits.arrays("train")
     xv, yv = splits.arrays("val")
-    module = build_module(hp, x.shape[1], len(splits.dataset.classes or [0, 1]), x.mean(0), x.std(0))
+    std = np.where(x.std(0) > 1e-12, x.std(0), 1.0)
+    module = model.build(with_defaults(model, hp), x.shape[1], len(splits.dataset.classes or [0, 1]), x.mean(0), std)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr if lr is not None else float(hp.get("lr", 1e-3)))
-    xt, yt, xvt = torch.tensor(x), torch.tensor(y), torch.tensor(xv)
+    xt, yt = torch.tensor(x), torch.tensor(y)
     best, best_state = -1.0, None
     for _ in range(epochs):
         module.train()
         optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(module(xt), yt).backward()
+        model.loss(module(xt), yt, hp).backward()
         optimizer.step()
-        module.eval()
-        with torch.no_grad():
-            acc = float((module(xvt).argmax(1).numpy() == yv).mean())
+        acc = evaluate(module, xv, yv)[0]
         if acc > best:
             best, best_state = acc, copy.deepcopy(module.state_dict())
     module.load_state_dict(best_state)
     return module.eval()
+
+
+def _as_dict(config: Any) -> dict:
+    """A (dataclass or OmegaConf) config section as a plain dict."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(config) if OmegaConf.is_config(config) else dict(config)
 
 
 def _plain(value: Any) -> Any:
@@ -158,23 +132,13 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict, str)) else value
 
 
-def _score(metric: str, acc: float, loss: float) -> tuple:
-    """Larger is better; the other metric breaks ties (val accuracy ties are common on small sets)."""
-    return (acc, -loss) if metric == "val_accuracy" else (-loss, acc)
-
-
-def _evaluate(module, x, y):
-    """(accuracy, mean cross-entropy, predicted class indices) of ``module`` on numpy arrays."""
-    import torch
-
-    module.eval()
-    with torch.no_grad():
-        logits = module(torch.tensor(x))  # a copy: pandas may hand out read-only arrays
-        target = torch.tensor(y)
-        loss = float(torch.nn.functional.cross_entropy(logits, target))
-        pred = logits.argmax(dim=1)
-        acc = float((pred == target).float().mean())
-    return acc, loss, pred.numpy()
+def _score(metric: str, metrics: Mapping[str, float]) -> tuple:
+    """Larger is better; val accuracy / val loss break ties (accuracy ties are common on small sets)."""
+    if metric == "val_loss":
+        return (-metrics["val_loss"], metrics["val_accuracy"])
+    if metric == "val_accuracy":
+        return (metrics["val_accuracy"], -metrics["val_loss"])
+    return (metrics[metric], -metrics["val_loss"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +161,7 @@ def train_trial(config: dict, data: dict) -> None:
     from ray import tune
 
     settings = data["settings"]
+    model: Model = data["model"]()
     torch.set_num_threads(1)  # trials run side by side on few cores
     if settings["deterministic"]:
         torch.use_deterministic_algorithms(True)
@@ -204,46 +169,65 @@ def train_trial(config: dict, data: dict) -> None:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
 
-    unknown = sorted(set(config) - set(HYPERPARAMETERS))
+    unknown = sorted(set(config) - set(model.hyperparameters))
     if unknown:
-        raise ValueError(f"unknown hyperparameters {unknown}; known: {sorted(HYPERPARAMETERS)}")
-    hp = with_defaults(config)
+        raise ValueError(f"unknown hyperparameters {unknown} for model '{model.name}'; known: {sorted(model.hyperparameters)}")
+    hp = with_defaults(model, config)
+    n_features, n_classes = data["x_train"].shape[1], data["n_classes"]
+    problem = model.check_data(n_features, n_classes, hp)
+    if problem:
+        raise ValueError(f"model '{model.name}': {problem}")
 
     x_train, y_train = torch.tensor(data["x_train"]), torch.tensor(data["y_train"])
     x_val, y_val = data["x_val"], data["y_val"]
-    model = build_module(hp, x_train.shape[1], data["n_classes"], data["mean"], data["std"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
-    loss_fn = torch.nn.CrossEntropyLoss()
+    module = model.build(hp, n_features, n_classes, data["mean"], data["std"])
+    optimizer = torch.optim.Adam(module.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
     metric, batch_size, patience = settings["metric"], int(settings["batch_size"]), int(settings["patience"])
+    max_epochs = int(settings["max_epochs"])
+
+    private = None
+    if settings["privacy"]["enabled"]:
+        from plugins.privacy_opacus import make_private
+
+        private = make_private(module, optimizer, data["x_train"], data["y_train"], batch_size=batch_size,
+                               epochs=max_epochs, config=settings["privacy"], seed=seed)
 
     best: tuple | None = None
-    best_epoch, best_acc, best_loss, since_best = 0, float("nan"), float("nan"), 0
-    for epoch in range(1, int(settings["max_epochs"]) + 1):
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(model(x_train[idx]), y_train[idx])
-            loss.backward()
-            optimizer.step()
-        acc, val_loss, _ = _evaluate(model, x_val, y_val)
-        if not math.isfinite(val_loss):
-            raise FloatingPointError(f"validation loss is {val_loss} at epoch {epoch} (lr={hp['lr']})")
-        score = _score(metric, acc, val_loss)
+    best_epoch, best_metrics, since_best = 0, {}, 0
+    for epoch in range(1, max_epochs + 1):
+        if private is not None:
+            # Poisson-sampled batches, clipped per-example gradients, calibrated noise; an empty
+            # batch still takes its noise-only step (the accountant counts every step)
+            private.train_epoch(lambda logits, target: model.loss(logits, target, hp))
+        else:
+            module.train()
+            order = torch.randperm(len(x_train), generator=generator)
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                optimizer.zero_grad()
+                model.loss(module(x_train[idx]), y_train[idx], hp).backward()
+                optimizer.step()
+        metrics = validation_metrics(model, module, x_val, y_val)
+        if not math.isfinite(metrics["val_loss"]):
+            raise FloatingPointError(f"validation loss is {metrics['val_loss']} at epoch {epoch} (lr={hp['lr']})")
+        score = _score(metric, metrics)
         improved = best is None or score > best
-        metrics = {"epoch": epoch, "val_accuracy": acc, "val_loss": val_loss}
         if improved:
-            best, best_epoch, best_acc, best_loss, since_best = score, epoch, acc, val_loss, 0
-            metrics.update(best_epoch=best_epoch, best_val_accuracy=best_acc, best_val_loss=best_loss)
-            # only improvements are checkpointed, so the trial's latest checkpoint is its best
-            with tempfile.TemporaryDirectory() as tmp:
-                torch.save(model.state_dict(), Path(tmp) / CHECKPOINT_FILE)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+            best, best_epoch, best_metrics, since_best = score, epoch, dict(metrics), 0
         else:
             since_best += 1
-            metrics.update(best_epoch=best_epoch, best_val_accuracy=best_acc, best_val_loss=best_loss)
-            tune.report(metrics)
+        report = {"epoch": epoch, **metrics, "best_epoch": best_epoch, **{f"best_{k}": v for k, v in best_metrics.items()}}
+        if private is not None:  # what the driver needs to tell the ε spent (every step counts)
+            report.update(dp_steps=private.steps, dp_sample_rate=private.sample_rate, delta=private.delta,
+                          noise_multiplier=private.noise_multiplier)
+        if improved:
+            # only improvements are checkpointed, so the trial's latest checkpoint is its best
+            with tempfile.TemporaryDirectory() as tmp:
+                state = private.state_dict() if private is not None else module.state_dict()
+                torch.save(state, Path(tmp) / CHECKPOINT_FILE)
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+        else:
+            tune.report(report)
         if since_best >= patience:
             break
 
@@ -251,19 +235,23 @@ def train_trial(config: dict, data: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 # The component
 # ---------------------------------------------------------------------------------------------
-class TuneMLPTrainer(Trainer):
-    name = "tune_mlp"
-    summary = "torch MLP (standardization built in) tuned with Ray Tune; best trial chosen on validation"
+class TuneTrainer(Trainer):
+    name = "tune"
+    summary = "a model component (train.model: mlp, cnn, ranker...) tuned with Ray Tune; best trial on validation; optional DP-SGD"
+    references = {"model": "model"}
 
     @dataclass
     class Config:
+        #: the model component to train (``python -m framework plugins`` lists them)
+        model: str = DEFAULT_MODEL
         max_epochs: int = 30
         num_samples: int = 4
-        #: val_accuracy (maximized) or val_loss (minimized)
+        #: val_accuracy (maximized), val_loss (minimized), or val_NAME of the model's extra metrics
+        #: (maximized; the ranker's val_auc)
         metric: str = "val_accuracy"
-        #: hyperparameter -> constant or {choice|grid|uniform|loguniform|randint: ARGS};
-        #: known: hidden, lr, dropout, weight_decay (default 0), layers (default 1)
-        search_space: Dict[str, Any] = field(default_factory=_default_space)
+        #: hyperparameter -> constant or {choice|grid|uniform|loguniform|randint: ARGS}; the model's
+        #: hyperparameters (``python -m framework plugins`` shows them); null: the model's default space
+        search_space: Optional[Dict[str, Any]] = None
         batch_size: int = 32
         cpus_per_trial: float = 1.0
         max_concurrent_trials: int = 2
@@ -283,21 +271,30 @@ class TuneMLPTrainer(Trainer):
         #: rerun of this stage with the same stage folder and the same config: restore the Tune
         #: experiment there (finished trials are not rerun) instead of starting over
         resume: bool = True
+        #: differentially private training (DP-SGD with Opacus); every trial reports its ε
+        privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
-    def __init__(self, config: Any = None):
+    def __init__(self, config: Any = None, refs: Optional[Mapping[str, type]] = None):
         super().__init__(config)
-        self._check_config()
+        self.model_cls: type[Model] = (refs or {}).get("model") or resolve_model(self.config.model)
+        self.check_config(self.config, "train", {"model": self.model_cls})  # constructed directly too
+        self.model = self.model_cls()
 
-    def _check_config(self) -> None:
-        self.check_config(self.config, "train")  # constructed directly (tests, notebooks)
+    def search_space(self) -> dict:
+        """The recipe's search space, or the model's default one."""
+        space = self.config.search_space
+        return dict(self.model_cls.default_search_space) if space is None else space
 
     @classmethod
-    def check_config(cls, config: Any, key: str = "train") -> None:
+    def check_config(cls, config: Any, key: str = "train", refs: Optional[Mapping[str, type]] = None) -> None:
         """Recipe checks the planner runs before anything heavy starts (no torch / Ray imports)."""
         c = config
         where = key
-        if c.metric not in METRICS:
-            raise RecipeError(f"{where}.metric: '{c.metric}' is not supported; use one of {', '.join(METRICS)}")
+        model = (refs or {}).get("model") or resolve_model(c.model, f"{where}.model")
+        modes = metric_modes(model)
+        if c.metric not in modes:
+            raise RecipeError(f"{where}.metric: '{c.metric}' is not supported for model '{model.name}'; "
+                              f"use one of {', '.join(modes)}")
         for name in ("max_epochs", "num_samples", "batch_size", "max_concurrent_trials", "early_stopping_patience"):
             if int(getattr(c, name)) < 1:
                 raise RecipeError(f"{where}.{name}: must be >= 1, got {getattr(c, name)}")
@@ -305,17 +302,28 @@ class TuneMLPTrainer(Trainer):
             raise RecipeError(f"{where}.cpus_per_trial: must be > 0, got {c.cpus_per_trial}")
         if c.time_budget_s is not None and float(c.time_budget_s) <= 0:
             raise RecipeError(f"{where}.time_budget_s: must be > 0 or null, got {c.time_budget_s}")
-        space = validate_search_space(c.search_space, f"{where}.search_space")
-        unknown = sorted(set(space) - set(HYPERPARAMETERS))
+        raw_space = dict(model.default_search_space) if c.search_space is None else c.search_space
+        space = validate_search_space(raw_space, f"{where}.search_space")
+        unknown = sorted(set(space) - set(model.hyperparameters))
         if unknown:
+            close = __import__("difflib").get_close_matches(unknown[0], list(model.hyperparameters), n=1)
             raise RecipeError(
-                f"{where}.search_space.{unknown[0]}: unknown hyperparameter for tune_mlp; "
-                f"known: {', '.join(HYPERPARAMETERS)}"
+                f"{where}.search_space.{unknown[0]}: unknown hyperparameter for model '{model.name}'"
+                + (f" (did you mean '{close[0]}'?)" if close else "")
+                + f"; known: {', '.join(model.hyperparameters)}"
             )
-        missing = [k for k, v in HYPERPARAMETERS.items() if v is None and k not in space]
+        missing = [k for k, v in model.hyperparameters.items() if v is None and k not in space]
         if missing:
             raise RecipeError(
-                f"{where}.search_space: missing {', '.join(missing)} (a constant or a sampler each)"
+                f"{where}.search_space: missing {', '.join(missing)} for model '{model.name}' (a constant or a sampler each)"
+            )
+        privacy = privacy_config_from(c.privacy, f"{where}.privacy")
+        check_privacy_config(privacy, f"{where}.privacy")
+        if privacy.enabled and not model.per_example_loss:
+            raise RecipeError(
+                f"{where}.privacy.enabled: model '{model.name}' trains with a loss that couples rows "
+                "(pairwise), so per-example differential privacy (DP-SGD) does not apply; disable privacy "
+                "or pick a model with a per-example loss"
             )
         scheduler = getattr(c, "scheduler", "fifo")
         if scheduler not in SCHEDULERS:
@@ -356,24 +364,30 @@ class TuneMLPTrainer(Trainer):
         from framework.tuning import search_space_from_config
 
         c = self.config
-        start_ray()  # idempotent: the core normally started Ray already
-        mode = METRICS[c.metric]
+        mode = metric_modes(self.model_cls)[c.metric]
+        space = self.search_space()
         x_train, y_train = splits.arrays("train")
         x_val, y_val = splits.arrays("val")
         x_test, y_test = splits.arrays("test")
         classes = list(splits.dataset.classes or [])
         if len(classes) < 2:
-            raise StageError(f"train (tune_mlp): dataset '{splits.dataset.name}' needs >= 2 classes, got {classes}")
+            raise StageError(f"train (tune): dataset '{splits.dataset.name}' needs >= 2 classes, got {classes}")
         empty = [name for name, x in (("train", x_train), ("val", x_val), ("test", x_test)) if len(x) == 0]
         if empty:
-            raise StageError(f"train (tune_mlp): the {', '.join(empty)} split(s) are empty")
+            raise StageError(f"train (tune): the {', '.join(empty)} split(s) are empty")
+        constants = {k: v for k, v in validate_search_space(space).items() if not isinstance(v, dict)}
+        problem = self.model.check_data(x_train.shape[1], len(classes), with_defaults(self.model, constants))
+        if problem:  # fail before Ray or any trial starts (trials check their sampled values again)
+            raise StageError(f"train (tune): model '{self.model.name}' cannot learn dataset "
+                             f"'{splits.dataset.name}': {problem}")
         import ray
 
+        start_ray()  # idempotent: the core normally started Ray already
         cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
         if float(c.cpus_per_trial) > cluster_cpus:
             # Tune would wait forever for a trial that never fits
             raise StageError(
-                f"train (tune_mlp): cpus_per_trial={c.cpus_per_trial} but the Ray cluster has {cluster_cpus:g} CPUs"
+                f"train (tune): cpus_per_trial={c.cpus_per_trial} but the Ray cluster has {cluster_cpus:g} CPUs"
             )
         mean = x_train.mean(axis=0)
         std = x_train.std(axis=0)
@@ -382,13 +396,15 @@ class TuneMLPTrainer(Trainer):
         data = {
             "x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val,
             "mean": mean.astype(np.float32), "std": std, "n_classes": len(classes),
+            "model": self.model_cls,  # pickled by reference: trials import its plugin
             "settings": {
                 "seed": int(ctx.seed), "metric": c.metric, "max_epochs": int(c.max_epochs),
                 "batch_size": int(c.batch_size), "patience": int(c.early_stopping_patience),
-                "deterministic": bool(c.deterministic),
+                "deterministic": bool(c.deterministic), "model": self.model_cls.name,
+                "privacy": _as_dict(c.privacy),
             },
         }
-        param_space = search_space_from_config(c.search_space, "train.search_space")
+        param_space = search_space_from_config(space, "train.search_space")
         storage = (Path(ctx.out_dir) / "tune").resolve()
         experiment = storage / "search"
         fingerprint = self._fingerprint(data)
@@ -399,7 +415,7 @@ class TuneMLPTrainer(Trainer):
         storage.mkdir(parents=True, exist_ok=True)
         (storage / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint}))
         # Tune runs num_samples x every grid combination
-        grids = [len(v["grid"]) for v in validate_search_space(c.search_space).values() if isinstance(v, dict) and "grid" in v]
+        grids = [len(v["grid"]) for v in validate_search_space(space).values() if isinstance(v, dict) and "grid" in v]
         progress = ctx.progress(total=int(c.num_samples) * math.prod(grids), description="tune trials")
         _PROGRESS[str(experiment)] = progress  # the callback looks it up: a restored one is unpickled
         trainable = tune.with_resources(tune.with_parameters(train_trial, data=data), {"cpu": float(c.cpus_per_trial)})
@@ -409,7 +425,7 @@ class TuneMLPTrainer(Trainer):
             resumed_done = _finished_trials(experiment)
             if resumed_done:
                 progress.advance(len(resumed_done), note=f"{len(resumed_done)} finished trial(s) restored")
-            ctx.logger.info("tune_mlp: resuming the Tune experiment in %s (%d finished trial(s) kept)",
+            ctx.logger.info("tune: resuming the Tune experiment in %s (%d finished trial(s) kept)",
                             experiment, len(resumed_done))
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
         else:
@@ -427,7 +443,7 @@ class TuneMLPTrainer(Trainer):
                     storage_path=str(storage),
                     verbose=0,
                     log_to_file=True,  # trial stdout/stderr go to files in the trial folder, not the console
-                    callbacks=[__getattr__("_Progress")(str(experiment))],
+                    callbacks=[_progress_callback(str(experiment))],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
@@ -440,26 +456,26 @@ class TuneMLPTrainer(Trainer):
             _PROGRESS.pop(str(experiment), None)
         search_seconds = time.perf_counter() - started
 
-        rows, candidates = self._trial_table(grid, c.metric)
+        rows, candidates = self._trial_table(grid, c.metric, privacy_config_from(c.privacy).accountant)
         self._write_csv(rows, Path(ctx.out_dir) / "trials.csv")
         for r in rows:  # Tune's own tracebacks are silenced: one line each here, the rest on disk
             if r["status"] == "ERROR":
-                ctx.logger.warning("tune_mlp: trial %s failed: %s (traceback: %s)",
+                ctx.logger.warning("tune: trial %s failed: %s (traceback: %s)",
                                    r["trial_id"], r["error"], Path(r["_path"]) / "error.txt")
         if not candidates:
             errors = [r for r in rows if r["status"] == "ERROR"]
             if errors:
                 raise StageError(
-                    f"train (tune_mlp): all {len(rows)} trial(s) failed. First error "
+                    f"train (tune): all {len(rows)} trial(s) failed. First error "
                     f"(trial {errors[0]['trial_id']}, config {errors[0]['config']}): {errors[0]['error']}"
                 )
             raise StageError(
-                f"train (tune_mlp): no trial reported a result (time_budget_s={c.time_budget_s}); "
+                f"train (tune): no trial reported a result (time_budget_s={c.time_budget_s}); "
                 "raise the budget or lower num_samples/max_epochs"
             )
         failed = sum(r["status"] == "ERROR" for r in rows)
         if failed:
-            ctx.logger.warning("tune_mlp: %d of %d trials failed; see %s", failed, len(rows), Path(ctx.out_dir) / "trials.csv")
+            ctx.logger.warning("tune: %d of %d trials failed; see %s", failed, len(rows), Path(ctx.out_dir) / "trials.csv")
 
         ranked = sorted(candidates, key=lambda pair: pair[0]["_score"], reverse=True)
         best_row = ranked[0][0]
@@ -470,13 +486,16 @@ class TuneMLPTrainer(Trainer):
             for rank, (row, result) in enumerate(ranked, start=1)
         ]
         best = models[0]
-        for key in ("val_accuracy", "test_accuracy", "test_f1_macro", "test_loss", "trials"):
-            ctx.metric(key, best.metrics[key])
+        ctx.metric("model", self.model.name)
+        for key in ("val_accuracy", "test_accuracy", "test_f1_macro", "test_loss", "trials",
+                    *(f"test_{name}" for name in self.model.extra_metric_names), "epsilon", "delta"):
+            if key in best.metrics:
+                ctx.metric(key, best.metrics[key])
         # epochs actually trained over all trials: what an early-stopping scheduler saves shows here
         trial_epochs_total = int(sum(int(r["epochs"] or 0) for r in rows))
         ctx.metric("trial_epochs_total", trial_epochs_total)
         ctx.logger.info(
-            "tune_mlp: %d trials in %.1fs; best %s (%s=%.4f at epoch %d); test accuracy %.4f",
+            "tune: %d trials in %.1fs; best %s (%s=%.4f at epoch %d); test accuracy %.4f",
             len(rows), search_seconds, best_row["trial_id"], c.metric, best_row[f"best_{c.metric}"],
             best_row["best_epoch"], best.metrics["test_accuracy"],
         )
@@ -549,67 +568,82 @@ class TuneMLPTrainer(Trainer):
         from ray import tune
 
         if not tune.Tuner.can_restore(str(experiment)):
-            ctx.logger.info("tune_mlp: %s holds no restorable Tune experiment; starting over", experiment)
+            ctx.logger.info("tune: %s holds no restorable Tune experiment; starting over", experiment)
             return False
         try:
             saved = json.loads((experiment.parent / FINGERPRINT_FILE).read_text())["fingerprint"]
         except (OSError, ValueError, KeyError):
             saved = None
         if saved != fingerprint:
-            ctx.logger.info("tune_mlp: the Tune experiment in %s is from another config or data; starting over", experiment)
+            ctx.logger.info("tune: the Tune experiment in %s is from another config or data; starting over", experiment)
             return False
         return True
 
-    @staticmethod
-    def _materialize(row, result, rank, schema, classes, arrays, n_trials) -> TrainedModel:
+    def _materialize(self, row, result, rank, schema, classes, arrays, n_trials) -> TrainedModel:
         """One trial's best checkpoint as an evaluated TrainedModel."""
         import torch
         from sklearn.metrics import f1_score
+
+        from plugins.nets import evaluate
 
         with result.checkpoint.as_directory() as ckpt_dir:
             state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, weights_only=True)
         x_val, y_val = arrays["val"]
         x_test, y_test = arrays["test"]
-        module = build_module(result.config, x_val.shape[1], len(classes))
+        hp = with_defaults(self.model, result.config)
+        module = self.model.build(hp, x_val.shape[1], len(classes))
         module.load_state_dict(state)  # also restores the standardization buffers
         module.eval()
-        val_acc, _, _ = _evaluate(module, x_val, y_val)
-        test_acc, test_loss, test_pred = _evaluate(module, x_test, y_test)
+        val = validation_metrics(self.model, module, x_val, y_val)
+        test_acc, test_loss, test_pred = evaluate(module, x_test, y_test)
         f1 = float(f1_score(y_test, test_pred, average="macro", labels=list(range(len(classes))), zero_division=0))
         metrics = {
-            "val_accuracy": val_acc,
+            "val_accuracy": val["val_accuracy"],
             "test_accuracy": test_acc,
             "test_f1_macro": f1,
             "test_loss": test_loss,
             "trials": n_trials,
             "best_trial_epochs": int(row["epochs"]),
         }
+        if self.model.extra_metric_names:
+            test_extra = validation_metrics(self.model, module, x_test, y_test)
+            for name in self.model.extra_metric_names:
+                metrics[f"val_{name}"] = val[f"val_{name}"]
+                metrics[f"test_{name}"] = test_extra[f"val_{name}"]
+        if row.get("epsilon") is not None:
+            # what the trial spent in all (it trained past its best epoch): an upper bound
+            metrics["epsilon"] = float(row["epsilon"])
+            metrics["delta"] = float(row["delta"])
         details = {
+            "model": self.model.name,
             "trial_id": row["trial_id"],
             "trial_rank": rank,
             "best_trial_id": row["trial_id"],
             "best_epoch": int(row["best_epoch"]),
             "checkpoint": str(result.checkpoint.path),
         }
+        if row.get("epsilon") is not None:
+            details["privacy"] = {**_as_dict(self.config.privacy), "epsilon": float(row["epsilon"]),
+                                  "delta": float(row["delta"]), "noise_multiplier": row.get("noise_multiplier")}
         return TrainedModel(
             module=module,
             schema=schema,
             classes=classes,
             metrics=metrics,
-            hyperparameters={k: _plain(v) for k, v in result.config.items()},
+            hyperparameters={"model": self.model.name, **{k: _plain(v) for k, v in hp.items()}},
             details=details,
         )
 
     # -----------------------------------------------------------------------------------------
     @staticmethod
-    def _trial_table(grid, metric: str):
+    def _trial_table(grid, metric: str, accountant: str = "prv"):
         """One row per trial (config, best metrics, epochs, error) and the usable (row, result) pairs."""
         rows, candidates = [], []
         for result in grid:
             m = result.metrics or {}
             trial_id = m.get("trial_id") or Path(str(result.path)).name
             error = result.error
-            has_best = "best_val_accuracy" in m and result.checkpoint is not None
+            has_best = f"best_{metric}" in m and result.checkpoint is not None
             row = {
                 "trial_id": trial_id,
                 "status": "ERROR" if error else ("TERMINATED" if has_best else "NO_RESULT"),
@@ -622,9 +656,19 @@ class TuneMLPTrainer(Trainer):
                 "error": _first_line(error) if error else "",
                 "_path": str(result.path),
             }
+            if metric not in METRICS:
+                row[f"best_{metric}"] = m.get(f"best_{metric}")
+            if m.get("dp_steps") is not None:
+                # the ε the whole trial spent (it may have trained past its best epoch), told by the
+                # accountant from its last report: once per trial, here, not every epoch there
+                from plugins.privacy_opacus import epsilon_spent
+
+                row.update(epsilon=epsilon_spent(accountant, m["noise_multiplier"], m["dp_sample_rate"],
+                                                 int(m["dp_steps"]), m["delta"]),
+                           delta=m["delta"], noise_multiplier=m["noise_multiplier"])
             rows.append(row)
             if not error and has_best:
-                row["_score"] = _score(metric, row["best_val_accuracy"], row["best_val_loss"])
+                row["_score"] = _score(metric, {k[len("best_"):]: v for k, v in m.items() if k.startswith("best_val_")})
                 candidates.append((row, result))
         rows.sort(key=lambda r: r["trial_id"])
         return rows, candidates
@@ -632,7 +676,10 @@ class TuneMLPTrainer(Trainer):
     @staticmethod
     def _write_csv(rows: list[dict], path: Path) -> None:
         params = sorted({k for r in rows for k in r["config"]})
-        fields = ["trial_id", "status", *params, "best_val_accuracy", "best_val_loss", "best_epoch", "epochs", "seconds", "error"]
+        extra = [k for k in ("epsilon", "delta", "noise_multiplier") if any(k in r for r in rows)]
+        extra += sorted({k for r in rows for k in r if k.startswith("best_val_")} - {"best_val_accuracy", "best_val_loss"})
+        fields = ["trial_id", "status", *params, "best_val_accuracy", "best_val_loss", *extra, "best_epoch",
+                  "epochs", "seconds", "error"]
         with open(path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
@@ -650,6 +697,19 @@ def _first_line(error: BaseException) -> str:
 #: experiment folder -> the running fit's progress; the callback looks it up when called, so a
 #: callback unpickled by ``Tuner.restore`` reports to the current run, not to a stale one
 _PROGRESS: dict[str, Any] = {}
+
+
+def __getattr__(name: str):  # PEP 562: the Tune callback class is defined on first use (Ray is heavy)
+    if name == "_Progress":
+        _define_progress_class()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _progress_callback(key: str):
+    if "_Progress" not in globals():
+        _define_progress_class()
+    return globals()["_Progress"](key)
 
 
 def _define_progress_class() -> None:
@@ -723,4 +783,4 @@ class _quiet_tune:
 
 @hookimpl
 def register_trainers():
-    return [TuneMLPTrainer]
+    return [TuneTrainer]
