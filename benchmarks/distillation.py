@@ -1,18 +1,26 @@
 """Knowledge distillation: small students taught by a large teacher vs the same students trained on labels.
 
-A teacher MLP (30 -> 256 -> 256 -> 2, standardization inside, the trainer's TabularMLP) is trained
-on breast cancer (framework.testing's splits; best validation epoch kept). Students 30 -> H -> 2
-with H in 8 / 16 / 32 are then
+Two datasets (``--datasets``, default both), each with a teacher trained in-process (mini-batch
+Adam, batch 32, lr 1e-3; best validation epoch kept, accuracy then loss):
+
+- breast cancer (framework.testing's splits): a teacher MLP (30 -> 256 -> 256 -> 2, standardization
+  inside, the trainer's TabularMLP) and students 30 -> H -> 2;
+- scikit-learn's 8x8 digits (framework.testing's splits, 70/15/15 stratified): a teacher CNN
+  (plugins/model_cnn.py: conv 32 ▸ conv 64 ▸ 128 ▸ 10, dropout 0.1) and students 64 -> H -> 10.
+
+For H in 8 / 16 / 32 the students are then
 
 - distilled by the ``distill`` compressor (plugins/compress_distill.py): a Ray Tune job, one trial,
   T = 4, alpha = 0.7, 40 epochs, best validation epoch kept;
 - trained from the labels only: the very same loop, seed and epochs with alpha = 0 (plain
   cross-entropy), run in-process.
 
-Each variant runs for every seed in ``--seeds`` and the test accuracies are averaged (the test split
-has 86 rows: one row is 1.16 points).
+Each variant runs for every seed in ``--seeds`` and the test accuracies are averaged (breast cancer:
+86 test rows, one row is 1.16 points; digits: 270 test rows, one row is 0.37 points). On digits
+the table adds the distillation gain (distilled - labels-only, in points; the mean and each seed's
+paired difference, same seed for both).
 
-    python benchmarks/distillation.py [--seeds 0 1 2] [--teacher-epochs 60]
+    python benchmarks/distillation.py [--datasets breast_cancer digits] [--seeds 0 1 2] [--teacher-epochs 60]
 
 Target (issue): a distilled student with <= 40% of the teacher's parameters keeps >= 97% of its
 test accuracy.
@@ -23,6 +31,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +41,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 STUDENTS = (8, 16, 32)
 RATIO_TARGET, RETENTION_TARGET = 0.40, 0.97
 TEMPERATURE, ALPHA, EPOCHS = 4.0, 0.7, 40
+DATASETS = ("breast_cancer", "digits")
+#: the digits teacher (plugins/model_cnn.py)
+CNN_TEACHER = {"conv_channels": [32, 64], "hidden": 128, "dropout": 0.1}
 
 
-def train_teacher(splits, epochs: int, seed: int = 0):
-    """30 -> 256 -> 256 -> 2, mini-batch Adam, best validation epoch (accuracy, then loss) kept."""
+def _stats(x):
+    """The training split's per-feature mean and std (constant features: std 1)."""
+    return x.mean(0), np.where(x.std(0) > 1e-12, x.std(0), 1.0)
+
+
+def train_teacher(splits, epochs: int, seed: int = 0, build=None):
+    """A teacher module, mini-batch Adam (lr 1e-3, batch 32), best validation epoch (accuracy, then
+    loss) kept. ``build(n_features, n_classes, mean, std)`` makes the module (after the seed is set);
+    by default the 30 -> 256 -> 256 -> 2 MLP."""
     import copy
 
     import torch
@@ -43,11 +62,16 @@ def train_teacher(splits, epochs: int, seed: int = 0):
     from plugins.model_mlp import build_mlp as build_module
     from plugins.nets import evaluate as _evaluate
 
+    if build is None:
+        def build(n_features, n_classes, mean, std):
+            return build_module({"hidden": 256, "layers": 2, "lr": 1e-3, "dropout": 0.1}, n_features, n_classes,
+                                mean, std)
+
     torch.manual_seed(seed)
     x, y = splits.arrays("train")
     xv, yv = splits.arrays("val")
-    std = np.where(x.std(0) > 1e-12, x.std(0), 1.0)
-    module = build_module({"hidden": 256, "layers": 2, "lr": 1e-3, "dropout": 0.1}, x.shape[1], 2, x.mean(0), std)
+    mean, std = _stats(x)
+    module = build(x.shape[1], len(splits.dataset.classes), mean, std)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
     xt, yt = torch.tensor(x), torch.tensor(y)
     generator = torch.Generator().manual_seed(seed)
@@ -67,73 +91,139 @@ def train_teacher(splits, epochs: int, seed: int = 0):
     return module.eval()
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--teacher-epochs", type=int, default=60)
-    args = parser.parse_args(argv)
+def build_cnn_teacher(n_features, n_classes, mean, std):
+    from plugins.model_cnn import CNNModel
 
+    return CNNModel().build(CNN_TEACHER, n_features, n_classes, mean.astype(np.float32), std.astype(np.float32))
+
+
+def run_dataset(name: str, seeds, teacher_epochs: int, tmp: Path) -> dict:
+    """Teacher, then per student: distilled (compressor) and labels-only test accuracy per seed."""
     from framework.components import FeatureSpec, InputSchema, TrainedModel
     from framework.context import RunStageContext
-    from framework.engine import start_ray, stop_ray
-    from framework.testing.data import breast_cancer_splits
+    from framework.testing.data import breast_cancer_splits, digits_splits
     from plugins.compress_distill import DistillCompressor, DistillConfig, student_hp, teacher_logits, train_student
-    from plugins.model_mlp import MLPModel
     from plugins.compress_prune import count_parameters, evaluate
+    from plugins.model_mlp import MLPModel
 
-    splits = breast_cancer_splits()
+    started = time.perf_counter()
+    if name == "breast_cancer":
+        splits = breast_cancer_splits()
+        module = train_teacher(splits, teacher_epochs)
+        teacher_hp = {"hidden": 256, "layers": 2, "dropout": 0.1}
+    else:
+        splits = digits_splits()
+        module = train_teacher(splits, teacher_epochs, build=build_cnn_teacher)
+        teacher_hp = {"model": "cnn", **CNN_TEACHER}
+    teacher_seconds = time.perf_counter() - started
     classes = list(splits.dataset.classes)
     schema = InputSchema([FeatureSpec(n, "float") for n in splits.dataset.features])
-    module = train_teacher(splits, args.teacher_epochs)
     t_eval = evaluate(module, splits, classes)
     teacher = TrainedModel(module, schema, classes, {k: v for k, v in t_eval.items() if k != "val_loss"},
-                           hyperparameters={"hidden": 256, "layers": 2, "dropout": 0.1})
-    t_acc, t_params = t_eval["test_accuracy"], count_parameters(module)
+                           hyperparameters=teacher_hp)
 
     x, y = splits.arrays("train")
     xv, yv = splits.arrays("val")
-    std = np.where(x.std(0) > 1e-12, x.std(0), 1.0).astype(np.float32)
-    start_ray(num_cpus=2)
+    mean, std = _stats(x)
+    soft = teacher_logits(module, x)
     rows = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for hidden in STUDENTS:
-                distilled, labels_only, params = [], [], None
-                for seed in args.seeds:
-                    config = DistillConfig(student={"hidden": hidden}, temperature=TEMPERATURE, alpha=ALPHA, epochs=EPOCHS)
-                    ctx = RunStageContext("compress", Path(tmp) / f"h{hidden}_s{seed}", seed=seed)
-                    out = DistillCompressor(config).compress(teacher, splits, ctx)
-                    distilled.append(out.metrics["test_accuracy"])
-                    params = out.metrics["student_parameters"]
-                    # same loop, seed (trial 0 of the Tune job: run seed + 0) and epochs; alpha = 0
-                    data = {"x_train": x, "y_train": y, "x_val": xv, "y_val": yv,
-                            "teacher_train": teacher_logits(module, x), "mean": x.mean(0).astype(np.float32),
-                            "std": std, "n_classes": len(classes), "student_model": MLPModel,
-                            "settings": {"epochs": EPOCHS, "lr": config.lr, "batch_size": config.batch_size,
-                                         "student_hp": student_hp(MLPModel, {"hidden": hidden}, config.lr)}}
-                    student, _, _ = train_student(data, TEMPERATURE, 0.0, seed)
-                    labels_only.append(evaluate(student, splits, classes)["test_accuracy"])
-                rows.append((hidden, params, statistics.mean(distilled), statistics.mean(labels_only),
-                             min(distilled)))
-    finally:
-        stop_ray()
+    for hidden in STUDENTS:
+        distilled, labels_only, params = [], [], None
+        for seed in seeds:
+            config = DistillConfig(student={"hidden": hidden}, temperature=TEMPERATURE, alpha=ALPHA, epochs=EPOCHS)
+            ctx = RunStageContext("compress", tmp / name / f"h{hidden}_s{seed}", seed=seed)
+            out = DistillCompressor(config).compress(teacher, splits, ctx)
+            distilled.append(out.metrics["test_accuracy"])
+            params = out.metrics["student_parameters"]
+            # same loop, seed (trial 0 of the Tune job: run seed + 0) and epochs; alpha = 0
+            data = {"x_train": x, "y_train": y, "x_val": xv, "y_val": yv,
+                    "teacher_train": soft, "mean": mean.astype(np.float32),
+                    "std": std.astype(np.float32), "n_classes": len(classes), "student_model": MLPModel,
+                    "settings": {"epochs": EPOCHS, "lr": config.lr, "batch_size": config.batch_size,
+                                 "student_hp": student_hp(MLPModel, {"hidden": hidden}, config.lr)}}
+            student, _, _ = train_student(data, TEMPERATURE, 0.0, seed)
+            labels_only.append(evaluate(student, splits, classes)["test_accuracy"])
+        rows.append((hidden, params, distilled, labels_only))
+    return {"name": name, "t_acc": t_eval["test_accuracy"], "t_params": count_parameters(module),
+            "n_features": x.shape[1], "n_classes": len(classes), "n_test": len(splits.test), "rows": rows,
+            "teacher_seconds": teacher_seconds, "seconds": time.perf_counter() - started}
 
+
+def report_breast_cancer(result: dict, seeds) -> list:
+    t_acc, t_params = result["t_acc"], result["t_params"]
     print(f"Teacher 30 -> 256 -> 256 -> 2: {t_params} parameters, test accuracy {t_acc:.4f} "
-          f"(breast cancer, 86 test rows; students: mean over seeds {args.seeds}; T={TEMPERATURE}, alpha={ALPHA}, "
+          f"(breast cancer, 86 test rows; students: mean over seeds {seeds}; T={TEMPERATURE}, alpha={ALPHA}, "
           f"{EPOCHS} epochs)\n")
     print("| student | parameters | ratio to teacher | distilled test acc | retention | labels-only test acc | retention | worst-seed distilled retention |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     met = []
-    for hidden, params, d_acc, l_acc, d_min in rows:
+    for hidden, params, distilled, labels_only in result["rows"]:
+        d_acc, l_acc, d_min = statistics.mean(distilled), statistics.mean(labels_only), min(distilled)
         ratio = params / t_params
         met.append(ratio <= RATIO_TARGET and d_acc / t_acc >= RETENTION_TARGET)
         print(f"| 30 -> {hidden} -> 2 | {params} | {100 * ratio:.2f}% | {d_acc:.4f} | {d_acc / t_acc:.3f} | "
               f"{l_acc:.4f} | {l_acc / t_acc:.3f} | {d_min / t_acc:.3f} |")
-    ok = all(met)
     print(f"\nTarget (<= {RATIO_TARGET:.0%} of the teacher's parameters, >= {RETENTION_TARGET:.0%} of its test "
-          f"accuracy, mean over seeds): {'MET' if ok else 'NOT MET'} for "
+          f"accuracy, mean over seeds): {'MET' if all(met) else 'NOT MET'} for "
           f"{sum(met)}/{len(met)} students")
-    return 0 if ok else 1
+    return met
+
+
+def report_digits(result: dict, seeds) -> list:
+    t_acc, t_params, n_test = result["t_acc"], result["t_params"], result["n_test"]
+    conv = " ▸ ".join(f"conv {c}" for c in CNN_TEACHER["conv_channels"])
+    print(f"Teacher CNN 64 pixels -> {conv} -> {CNN_TEACHER['hidden']} -> 10 (dropout {CNN_TEACHER['dropout']}): "
+          f"{t_params} parameters, test accuracy {t_acc:.4f} (digits, {n_test} test rows: one row is "
+          f"{100 / n_test:.2f} points; students: mean over seeds {seeds}; T={TEMPERATURE}, alpha={ALPHA}, "
+          f"{EPOCHS} epochs)\n")
+    print("| student | parameters | ratio to teacher | distilled test acc | retention | labels-only test acc | retention "
+          "| gain (points) | gain per seed (points) | worst-seed distilled retention |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    met = []
+    for hidden, params, distilled, labels_only in result["rows"]:
+        d_acc, l_acc, d_min = statistics.mean(distilled), statistics.mean(labels_only), min(distilled)
+        ratio = params / t_params
+        met.append(ratio <= RATIO_TARGET and d_acc / t_acc >= RETENTION_TARGET)
+        gains = " / ".join(f"{100 * (d - l):+.2f}" for d, l in zip(distilled, labels_only))
+        print(f"| 64 -> {hidden} -> 10 | {params} | {100 * ratio:.2f}% | {d_acc:.4f} | {d_acc / t_acc:.3f} | "
+              f"{l_acc:.4f} | {l_acc / t_acc:.3f} | {100 * (d_acc - l_acc):+.2f} | {gains} | {d_min / t_acc:.3f} |")
+    print(f"\nTarget (<= {RATIO_TARGET:.0%} of the teacher's parameters, >= {RETENTION_TARGET:.0%} of its test "
+          f"accuracy, mean over seeds): {'MET' if all(met) else 'NOT MET'} for "
+          f"{sum(met)}/{len(met)} students")
+    return met
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--teacher-epochs", type=int, default=60)
+    args = parser.parse_args(argv)
+
+    from framework.engine import start_ray, stop_ray
+
+    print("Command: python benchmarks/distillation.py --datasets " + " ".join(args.datasets)
+          + " --seeds " + " ".join(map(str, args.seeds)) + f" --teacher-epochs {args.teacher_epochs}\n")
+    started = time.perf_counter()
+    start_ray(num_cpus=2)
+    results = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in DATASETS:
+                if name in args.datasets:
+                    results[name] = run_dataset(name, args.seeds, args.teacher_epochs, Path(tmp))
+    finally:
+        stop_ray()
+
+    met = []
+    reports = {"breast_cancer": report_breast_cancer, "digits": report_digits}
+    for i, (name, result) in enumerate(results.items()):
+        if i:
+            print()
+        met += reports[name](result, args.seeds)
+    timings = ", ".join(f"{name} {r['seconds']:.0f}s (teacher {r['teacher_seconds']:.0f}s)" for name, r in results.items())
+    print(f"\nWall time {time.perf_counter() - started:.0f}s: {timings}")
+    return 0 if all(met) else 1
 
 
 if __name__ == "__main__":

@@ -251,6 +251,13 @@ class Compressor(Component):
     kind = "compressor"
     level: ClassVar[str] = "model"
 
+    @classmethod
+    def starts_from_registry(cls, config: Any) -> bool:
+        """True when this step, first in a chain, needs no model trained by the run (a
+        distillation from a registered teacher): a recipe may then leave out ``train``, and the
+        step gets a TrainedModel with ``module=None`` carrying the teacher's schema and classes."""
+        return False
+
     def compress(self, model: TrainedModel, splits: DataSplits, ctx: StageContext) -> TrainedModel:
         raise NotImplementedError
 

@@ -296,18 +296,32 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
         raise RecipeError(f"register.model_name: use letters, digits, '_', '.', '-' only; got '{recipe.register.model_name}'")
 
 
+def starts_from_registry(plan: Plan) -> bool:
+    """The run makes a model without training one: no trainer, and the compression chain's first
+    step starts from a registered version (a distillation whose teacher is ``NAME@ALIAS``)."""
+    chain = plan.stage("compress").components
+    return not plan.enabled("train") and bool(chain) and chain[0].cls.starts_from_registry(chain[0].config)
+
+
 def _check_stage_dependencies(plan: Plan, components: Components) -> None:
     recipe = plan.recipe
     if not plan.enabled("data"):
         raise RecipeError("data: every recipe needs a data source, e.g. 'data: {type: sklearn, dataset: breast_cancer}'")
     uses_this_run = any(this_run_rank(str(r)) for r in recipe.serve.models.values())
-    if not plan.enabled("train") and (uses_this_run or not recipe.serve.enabled):
-        raise RecipeError("train: missing; a recipe that serves 'this_run' needs a trainer, e.g. 'train: {type: tune, model: mlp}'")
-    if plan.enabled("train") and not plan.enabled("export"):
+    # a model is made by training, or by a compression chain that starts from a registered teacher
+    makes_model = plan.enabled("train") or starts_from_registry(plan)
+    if not makes_model and (uses_this_run or not recipe.serve.enabled):
+        raise RecipeError("train: missing; a recipe that serves 'this_run' needs a trainer, e.g. 'train: {type: tune, model: mlp}' "
+                          "(or a first compression step that starts from a registered model, e.g. "
+                          "'compress: [{type: distill, teacher: NAME@prod}]')")
+    if makes_model and not plan.enabled("export"):
         raise RecipeError("export: missing; a trained model must be exported to be registered and served, e.g. 'export: {type: onnx}'")
+    if not plan.enabled("train") and plan.stage("compress").components and not makes_model:
+        first = plan.stage("compress").components[0]
+        raise RecipeError(f"{first.key}: '{first.type}' needs a model trained by this run, and the recipe has no 'train'")
     serve_stage = plan.stage("serve")
     if recipe.target == "device":
-        if not plan.enabled("train"):
+        if not makes_model:
             raise RecipeError("target: 'device' bundles this run's model; the recipe needs a trainer and an exporter")
         recipe.serve.enabled = False  # a device bundle is the deliverable; nothing is served
         serve_stage.note = "target: device"
@@ -340,7 +354,9 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
     if not gates.thresholds and not gates.champion.ref:
         plan.stage("gate").enabled = False
         plan.stage("gate").note = "no gates declared"
-    if not plan.enabled("train"):
+    if not makes_model:
         for name in ("compress", "export", "gate", "register"):
             plan.stage(name).enabled = False
             plan.stage(name).note = "no training in this recipe"
+    elif not plan.enabled("train"):
+        plan.stage("train").note = f"the model comes from {plan.stage('compress').components[0].key}"

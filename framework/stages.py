@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .components import DataSplits, ExportedModel, InputSchema, ServedWindow
+from .components import DataSplits, ExportedModel, InputSchema, ServedWindow, TrainedModel
 from .context import RunStageContext
 from .errors import StageError
 from .plan import Plan, PlannedStage, this_run_rank
@@ -136,16 +136,41 @@ def _stage_train(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStage
 
 def _stage_compress(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
     """Model-level compression steps, in recipe order (ONNX-level ones run in the export stage)."""
+    if state.trained is None:  # no training: the chain starts from a registered version (see plan)
+        state.trained = _registered_input(stage.components[0], state)
     teacher = state.trained
     for i, planned in enumerate(stage.components):
         sub = ctx.child(ctx.out_dir / f"{i:02d}-{planned.type}")
         compressed = planned.build().compress(state.trained, state.splits, sub)
         compressed.runners_up = teacher.runners_up  # the other candidates stay as they were
         state.trained = compressed
+        for key, value in sub.metrics.items():  # each step's own (prefixed) figures, in the stage's
+            ctx.metric(key, value)
     # the comparison table's teacher is the trained model, not the input of the last step
     state.trained.details["teacher_metrics"] = teacher.metrics
     for key, value in state.trained.metrics.items():
         ctx.metric(key, value)
+
+
+def _registered_input(first: Any, state: RunState) -> TrainedModel:
+    """What a chain that starts from a registered version gets as its input model: no module,
+    the version's schema, classes and metrics."""
+    ref = next(iter(first.cls.registry_refs(first.config).values()))
+    version = state.registry.get(ref, kind="model")
+    manifest = json.loads(state.registry.read_file(version, "serving.json"))
+    return TrainedModel(module=None, schema=InputSchema.from_dict(manifest["schema"]), classes=list(manifest["classes"]),
+                        metrics=dict(version.metrics), hyperparameters={},
+                        details={"registered": version.ref, "trainer": version.lineage.get("trainer")})
+
+
+def _trainer_label(plan: Plan, state: RunState) -> str:
+    """Who made the model: the trainer's type, or the registered version the chain started from."""
+    train = plan.stage("train")
+    if train.components:
+        return train.component.type
+    first = plan.stage("compress").components[0]
+    refs = ", ".join(first.cls.registry_refs(first.config).values())
+    return f"none ({first.type} from {refs})"
 
 
 def _served_ranks(plan: Plan) -> list[int]:
@@ -248,7 +273,7 @@ def _register_export(plan: Plan, state: RunState, exported: ExportedModel, train
         "recipe_hash": plan.recipe_hash,
         "data_version": state.data_version.id if state.data_version else None,
         "code_revision": _code_revision(),
-        "trainer": plan.stage("train").component.type,
+        "trainer": _trainer_label(plan, state),
         "hyperparameters": trained.hyperparameters,
         "seed": plan.recipe.seed,
         **lineage_extra,
@@ -300,7 +325,7 @@ def _model_card(plan: Plan, state: RunState, exported: ExportedModel, onnx_bytes
         permutation_importance(probabilities, x_test, y_test, exported.schema.names, seed=plan.recipe.seed),
         card_cfg.intended_use or "Not stated: the recipe has no register.card.intended_use.",
         list(card_cfg.limitations),
-        {"target": dataset.target, "classes": list(exported.classes), "trainer": plan.stage("train").component.type,
+        {"target": dataset.target, "classes": list(exported.classes), "trainer": _trainer_label(plan, state),
          "hyperparameters": trained.hyperparameters, "features": len(dataset.features),
          "rows": {"train": len(state.splits.train), "val": len(state.splits.val), "test": len(state.splits.test)},
          **({"privacy": trained.details["privacy"]} if trained.details.get("privacy") else {})},

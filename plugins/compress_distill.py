@@ -28,7 +28,6 @@ Importing this module is cheap: torch and Ray are imported inside functions.
 from __future__ import annotations
 
 import copy
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,8 +42,6 @@ CHECKPOINT_FILE = "student.pt"
 #: what Tune samples from when num_samples > 1
 TEMPERATURES = (2.0, 4.0, 8.0)
 ALPHA_RANGE = (0.3, 0.9)
-#: a registered version: NAME@ALIAS or NAME:ID (ID or a unique prefix)
-REGISTRY_REF = re.compile(r"^[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+|:[0-9a-f]{4,64})$")
 
 
 def _default_student() -> dict:
@@ -217,6 +214,10 @@ class DistillCompressor(Compressor):
         self.check_config(self.config, "compress", {"student_model": self.student_model})  # constructed directly too
 
     @classmethod
+    def starts_from_registry(cls, config: Any) -> bool:
+        return config.teacher is not None
+
+    @classmethod
     def registry_refs(cls, config: Any) -> Mapping[str, str]:
         return {"teacher": str(config.teacher)} if config.teacher else {}
 
@@ -262,11 +263,18 @@ class DistillCompressor(Compressor):
         missing = [k for k, v in model.hyperparameters.items() if v is None and k not in student and k != "lr"]
         if missing:
             raise RecipeError(f"{key}.student: missing {', '.join(missing)} for model '{model.name}'")
-        if c.teacher is not None and not REGISTRY_REF.match(str(c.teacher)):
-            raise RecipeError(
-                f"{key}.teacher: '{c.teacher}' is not a registered version; write NAME@ALIAS (e.g. digits_cnn@prod) "
-                "or NAME:ID, or null for this run's trained model"
-            )
+        if c.teacher is not None:
+            from framework.errors import StoreError
+            from framework.registry.versions import parse_ref
+
+            problem = "" if ("@" in str(c.teacher) or ":" in str(c.teacher)) else "no @ALIAS or :ID"
+            try:
+                parse_ref(str(c.teacher))
+            except StoreError as exc:
+                problem = str(exc)
+            if problem:
+                raise RecipeError(f"{key}.teacher: '{c.teacher}' is not a registered version ({problem}); write "
+                                  "NAME@ALIAS (e.g. digits_cnn@prod) or NAME:ID, or null for this run's trained model")
 
     def _teacher(self, model: TrainedModel, splits: DataSplits, ctx, where: str):
         """(logits on the train split, {split: accuracy}, parameters or None, description)."""
@@ -285,8 +293,9 @@ class DistillCompressor(Compressor):
         if features != list(splits.dataset.features):
             raise StageError(f"{where}: teacher '{ref}' takes features {features[:4]}... ({len(features)}), "
                              f"this run's data has {list(splits.dataset.features)[:4]}... ({len(splits.dataset.features)})")
-        if [str(k) for k in registered.classes] != [str(k) for k in model.classes]:
-            raise StageError(f"{where}: teacher '{ref}' predicts classes {registered.classes}, this run's data has {model.classes}")
+        data_classes = list(splits.dataset.classes or model.classes)
+        if [str(k) for k in registered.classes] != [str(k) for k in data_classes]:
+            raise StageError(f"{where}: teacher '{ref}' predicts classes {registered.classes}, this run's data has {data_classes}")
 
         def outputs(x):
             return onnx_teacher_logits(registered.onnx_bytes, registered.input_name, registered.output_name, x)
