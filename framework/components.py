@@ -214,6 +214,11 @@ class Model(Component):
     #: what ``extra_metrics`` returns (larger is better), known without running it
     extra_metric_names: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The hyperparameters that have a default."""
+        return {k: v for k, v in cls.hyperparameters.items() if v is not None}
+
     def check_data(self, n_features: int, n_classes: int, hp: Mapping[str, Any]) -> str | None:
         """Why this model cannot learn this data with these hyperparameters, or None."""
         return None

@@ -72,7 +72,7 @@ class DistillConfig:
 
 def student_hp(model: type[Model] | Model, student: Mapping[str, Any], lr: float) -> dict:
     """The student's full hyperparameters: its model's defaults, no dropout, ``student``, ``lr``."""
-    defaults = {k: v for k, v in model.hyperparameters.items() if v is not None}
+    defaults = model.defaults()
     if "dropout" in model.hyperparameters:
         defaults["dropout"] = 0.0
     return {**defaults, **dict(student), "lr": float(lr)}

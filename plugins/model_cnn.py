@@ -26,10 +26,6 @@ class CNNModel(Model):
         "dropout": {"uniform": [0.0, 0.3]},
     }
 
-    @classmethod
-    def defaults(cls) -> dict:
-        return {k: v for k, v in cls.hyperparameters.items() if v is not None}
-
     @staticmethod
     def shape(hp: Mapping[str, Any], n_features: int) -> tuple[int, int, int]:
         from plugins.nets import image_shape  # torch: only once data is there

@@ -33,10 +33,6 @@ class MLPModel(Model):
         "dropout": {"uniform": [0.0, 0.3]},
     }
 
-    @classmethod
-    def defaults(cls) -> dict:
-        return {k: v for k, v in cls.hyperparameters.items() if v is not None}
-
     def build(self, hp, n_features, n_classes, mean=None, std=None):
         return build_mlp(hp, n_features, n_classes, mean, std)
 

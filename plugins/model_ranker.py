@@ -52,10 +52,6 @@ class RankerModel(Model):
     per_example_loss = False
     extra_metric_names = ("auc",)
 
-    @classmethod
-    def defaults(cls) -> dict:
-        return {k: v for k, v in cls.hyperparameters.items() if v is not None}
-
     def check_data(self, n_features, n_classes, hp):
         if n_classes != 2:
             return f"a ranker learns binary relevance (2 classes, the second = relevant); this data has {n_classes}"

@@ -35,6 +35,20 @@ def _stats(n_features: int, mean, std):
     return (torch.zeros(n_features) if mean is None else mean, torch.ones(n_features) if std is None else std)
 
 
+def _widths(hidden: int | Sequence[int], layers: int) -> list[int]:
+    """One width repeated ``layers`` times, or per-layer widths as given."""
+    return [int(h) for h in hidden] if isinstance(hidden, (list, tuple)) else [int(hidden)] * int(layers)
+
+
+def _dense_stack(n_in: int, widths: Sequence[int], dropout: float, n_out: int) -> list[nn.Module]:
+    """Linear ▸ ReLU ▸ Dropout per hidden width, then Linear(n_out)."""
+    blocks: list[nn.Module] = []
+    for size in widths:
+        blocks += [nn.Linear(n_in, int(size)), nn.ReLU(), nn.Dropout(float(dropout))]
+        n_in = int(size)
+    return blocks + [nn.Linear(n_in, int(n_out))]
+
+
 class TabularMLP(nn.Module):
     """Raw float32 features [batch, n] -> class logits [batch, classes].
 
@@ -45,14 +59,7 @@ class TabularMLP(nn.Module):
                  dropout: float = 0.0, mean=None, std=None):
         super().__init__()
         self.standardize = Standardize(*_stats(n_features, mean, std))
-        widths = [int(h) for h in hidden] if isinstance(hidden, (list, tuple)) else [int(hidden)] * int(layers)
-        blocks: list[nn.Module] = []
-        width = n_features
-        for size in widths:
-            blocks += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(float(dropout))]
-            width = size
-        blocks.append(nn.Linear(width, int(n_classes)))
-        self.body = nn.Sequential(*blocks)
+        self.body = nn.Sequential(*_dense_stack(n_features, _widths(hidden, layers), dropout, n_classes))
 
     def forward(self, x):
         return self.body(self.standardize(x))
@@ -99,12 +106,7 @@ class ImageCNN(nn.Module):
                 height, width = height // 2, width // 2
             in_ch = int(out_ch)
         blocks.append(nn.Flatten())
-        widths = [int(h) for h in hidden] if isinstance(hidden, (list, tuple)) else [int(hidden)]
-        features = in_ch * height * width
-        for size in widths:
-            blocks += [nn.Linear(features, size), nn.ReLU(), nn.Dropout(float(dropout))]
-            features = size
-        blocks.append(nn.Linear(features, int(n_classes)))
+        blocks += _dense_stack(in_ch * height * width, _widths(hidden, 1), dropout, n_classes)
         self.body = nn.Sequential(*blocks)
 
     def forward(self, x):
@@ -126,14 +128,7 @@ class Ranker(nn.Module):
                  mean=None, std=None):
         super().__init__()
         self.standardize = Standardize(*_stats(n_features, mean, std))
-        widths = [int(h) for h in hidden] if isinstance(hidden, (list, tuple)) else [int(hidden)] * int(layers)
-        blocks: list[nn.Module] = []
-        width = n_features
-        for size in widths:
-            blocks += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(float(dropout))]
-            width = size
-        blocks.append(nn.Linear(width, 1))
-        self.body = nn.Sequential(*blocks)
+        self.body = nn.Sequential(*_dense_stack(n_features, _widths(hidden, layers), dropout, 1))
         self.as_logits = ScoreAsLogits()
 
     def forward(self, x):

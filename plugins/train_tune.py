@@ -65,7 +65,7 @@ def metric_modes(model: type[Model] | Model) -> dict[str, str]:
 
 def with_defaults(model: type[Model] | Model, hp: Mapping[str, Any]) -> dict:
     """``hp`` with the optional hyperparameters of ``model`` it leaves out set to their defaults."""
-    return {**{k: v for k, v in model.hyperparameters.items() if v is not None}, **hp}
+    return {**model.defaults(), **hp}
 
 
 def validation_metrics(model: Model, module, x, y) -> dict[str, float]:
