@@ -21,9 +21,15 @@ the table adds the distillation gain (distilled - labels-only, in points; the me
 paired difference, same seed for both).
 
     python benchmarks/distillation.py [--datasets breast_cancer digits] [--seeds 0 1 2] [--teacher-epochs 60]
+                                      [--settings-check]
+
+``--settings-check`` (digits, off by default) also trains the students in-process for each (T, alpha)
+in ``SETTINGS`` and prints their validation accuracy: how T = 4, alpha = 0.7 was checked against
+the alternatives (picked on validation, never on test). The driver runs torch on one thread, as the
+trials do.
 
 Target (issue): a distilled student with <= 40% of the teacher's parameters keeps >= 97% of its
-test accuracy.
+test accuracy. The exit status is 0 when at least one student per dataset meets it.
 """
 from __future__ import annotations
 
@@ -44,6 +50,8 @@ TEMPERATURE, ALPHA, EPOCHS = 4.0, 0.7, 40
 DATASETS = ("breast_cancer", "digits")
 #: the digits teacher (plugins/model_cnn.py)
 CNN_TEACHER = {"conv_channels": [32, 64], "hidden": 128, "dropout": 0.1}
+#: ``--settings-check``: (T, alpha) tried on digits, scored on the validation split (alpha 0: labels only)
+SETTINGS = ((4.0, 0.0), (4.0, 0.7), (2.0, 0.7), (8.0, 0.7), (4.0, 0.5), (4.0, 0.9))
 
 
 def _stats(x):
@@ -97,7 +105,7 @@ def build_cnn_teacher(n_features, n_classes, mean, std):
     return CNNModel().build(CNN_TEACHER, n_features, n_classes, mean.astype(np.float32), std.astype(np.float32))
 
 
-def run_dataset(name: str, seeds, teacher_epochs: int, tmp: Path) -> dict:
+def run_dataset(name: str, seeds, teacher_epochs: int, tmp: Path, settings_check: bool = False) -> dict:
     """Teacher, then per student: distilled (compressor) and labels-only test accuracy per seed."""
     from framework.components import FeatureSpec, InputSchema, TrainedModel
     from framework.context import RunStageContext
@@ -126,6 +134,24 @@ def run_dataset(name: str, seeds, teacher_epochs: int, tmp: Path) -> dict:
     xv, yv = splits.arrays("val")
     mean, std = _stats(x)
     soft = teacher_logits(module, x)
+
+    def student_data(hidden: int, config) -> dict:
+        return {"x_train": x, "y_train": y, "x_val": xv, "y_val": yv,
+                "teacher_train": soft, "mean": mean.astype(np.float32),
+                "std": std.astype(np.float32), "n_classes": len(classes), "student_model": MLPModel,
+                "settings": {"epochs": EPOCHS, "lr": config.lr, "batch_size": config.batch_size,
+                             "student_hp": student_hp(MLPModel, {"hidden": hidden}, config.lr)}}
+
+    check = []
+    if settings_check:
+        # in-process, the trial's very loop (train_student, trial 0: seed + 0): validation (and, for
+        # the record, test) accuracy per (T, alpha) and student, mean over seeds
+        for temperature, alpha in SETTINGS:
+            for hidden in STUDENTS:
+                scores = [evaluate(train_student(student_data(hidden, DistillConfig()), temperature, alpha, seed)[0],
+                                   splits, classes) for seed in seeds]
+                check.append((temperature, alpha, hidden, statistics.mean(e["val_accuracy"] for e in scores),
+                              statistics.mean(e["test_accuracy"] for e in scores)))
     rows = []
     for hidden in STUDENTS:
         distilled, labels_only, params = [], [], None
@@ -136,16 +162,11 @@ def run_dataset(name: str, seeds, teacher_epochs: int, tmp: Path) -> dict:
             distilled.append(out.metrics["test_accuracy"])
             params = out.metrics["student_parameters"]
             # same loop, seed (trial 0 of the Tune job: run seed + 0) and epochs; alpha = 0
-            data = {"x_train": x, "y_train": y, "x_val": xv, "y_val": yv,
-                    "teacher_train": soft, "mean": mean.astype(np.float32),
-                    "std": std.astype(np.float32), "n_classes": len(classes), "student_model": MLPModel,
-                    "settings": {"epochs": EPOCHS, "lr": config.lr, "batch_size": config.batch_size,
-                                 "student_hp": student_hp(MLPModel, {"hidden": hidden}, config.lr)}}
-            student, _, _ = train_student(data, TEMPERATURE, 0.0, seed)
+            student, _, _ = train_student(student_data(hidden, config), TEMPERATURE, 0.0, seed)
             labels_only.append(evaluate(student, splits, classes)["test_accuracy"])
         rows.append((hidden, params, distilled, labels_only))
     return {"name": name, "t_acc": t_eval["test_accuracy"], "t_params": count_parameters(module),
-            "n_features": x.shape[1], "n_classes": len(classes), "n_test": len(splits.test), "rows": rows,
+            "n_features": x.shape[1], "n_classes": len(classes), "n_test": len(splits.test), "n_val": len(splits.val), "rows": rows, "check": check,
             "teacher_seconds": teacher_seconds, "seconds": time.perf_counter() - started}
 
 
@@ -187,9 +208,29 @@ def report_digits(result: dict, seeds) -> list:
         gains = " / ".join(f"{100 * (d - l):+.2f}" for d, l in zip(distilled, labels_only))
         print(f"| 64 -> {hidden} -> 10 | {params} | {100 * ratio:.2f}% | {d_acc:.4f} | {d_acc / t_acc:.3f} | "
               f"{l_acc:.4f} | {l_acc / t_acc:.3f} | {100 * (d_acc - l_acc):+.2f} | {gains} | {d_min / t_acc:.3f} |")
+    missed = [f"64 -> {hidden} -> 10 (retention {statistics.mean(d) / t_acc:.3f})"
+              for (hidden, _, d, _), ok in zip(result["rows"], met) if not ok]
     print(f"\nTarget (<= {RATIO_TARGET:.0%} of the teacher's parameters, >= {RETENTION_TARGET:.0%} of its test "
-          f"accuracy, mean over seeds): {'MET' if all(met) else 'NOT MET'} for "
-          f"{sum(met)}/{len(met)} students")
+          f"accuracy, mean over seeds): met by {sum(met)}/{len(met)} students"
+          + (f"; not by {', '.join(missed)}" if missed else ""))
+    if result["check"]:
+        print(f"\nSettings check (--settings-check; in-process, the same loop; mean over seeds {seeds}; picked on "
+              "validation accuracy averaged over the students, test shown for the record):\n")
+        print("| T | alpha | " + " | ".join(f"H={h} val / test" for h in STUDENTS) + " | mean val |")
+        print("|---:|---:|" + "---:|" * (len(STUDENTS) + 1))
+        by_setting: dict = {}
+        for temperature, alpha, hidden, val, test in result["check"]:
+            by_setting.setdefault((temperature, alpha), []).append((val, test))
+        for (temperature, alpha), cells in by_setting.items():
+            label = "labels only" if alpha == 0 else f"{alpha:g}"
+            print(f"| {temperature:g} | {label} | " + " | ".join(f"{v:.4f} / {t:.4f}" for v, t in cells)
+                  + f" | {statistics.mean(v for v, _ in cells):.4f} |")
+        means = {k: statistics.mean(v for v, _ in c) for k, c in by_setting.items() if k[1] > 0}
+        best = max(means, key=means.get)
+        print(f"\nBest distillation setting on validation: T={best[0]:g}, alpha={best[1]:g} (mean val "
+              f"{means[best]:.4f}; the distillation settings span {100 * (means[best] - min(means.values())):.2f} "
+              f"points; one validation row is {100 / result['n_val']:.2f} points; the benchmark runs "
+              f"T={TEMPERATURE:g}, alpha={ALPHA:g})")
     return met
 
 
@@ -198,12 +239,19 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher-epochs", type=int, default=60)
+    parser.add_argument("--settings-check", action="store_true",
+                        help=f"digits: also score (T, alpha) in {SETTINGS} on the validation split (~2 min)")
     args = parser.parse_args(argv)
+
+    import torch
 
     from framework.engine import start_ray, stop_ray
 
+    # as in the distill trials: one thread (tiny models; two threads contend badly on a busy 2-core machine,
+    # and the labels-only students then train under the same conditions as the distilled ones)
+    torch.set_num_threads(1)
     print("Command: python benchmarks/distillation.py --datasets " + " ".join(args.datasets)
-          + " --seeds " + " ".join(map(str, args.seeds)) + f" --teacher-epochs {args.teacher_epochs}\n")
+          + " --seeds " + " ".join(map(str, args.seeds)) + f" --teacher-epochs {args.teacher_epochs}" + (" --settings-check" if args.settings_check else "") + "\n")
     started = time.perf_counter()
     start_ray(num_cpus=2)
     results = {}
@@ -211,19 +259,21 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for name in DATASETS:
                 if name in args.datasets:
-                    results[name] = run_dataset(name, args.seeds, args.teacher_epochs, Path(tmp))
+                    results[name] = run_dataset(name, args.seeds, args.teacher_epochs, Path(tmp),
+                                                settings_check=args.settings_check and name == "digits")
     finally:
         stop_ray()
 
-    met = []
+    met = {}
     reports = {"breast_cancer": report_breast_cancer, "digits": report_digits}
     for i, (name, result) in enumerate(results.items()):
         if i:
             print()
-        met += reports[name](result, args.seeds)
+        met[name] = reports[name](result, args.seeds)
     timings = ", ".join(f"{name} {r['seconds']:.0f}s (teacher {r['teacher_seconds']:.0f}s)" for name, r in results.items())
     print(f"\nWall time {time.perf_counter() - started:.0f}s: {timings}")
-    return 0 if all(met) else 1
+    # the issue's target: *a* distilled student (at least one per dataset) meets it
+    return 0 if all(any(m) for m in met.values()) else 1
 
 
 if __name__ == "__main__":
