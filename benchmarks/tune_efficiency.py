@@ -58,7 +58,7 @@ def main() -> int:
 
         fifo, _ = run(root, "fifo", args.seed, max_epochs=args.epochs, scheduler="fifo", **common)
         asha, _ = run(root, "asha", args.seed, max_epochs=args.epochs, scheduler="asha",
-                      grace_period=3, reduction_factor=3, **common)
+                      grace_period=2, reduction_factor=3, **common)
     stop_ray()
 
     def best_val(m):
@@ -79,7 +79,7 @@ def main() -> int:
     print(f"| (1) sum of trials' own time_total_s / 2 (ideal) | {ideal:.2f} s (sum {own:.2f} s) |")
     print(f"| (1) wall / ideal | {ratio:.2f} (target <= {RATIO_TARGET}: {'MET' if ok_ratio else 'NOT MET'}) |")
     print()
-    print(f"| (2) max_epochs {args.epochs}, seed {args.seed} | FIFO | ASHA (grace 3, rf 3) |")
+    print(f"| (2) max_epochs {args.epochs}, seed {args.seed} | FIFO | ASHA (grace 2, rf 3) |")
     print("|---|---|---|")
     print(f"| best val accuracy (over trials) | {best_val(fifo):.4f} | {best_val(asha):.4f} |")
     print(f"| chosen model val / test accuracy | {fifo.metrics['val_accuracy']:.4f} / {fifo.metrics['test_accuracy']:.4f}"

@@ -468,3 +468,15 @@ def test_privacy_options_are_checked_at_plan_time():
         trainer(privacy={"enabled": True, "target_epsilon": 0.0})
     with pytest.raises(RecipeError, match=r"^train\.privacy\.accountant"):
         trainer(privacy={"enabled": True, "accountant": "moments"})
+
+
+def test_tiebroken_accuracy_orders_by_accuracy_then_loss():
+    from plugins.train_tune import tiebroken_accuracy
+
+    n = 85
+    one_row = 1 / n
+    # equal accuracy: the lower loss ranks higher
+    assert tiebroken_accuracy(0.9, 0.1, n) > tiebroken_accuracy(0.9, 0.5, n)
+    # one more right row beats any loss difference
+    assert tiebroken_accuracy(0.9 + one_row, 1e6, n) > tiebroken_accuracy(0.9, 0.0, n)
+    assert tiebroken_accuracy(0.9, 0.0, n) == 0.9
