@@ -205,8 +205,15 @@ def train_trial(config: dict, data: dict) -> None:
         private = make_private(module, optimizer, data["x_train"], data["y_train"], batch_size=batch_size,
                                epochs=max_epochs, config=settings["privacy"], seed=seed)
 
+    # settings["checkpoint_epochs"]: None -> checkpoint every new best state (Tune may stop the
+    # trial at any report: median stopping, a time budget); a list -> only after those epochs (where
+    # the scheduler may stop it) and after the trial's last one, each time only if the best changed.
+    # Either way the latest checkpoint is the best state so far, and every ended trial holds one.
+    checkpoint_epochs = settings.get("checkpoint_epochs")
+    checkpoint_epochs = None if checkpoint_epochs is None else set(checkpoint_epochs)
     best: tuple | None = None
     best_epoch, best_metrics, since_best = 0, {}, 0
+    best_state, saved_epoch = None, 0  # best_epoch of the latest checkpoint (0: none yet)
     for epoch in range(1, max_epochs + 1):
         if private is not None:
             # Poisson-sampled batches, clipped per-example gradients, calibrated noise; an empty
@@ -224,26 +231,36 @@ def train_trial(config: dict, data: dict) -> None:
         if not math.isfinite(metrics["val_loss"]):
             raise FloatingPointError(f"validation loss is {metrics['val_loss']} at epoch {epoch} (lr={hp['lr']})")
         score = _score(metric, metrics)
-        improved = best is None or score > best
-        if improved:
+        if best is None or score > best:
             best, best_epoch, best_metrics, since_best = score, epoch, dict(metrics), 0
+            if checkpoint_epochs is not None:  # held in memory until a checkpoint is due
+                best_state = private.state_dict() if private is not None else \
+                    {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
             since_best += 1
+        last = epoch == max_epochs or since_best >= patience
         report = {"epoch": epoch, **metrics, "best_epoch": best_epoch, **{f"best_{k}": v for k, v in best_metrics.items()}}
         if metric == "val_accuracy":
             report[_tune_metric(metric)] = tiebroken_accuracy(metrics["val_accuracy"], metrics["val_loss"], len(y_val))
         if private is not None:  # what the driver needs to tell the ε spent (every step counts)
             report.update(dp_steps=private.steps, dp_sample_rate=private.sample_rate, delta=private.delta,
                           noise_multiplier=private.noise_multiplier)
-        if improved:
-            # only improvements are checkpointed, so the trial's latest checkpoint is its best
-            with tempfile.TemporaryDirectory() as tmp:
+        if checkpoint_epochs is None:
+            due = best_epoch == epoch
+        else:
+            due = best_epoch != saved_epoch and (last or epoch in checkpoint_epochs)
+        if due:
+            if best_epoch == epoch:
                 state = private.state_dict() if private is not None else module.state_dict()
+            else:
+                state = best_state
+            with tempfile.TemporaryDirectory() as tmp:
                 torch.save(state, Path(tmp) / CHECKPOINT_FILE)
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+            saved_epoch = best_epoch
         else:
             tune.report(report)
-        if since_best >= patience:
+        if last:
             break
 
 
@@ -416,6 +433,7 @@ class TuneTrainer(Trainer):
                 "seed": int(ctx.seed), "metric": c.metric, "max_epochs": int(c.max_epochs),
                 "batch_size": int(c.batch_size), "patience": int(c.early_stopping_patience),
                 "deterministic": bool(c.deterministic), "model": self.model_cls.name,
+                "checkpoint_epochs": self._checkpoint_epochs(),
                 "privacy": _as_dict(c.privacy),
             },
         }
@@ -459,7 +477,11 @@ class TuneTrainer(Trainer):
                     verbose=0,
                     log_to_file=True,  # trial stdout/stderr go to files in the trial folder, not the console
                     callbacks=[_progress_callback(str(experiment))],
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    # checkpoints only where a scheduler decides: a few per trial, keep them all.
+                    # num_to_keep=1 makes Tune snapshot the whole experiment after every checkpoint
+                    # (O(trials) each): at 96 trials that was most of the driver's CPU time
+                    checkpoint_config=tune.CheckpointConfig(
+                        num_to_keep=1 if self._checkpoint_epochs() is None else None),
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
             )
@@ -529,6 +551,22 @@ class TuneTrainer(Trainer):
         })
         best.runners_up = models[1:]
         return best
+
+    def _checkpoint_epochs(self) -> list[int] | None:
+        """Epochs after which the scheduler may stop a trial, so its best state must be saved by
+        then (a trial's own last epoch always is). None: Tune may stop it at any report (median
+        stopping; a time budget)."""
+        c = self.config
+        if c.time_budget_s is not None or c.scheduler == "median":
+            return None
+        if c.scheduler == "asha":
+            # ASHA decides at its rungs grace * rf**k and at max_t = max_epochs
+            epochs, t = [], int(c.grace_period)
+            while t <= int(c.max_epochs):
+                epochs.append(t)
+                t *= int(c.reduction_factor)
+            return sorted(set(epochs) | {int(c.max_epochs)})
+        return []  # fifo: a trial ends only by itself (max_epochs or patience)
 
     def _scheduler(self):
         """The Tune trial scheduler for ``train.scheduler`` (metric / mode come from TuneConfig)."""

@@ -480,3 +480,12 @@ def test_tiebroken_accuracy_orders_by_accuracy_then_loss():
     # one more right row beats any loss difference
     assert tiebroken_accuracy(0.9 + one_row, 1e6, n) > tiebroken_accuracy(0.9, 0.0, n)
     assert tiebroken_accuracy(0.9, 0.0, n) == 0.9
+
+
+def test_checkpoints_only_where_a_scheduler_can_stop_a_trial():
+    # ASHA decides at grace * rf**k and at max_epochs; fifo never stops a trial; median and a
+    # time budget can stop one at any report, so every improvement is saved then
+    assert trainer(scheduler="asha", grace_period=2, reduction_factor=3, max_epochs=30)._checkpoint_epochs() == [2, 6, 18, 30]
+    assert trainer(scheduler="fifo")._checkpoint_epochs() == []
+    assert trainer(scheduler="median")._checkpoint_epochs() is None
+    assert trainer(time_budget_s=60.0)._checkpoint_epochs() is None
