@@ -310,15 +310,16 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
     uses_this_run = any(this_run_rank(str(r)) for r in recipe.serve.models.values())
     # a model is made by training, or by a compression chain that starts from a registered teacher
     makes_model = plan.enabled("train") or starts_from_registry(plan)
+    if not plan.enabled("train") and plan.stage("compress").components and not makes_model:
+        first = plan.stage("compress").components[0]
+        raise RecipeError(f"{first.key}: '{first.type}' needs a model trained by this run, and the recipe has no 'train' "
+                          "(only a distillation from a registered teacher can start a chain without training)")
     if not makes_model and (uses_this_run or not recipe.serve.enabled):
         raise RecipeError("train: missing; a recipe that serves 'this_run' needs a trainer, e.g. 'train: {type: tune, model: mlp}' "
                           "(or a first compression step that starts from a registered model, e.g. "
                           "'compress: [{type: distill, teacher: NAME@prod}]')")
     if makes_model and not plan.enabled("export"):
         raise RecipeError("export: missing; a trained model must be exported to be registered and served, e.g. 'export: {type: onnx}'")
-    if not plan.enabled("train") and plan.stage("compress").components and not makes_model:
-        first = plan.stage("compress").components[0]
-        raise RecipeError(f"{first.key}: '{first.type}' needs a model trained by this run, and the recipe has no 'train'")
     serve_stage = plan.stage("serve")
     if recipe.target == "device":
         if not makes_model:

@@ -96,7 +96,11 @@ def test_interleaving_credits_clicks_and_names_a_winner(ray_session, serve_port,
                                "traffic.stop_on_decision=false")
     state = traffic["strategy"]["state"]
     assert traffic["statuses"] == {"200": traffic["requests"]}
-    assert state["queries"]["merged"] == traffic["requests"]  # every query was interleaved
+    if state["mode"] == "interleaving":  # no verdict acted on: every query was interleaved
+        assert state["queries"]["merged"] == traffic["requests"]
+    else:  # a winner was promoted mid-run: interleaving stopped there, the winner alone serves
+        assert state["mode"] == "promoted" and 0 < state["queries"]["merged"] < traffic["requests"]
+    assert state["queries"]["degraded"] == 0
     wins = state["wins"]
     clicks = state["clicks"]
     assert sum(clicks.values()) > 0 and sum(wins.values()) > 0  # clicks were credited to teams
