@@ -32,6 +32,9 @@ bench: setup
 	$(PY) benchmarks/bandit_regret.py
 	$(PY) benchmarks/quantization.py
 	$(PY) benchmarks/pruning.py
+	$(PY) benchmarks/distillation.py
+	$(PY) benchmarks/privacy.py
+	$(PY) benchmarks/tune_efficiency.py
 
 plan: setup
 	$(PY) -m framework plan +recipe=quickstart
