@@ -40,8 +40,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 STUDENTS = (8, 16, 32)
@@ -54,11 +52,6 @@ CNN_TEACHER = {"conv_channels": [32, 64], "hidden": 128, "dropout": 0.1}
 SETTINGS = ((4.0, 0.0), (4.0, 0.7), (2.0, 0.7), (8.0, 0.7), (4.0, 0.5), (4.0, 0.9))
 
 
-def _stats(x):
-    """The training split's per-feature mean and std (constant features: std 1)."""
-    return x.mean(0), np.where(x.std(0) > 1e-12, x.std(0), 1.0)
-
-
 def train_teacher(splits, epochs: int, seed: int = 0, build=None):
     """A teacher module, mini-batch Adam (lr 1e-3, batch 32), best validation epoch (accuracy, then
     loss) kept. ``build(n_features, n_classes, mean, std)`` makes the module (after the seed is set);
@@ -69,6 +62,7 @@ def train_teacher(splits, epochs: int, seed: int = 0, build=None):
 
     from plugins.model_mlp import build_mlp as build_module
     from plugins.nets import evaluate as _evaluate
+    from plugins.nets import train_epoch, training_stats
 
     if build is None:
         def build(n_features, n_classes, mean, std):
@@ -78,20 +72,15 @@ def train_teacher(splits, epochs: int, seed: int = 0, build=None):
     torch.manual_seed(seed)
     x, y = splits.arrays("train")
     xv, yv = splits.arrays("val")
-    mean, std = _stats(x)
+    mean, std = training_stats(x)
     module = build(x.shape[1], len(splits.dataset.classes), mean, std)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
     xt, yt = torch.tensor(x), torch.tensor(y)
     generator = torch.Generator().manual_seed(seed)
     best, best_state = None, None
     for _ in range(epochs):
-        module.train()
-        order = torch.randperm(len(xt), generator=generator)
-        for start in range(0, len(order), 32):
-            idx = order[start:start + 32]
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
-            optimizer.step()
+        train_epoch(module, optimizer, len(xt), 32, generator,
+                    lambda idx: torch.nn.functional.cross_entropy(module(xt[idx]), yt[idx]))
         acc, loss, _ = _evaluate(module, xv, yv)
         if best is None or (acc, -loss) > best:
             best, best_state = (acc, -loss), copy.deepcopy(module.state_dict())
@@ -102,7 +91,7 @@ def train_teacher(splits, epochs: int, seed: int = 0, build=None):
 def build_cnn_teacher(n_features, n_classes, mean, std):
     from plugins.model_cnn import CNNModel
 
-    return CNNModel().build(CNN_TEACHER, n_features, n_classes, mean.astype(np.float32), std.astype(np.float32))
+    return CNNModel().build(CNN_TEACHER, n_features, n_classes, mean, std)
 
 
 def run_dataset(name: str, seeds, teacher_epochs: int, tmp: Path, settings_check: bool = False) -> dict:
@@ -113,6 +102,7 @@ def run_dataset(name: str, seeds, teacher_epochs: int, tmp: Path, settings_check
     from plugins.compress_distill import DistillCompressor, DistillConfig, student_hp, teacher_logits, train_student
     from plugins.compress_prune import count_parameters, evaluate
     from plugins.model_mlp import MLPModel
+    from plugins.nets import training_stats
 
     started = time.perf_counter()
     if name == "breast_cancer":
@@ -132,13 +122,13 @@ def run_dataset(name: str, seeds, teacher_epochs: int, tmp: Path, settings_check
 
     x, y = splits.arrays("train")
     xv, yv = splits.arrays("val")
-    mean, std = _stats(x)
+    mean, std = training_stats(x)
     soft = teacher_logits(module, x)
 
     def student_data(hidden: int, config) -> dict:
         return {"x_train": x, "y_train": y, "x_val": xv, "y_val": yv,
-                "teacher_train": soft, "mean": mean.astype(np.float32),
-                "std": std.astype(np.float32), "n_classes": len(classes), "student_model": MLPModel,
+                "teacher_train": soft, "mean": mean,
+                "std": std, "n_classes": len(classes), "student_model": MLPModel,
                 "settings": {"epochs": EPOCHS, "lr": config.lr, "batch_size": config.batch_size,
                              "student_hp": student_hp(MLPModel, {"hidden": hidden}, config.lr)}}
 

@@ -121,6 +121,7 @@ def train_student(data: dict, temperature: float, alpha: float, seed: int, repor
     import torch
 
     from plugins.nets import evaluate as evaluate_arrays
+    from plugins.nets import train_epoch
 
     s = data["settings"]
     torch.manual_seed(seed)
@@ -135,13 +136,8 @@ def train_student(data: dict, temperature: float, alpha: float, seed: int, repor
 
     best, best_epoch, best_state = None, 0, None
     for epoch in range(1, int(s["epochs"]) + 1):
-        module.train()
-        order = torch.randperm(len(xt), generator=generator)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            optimizer.zero_grad()
-            distillation_loss(module(xt[idx]), soft[idx], yt[idx], temperature, alpha).backward()
-            optimizer.step()
+        train_epoch(module, optimizer, len(xt), batch_size, generator,
+                    lambda idx: distillation_loss(module(xt[idx]), soft[idx], yt[idx], temperature, alpha))
         acc, loss, _ = evaluate_arrays(module, x_val, y_val)
         if loss != loss:  # NaN
             raise FloatingPointError(f"validation loss is NaN at epoch {epoch} (lr={s['lr']})")
@@ -237,9 +233,9 @@ class DistillCompressor(Compressor):
             except (TypeError, ValueError):
                 raise RecipeError(f"{key}.{field}: must be a number, got {value!r}") from None
 
-        for field in ("epochs", "batch_size", "num_samples"):
-            if number(field, int) < 1:
-                raise RecipeError(f"{key}.{field}: must be >= 1, got {getattr(c, field)}")
+        for name in ("epochs", "batch_size", "num_samples"):
+            if number(name, int) < 1:
+                raise RecipeError(f"{key}.{name}: must be >= 1, got {getattr(c, name)}")
         if not number("temperature") > 0:
             raise RecipeError(f"{key}.temperature: must be > 0, got {c.temperature}")
         if not 0.0 < number("alpha") <= 1.0:
@@ -307,11 +303,11 @@ class DistillCompressor(Compressor):
         return outputs(x_train), scores, _onnx_parameters(registered.onnx_bytes), f"registered {registered.version}"
 
     def compress(self, model: TrainedModel, splits: DataSplits, ctx) -> TrainedModel:
-        import numpy as np
         import ray
         from ray import tune
 
         from framework.engine import start_ray
+        from plugins.nets import training_stats
         from plugins.train_tune import _first_line, _quiet_tune
 
         c = self.config
@@ -329,9 +325,7 @@ class DistillCompressor(Compressor):
 
         x_train, y_train = splits.arrays("train")
         x_val, y_val = splits.arrays("val")
-        mean = x_train.mean(axis=0).astype(np.float32)
-        std = x_train.std(axis=0)
-        std = np.where(std > 1e-12, std, 1.0).astype(np.float32)
+        mean, std = training_stats(x_train)
         if logits.ndim != 2 or logits.shape[1] != len(classes):
             raise StageError(f"{where}: the teacher gives outputs of shape {logits.shape}, expected [n, {len(classes)}]")
         hp = student_hp(self.student_model, c.student, c.lr)

@@ -99,6 +99,7 @@ def fine_tune(module, splits: DataSplits, *, epochs: int, lr: float, batch_size:
     import torch
 
     from plugins.nets import evaluate as _evaluate
+    from plugins.nets import train_epoch
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -112,13 +113,7 @@ def fine_tune(module, splits: DataSplits, *, epochs: int, lr: float, batch_size:
     acc, loss, _ = _evaluate(module, x_val, y_val)
     best, best_epoch, best_state = (acc, -loss), 0, copy.deepcopy(module.state_dict())
     for epoch in range(1, int(epochs) + 1):
-        module.train()
-        order = torch.randperm(len(xt), generator=generator)
-        for start in range(0, len(order), int(batch_size)):
-            idx = order[start:start + int(batch_size)]
-            optimizer.zero_grad()
-            loss_fn(module(xt[idx]), yt[idx]).backward()
-            optimizer.step()
+        train_epoch(module, optimizer, len(xt), batch_size, generator, lambda idx: loss_fn(module(xt[idx]), yt[idx]))
         acc, loss, _ = _evaluate(module, x_val, y_val)
         if (acc, -loss) > best:
             best, best_epoch, best_state = (acc, -loss), epoch, copy.deepcopy(module.state_dict())

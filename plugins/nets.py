@@ -135,6 +135,25 @@ class Ranker(nn.Module):
         return self.as_logits(self.body(self.standardize(x)))
 
 
+def training_stats(x) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std of training rows as float32 for ``Standardize``; a constant column
+    gets std 1 (no division by 0)."""
+    std = x.std(axis=0)
+    return x.mean(axis=0).astype(np.float32), np.where(std > 1e-12, std, 1.0).astype(np.float32)
+
+
+def train_epoch(module, optimizer, n_rows: int, batch_size: int, generator, batch_loss) -> None:
+    """One epoch of seeded shuffled minibatches: ``batch_loss(idx)`` gives the loss of the rows
+    ``idx`` (a LongTensor), which is backpropagated and stepped."""
+    module.train()
+    order = torch.randperm(n_rows, generator=generator)
+    for start in range(0, n_rows, int(batch_size)):
+        idx = order[start:start + int(batch_size)]
+        optimizer.zero_grad()
+        batch_loss(idx).backward()
+        optimizer.step()
+
+
 def evaluate(module, x, y) -> tuple[float, float, np.ndarray]:
     """(accuracy, mean cross-entropy, predicted class indices) of ``module`` on numpy arrays."""
     module.eval()

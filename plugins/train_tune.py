@@ -90,17 +90,15 @@ def fit_in_process(hp: dict, splits: DataSplits, epochs: int, seed: int = 0, lr:
     best validation epoch: for benchmarks and tests that need a real model without a Tune search."""
     import copy
 
-    import numpy as np
     import torch
 
-    from plugins.nets import evaluate
+    from plugins.nets import evaluate, training_stats
 
     model = model or resolve_model(DEFAULT_MODEL)()
     torch.manual_seed(seed)
     x, y = splits.arrays("train")
     xv, yv = splits.arrays("val")
-    std = np.where(x.std(0) > 1e-12, x.std(0), 1.0)
-    module = model.build(with_defaults(model, hp), x.shape[1], len(splits.dataset.classes or [0, 1]), x.mean(0), std)
+    module = model.build(with_defaults(model, hp), x.shape[1], len(splits.dataset.classes or [0, 1]), *training_stats(x))
     optimizer = torch.optim.Adam(module.parameters(), lr=lr if lr is not None else float(hp.get("lr", 1e-3)))
     xt, yt = torch.tensor(x), torch.tensor(y)
     best, best_state = -1.0, None
@@ -173,6 +171,8 @@ def train_trial(config: dict, data: dict) -> None:
     import torch
     from ray import tune
 
+    from plugins.nets import train_epoch
+
     settings = data["settings"]
     model: Model = data["model"]()
     torch.set_num_threads(1)  # trials run side by side on few cores
@@ -220,13 +220,8 @@ def train_trial(config: dict, data: dict) -> None:
             # batch still takes its noise-only step (the accountant counts every step)
             private.train_epoch(lambda logits, target: model.loss(logits, target, hp))
         else:
-            module.train()
-            order = torch.randperm(len(x_train), generator=generator)
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                optimizer.zero_grad()
-                model.loss(module(x_train[idx]), y_train[idx], hp).backward()
-                optimizer.step()
+            train_epoch(module, optimizer, len(x_train), batch_size, generator,
+                        lambda idx: model.loss(module(x_train[idx]), y_train[idx], hp))
         metrics = validation_metrics(model, module, x_val, y_val)
         if not math.isfinite(metrics["val_loss"]):
             raise FloatingPointError(f"validation loss is {metrics['val_loss']} at epoch {epoch} (lr={hp['lr']})")
@@ -389,7 +384,6 @@ class TuneTrainer(Trainer):
 
     # -----------------------------------------------------------------------------------------
     def fit(self, splits: DataSplits, ctx) -> TrainedModel:
-        import numpy as np
         from ray import tune
 
         from framework.engine import start_ray
@@ -421,13 +415,12 @@ class TuneTrainer(Trainer):
             raise StageError(
                 f"train (tune): cpus_per_trial={c.cpus_per_trial} but the Ray cluster has {cluster_cpus:g} CPUs"
             )
-        mean = x_train.mean(axis=0)
-        std = x_train.std(axis=0)
-        std = np.where(std > 1e-12, std, 1.0).astype(np.float32)  # constant columns: no division by 0
+        from plugins.nets import training_stats
 
+        mean, std = training_stats(x_train)
         data = {
             "x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val,
-            "mean": mean.astype(np.float32), "std": std, "n_classes": len(classes),
+            "mean": mean, "std": std, "n_classes": len(classes),
             "model": self.model_cls,  # pickled by reference: trials import its plugin
             "settings": {
                 "seed": int(ctx.seed), "metric": c.metric, "max_epochs": int(c.max_epochs),

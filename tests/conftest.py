@@ -85,29 +85,24 @@ def train_mlp_model():
     in-process on breast cancer (mini-batch Adam, seeded): the input of the compressor tests."""
 
     def train(hp: dict, epochs: int):
-        import numpy as np
         import torch
 
         from framework.components import FeatureSpec, InputSchema, TrainedModel
         from framework.testing.data import breast_cancer_splits
         from plugins.compress_prune import evaluate
         from plugins.model_mlp import build_mlp as build_module
+        from plugins.nets import train_epoch, training_stats
 
         splits = breast_cancer_splits()
         torch.manual_seed(0)
         x, y = splits.arrays("train")
-        module = build_module(hp, x.shape[1], 2, x.mean(0), np.where(x.std(0) > 1e-12, x.std(0), 1.0))
+        module = build_module(hp, x.shape[1], 2, *training_stats(x))
         optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
         xt, yt = torch.tensor(x), torch.tensor(y)
         generator = torch.Generator().manual_seed(0)
         for _ in range(epochs):
-            module.train()
-            order = torch.randperm(len(xt), generator=generator)
-            for start in range(0, len(order), 32):
-                idx = order[start:start + 32]
-                optimizer.zero_grad()
-                torch.nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
-                optimizer.step()
+            train_epoch(module, optimizer, len(xt), 32, generator,
+                        lambda idx: torch.nn.functional.cross_entropy(module(xt[idx]), yt[idx]))
         module.eval()
         classes = list(splits.dataset.classes)
         metrics = {k: v for k, v in evaluate(module, splits, classes).items() if k != "val_loss"}

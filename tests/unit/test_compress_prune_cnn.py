@@ -38,22 +38,17 @@ def train_cnn(splits: DataSplits, hp: dict, epochs: int = 15, seed: int = 0) -> 
     import torch
 
     from plugins.model_cnn import CNNModel
+    from plugins.nets import train_epoch, training_stats
 
     torch.manual_seed(seed)
     x, y = splits.arrays("train")
-    std = np.where(x.std(0) > 1e-12, x.std(0), 1.0)
-    module = CNNModel().build(hp, x.shape[1], 10, x.mean(0), std)
+    module = CNNModel().build(hp, x.shape[1], 10, *training_stats(x))
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
     xt, yt = torch.tensor(x), torch.tensor(y)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        module.train()
-        order = torch.randperm(len(xt), generator=generator)
-        for start in range(0, len(order), 64):
-            idx = order[start:start + 64]
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
-            optimizer.step()
+        train_epoch(module, optimizer, len(xt), 64, generator,
+                    lambda idx: torch.nn.functional.cross_entropy(module(xt[idx]), yt[idx]))
     module.eval()
     classes = list(splits.dataset.classes)
     metrics = {k: v for k, v in evaluate(module, splits, classes).items() if k != "val_loss"}
