@@ -20,9 +20,22 @@ class NoConfig:
 
 
 class Component:
-    """Base of every component. Subclasses set ``name`` (the recipe's ``type:``) and ``Config``."""
+    """Base of every component. Subclasses set ``name`` (the recipe's ``type:``) and ``Config``.
+
+    The contract every kind shares:
+
+    * ``Config``: a dataclass; the recipe section (minus ``type``) is validated against it at plan
+      time, so a misspelt option fails with its key path before anything heavy starts;
+    * ``check_config(config, key, refs)``: cheap, plugin-specific validation at plan time (no heavy
+      imports); raise :class:`framework.errors.RecipeError` naming ``key``. Always this signature;
+    * the constructor takes ``(config, refs)`` (strategies: ``(config, arms, refs)``) and runs
+      ``check_config`` itself, so a component built outside a plan (a test, a notebook) is
+      validated the same way.
+    """
 
     kind: ClassVar[str] = "component"
+    #: the recipe section a component of this kind is configured in (for messages)
+    recipe_key: ClassVar[str] = ""
     name: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
     #: one line shown by ``python -m framework plugins``
@@ -32,8 +45,16 @@ class Component:
     #: ``check_config(config, key, refs)`` and to the constructor as ``refs``
     references: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, config: Any = None):
+    def __init__(self, config: Any = None, refs: Mapping[str, type] | None = None):
         self.config = config if config is not None else self.Config()
+        self.refs: dict[str, type] = dict(refs or {})
+        type(self).check_config(self.config, self.recipe_key or self.kind, self.refs)
+
+    @classmethod
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
+        """Validate ``config`` (an instance of ``Config``) beyond its types; ``key`` is the recipe
+        key path for messages, ``refs`` the classes of the components named by ``references``
+        (empty when the component was built outside a plan). Raise RecipeError; return None."""
 
     @classmethod
     def registry_refs(cls, config: Any) -> Mapping[str, str]:
@@ -172,6 +193,7 @@ class StageContext(Protocol):
 # ---------------------------------------------------------------------------------------------
 class DataSource(Component):
     kind = "data_source"
+    recipe_key = "data"
 
     def load(self, ctx: StageContext) -> Dataset:
         raise NotImplementedError
@@ -181,6 +203,7 @@ class DataCheck(Component):
     """Checks a dataset. Returns a report; the core stops the run on a failed blocking check."""
 
     kind = "data_check"
+    recipe_key = "checks"
 
     def check(self, dataset: Dataset, ctx: StageContext) -> CheckReport:
         raise NotImplementedError
@@ -188,6 +211,7 @@ class DataCheck(Component):
 
 class Labeler(Component):
     kind = "labeler"
+    recipe_key = "label"
 
     def label(self, dataset: Dataset, ctx: StageContext) -> Dataset:
         raise NotImplementedError
@@ -204,6 +228,7 @@ class Model(Component):
     """
 
     kind = "model"
+    recipe_key = "train.model"
     #: hyperparameter -> default; None: the search space must set it
     hyperparameters: ClassVar[Mapping[str, Any]] = {}
     #: the search space a recipe gets when it names none
@@ -239,6 +264,7 @@ class Model(Component):
 
 class Trainer(Component):
     kind = "trainer"
+    recipe_key = "train"
 
     def fit(self, splits: DataSplits, ctx: StageContext) -> TrainedModel:
         raise NotImplementedError
@@ -254,6 +280,7 @@ class Compressor(Component):
     """
 
     kind = "compressor"
+    recipe_key = "compress"
     level: ClassVar[str] = "model"
 
     @classmethod
@@ -273,6 +300,7 @@ class Compressor(Component):
 
 class Exporter(Component):
     kind = "exporter"
+    recipe_key = "export"
 
     def export(self, model: TrainedModel, splits: DataSplits, ctx: StageContext) -> ExportedModel:
         raise NotImplementedError
@@ -280,6 +308,7 @@ class Exporter(Component):
 
 class BatchPredictor(Component):
     kind = "batch_predictor"
+    recipe_key = "batch"
 
     def predict(self, model: ExportedModel, frame: Any, ctx: StageContext) -> Any:
         raise NotImplementedError
@@ -356,22 +385,71 @@ class Decision:
 class TrafficStrategy(Component):
     """Decides which model answers each request and, per window, promote / roll back / hold.
 
-    ``arms`` maps an arm name (e.g. ``champion``) to the model version it serves.
+    ``arms`` maps an arm name (e.g. ``champion``) to the model version it serves. Pure Python, no
+    Ray: the host calls every method in one event loop, one call at a time.
+
+    The contract (checked by :class:`framework.testing.TrafficStrategyContract`):
+
+    * ``choose(request)`` says which arm answers and which shadow, **without side effects**: it
+      may be asked any number of times (offline evaluation, a snapshot on another replica);
+      ``route(request)`` is what the host calls for a served request: after a verdict was applied
+      it sends everything to the arm that verdict left in place, otherwise it asks ``choose`` and
+      lets the strategy record the assignment (:meth:`routed`);
+    * ``sticky = True`` when the same ``RouteRequest.key`` always reaches the same primary arm
+      (while weights stay put);
+    * ``incumbent()`` is the arm that answers everything after ``apply(ROLLBACK)``,
+      ``candidate()`` the one after ``apply(PROMOTE)`` of a decision that names no arm; a PROMOTE
+      naming ``Decision.arm`` sends everything to that arm. After either, every route is exactly
+      ``Route(that_arm)`` and later decisions do not reverse it;
+    * the constructor validates the config (``check_config``) and the arms (``arm_names``), so a
+      subclass does not repeat it; ``self.routable`` is the arms that get traffic.
     """
 
     kind = "traffic_strategy"
+    recipe_key = "strategy"
+    #: True: the same ``RouteRequest.key`` always reaches the same primary arm
+    sticky: ClassVar[bool] = False
 
-    def __init__(self, config: Any, arms: Mapping[str, str]):
-        super().__init__(config)
+    def __init__(self, config: Any, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
+        super().__init__(config, refs)
         self.arms = dict(arms)
+        self.routable: list[str] = list(type(self).arm_names(self.config, self.arms))
+        #: the arm a PROMOTE / ROLLBACK left answering everything (None: the rollout is running)
+        self.final: str | None = None
 
     @classmethod
     def arm_names(cls, config: Any, arms: Mapping[str, str]) -> Sequence[str]:
-        """Validate at plan time that the declared arms fit this strategy; return them."""
+        """Validate at plan time that the declared arms fit this strategy; return the arms that
+        get traffic, in declaration order. RecipeError naming ``serve.models`` otherwise."""
+        if not arms:
+            from .errors import RecipeError
+
+            raise RecipeError(f"serve.models: strategy '{cls.name}' needs at least one arm; declare e.g. serve.models={{primary: this_run}}")
         return list(arms)
 
+    def incumbent(self) -> str:
+        """The arm that answers everything after a rollback (default: the first routable arm)."""
+        return self.routable[0]
+
+    def candidate(self) -> str:
+        """The arm a PROMOTE without ``Decision.arm`` hands everything to (default: the last)."""
+        return self.routable[-1]
+
+    def choose(self, request: RouteRequest) -> Route:
+        """Which arm answers ``request`` and which arms shadow it. No side effects."""
+        raise NotImplementedError(f"strategy '{self.name}' implements no choose()")
+
     def route(self, request: RouteRequest) -> Route:
-        raise NotImplementedError
+        """The served request's route: the applied verdict's arm, else ``choose`` (recorded)."""
+        if self.final is not None:
+            return Route(self.final)
+        route = self.choose(request)
+        self.routed(request, route)
+        return route
+
+    def routed(self, request: RouteRequest, route: Route) -> None:
+        """``route`` was served for ``request``: count it, remember a ranking's teams ... (default:
+        nothing). Not called by offline evaluation, which only asks ``choose``."""
 
     def observe(self, outcome: Outcome) -> None:
         """Latency and errors of an answer; called off the client's path where possible."""
@@ -387,7 +465,20 @@ class TrafficStrategy(Component):
 
     def apply(self, decision: Decision) -> None:
         """Take a verdict into effect (the strategy's own, or an operator's through the admin
-        endpoint): after PROMOTE the candidate answers everything, after ROLLBACK the incumbent."""
+        endpoint): after PROMOTE ``decision.arm`` (or ``candidate()``) answers everything, after
+        ROLLBACK ``incumbent()``. HOLD changes nothing. A subclass that overrides this calls
+        ``super().apply(decision)``; ValueError refuses a verdict (an undeclared arm)."""
+        if decision.verdict is Verdict.PROMOTE:
+            arm = decision.arm or self.candidate()
+            if arm not in self.arms:
+                raise ValueError(f"cannot promote '{arm}': not an arm of this strategy ({', '.join(self.arms)})")
+            self.final = arm
+        elif decision.verdict is Verdict.ROLLBACK:
+            self.final = self.incumbent()
+
+    def answering_arm(self) -> str | None:
+        """The arm that answers everything since a verdict was applied, None while running."""
+        return self.final
 
     def set_weights(self, weights: Mapping[str, float]) -> None:
         """Reweight traffic at runtime (admin endpoint). Strategies without weights refuse."""
@@ -429,6 +520,7 @@ class Monitor(Component):
     """Looks at served traffic against a reference (the training data) and reports."""
 
     kind = "monitor"
+    recipe_key = "monitor"
 
     def evaluate(self, served: ServedWindow, reference: DataSplits, ctx: StageContext) -> MonitorReport:
         raise NotImplementedError

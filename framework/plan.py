@@ -161,9 +161,7 @@ def _component(components: Components, kind: str, node: Any, key: str) -> Planne
     refs = {field: components.get(ref_kind, str(getattr(config, field)), where=f"{key}.{field}").cls
             for field, ref_kind in getattr(entry.cls, "references", {}).items()}
     planned = PlannedComponent(key=key, type=str(name), plugin=entry.plugin, cls=entry.cls, config=config, refs=refs)
-    check = getattr(entry.cls, "check_config", None)
-    if check is not None:  # cheap, plugin-specific validation (no heavy imports)
-        check(config, key, refs) if refs else check(config, key)
+    entry.cls.check_config(config, key, refs)  # cheap, plugin-specific validation (no heavy imports)
     return planned
 
 

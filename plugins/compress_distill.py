@@ -218,7 +218,7 @@ class DistillCompressor(Compressor):
         return {"teacher": str(config.teacher)} if config.teacher else {}
 
     @classmethod
-    def check_config(cls, config: Any, key: str, refs: Optional[Mapping[str, type]] = None) -> None:
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
         from framework.tuning import plain_container
         from plugins.train_tune import resolve_model
 

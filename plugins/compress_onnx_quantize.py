@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 from framework import Compressor, DataSplits, ExportedModel, hookimpl
 from framework.errors import RecipeError, StageError
@@ -202,7 +202,7 @@ class _OnnxCompressor(Compressor):
         self.check_config(self.config, "compress")  # constructed directly (tests, notebooks)
 
     @classmethod
-    def check_config(cls, config: Any, key: str) -> None:
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
         """Raise RecipeError naming ``key.<field>`` for a bad value (the planner passes
         ``compress[i]``)."""
 
@@ -310,7 +310,7 @@ class Int8Dynamic(_OnnxCompressor):
     summary = "ONNX Runtime dynamic INT8: int8 weights, activations quantized at run time"
 
     @classmethod
-    def check_config(cls, config: Any, key: str) -> None:
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
         _choice(config.weight_type, WEIGHT_TYPES, key, "weight_type")
 
     def _convert(self, src: Path, tmp: Path, splits: DataSplits, ctx) -> Path:
@@ -347,7 +347,7 @@ class Int8Static(_OnnxCompressor):
     summary = "ONNX Runtime static INT8, activation ranges calibrated on training rows"
 
     @classmethod
-    def check_config(cls, config: Any, key: str) -> None:
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
         if int(config.calibration_rows) < 1:
             raise RecipeError(f"{key}.calibration_rows: must be >= 1, got {config.calibration_rows}")
         _choice(config.calibration_method, CALIBRATION_METHODS, key, "calibration_method")
@@ -435,7 +435,7 @@ class Fp16(_OnnxCompressor):
     summary = "float16 weights (and optionally arithmetic), float32 input and output kept"
 
     @classmethod
-    def check_config(cls, config: Any, key: str) -> None:
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
         _choice(config.mode, FP16_MODES, key, "mode")
 
     def _convert(self, src: Path, tmp: Path, splits: DataSplits, ctx) -> Path:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 from framework import Compressor, DataSplits, TrainedModel, hookimpl
 from framework.errors import RecipeError, StageError
@@ -202,7 +202,7 @@ class PruneMagnitude(_PruneCompressor):
                 "test_accuracy", "input_test_accuracy", "accuracy_delta")
 
     @classmethod
-    def check_config(cls, config: Any, key: str) -> None:
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
         _fraction(config.sparsity, key, "sparsity")
         _check_common(config, key)
 
@@ -433,7 +433,7 @@ class PruneStructured(_PruneCompressor):
                 "input_test_accuracy", "accuracy_delta")
 
     @classmethod
-    def check_config(cls, config: Any, key: str) -> None:
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
         _fraction(config.amount, key, "amount")
         _check_common(config, key)
         if str(config.importance) not in IMPORTANCE:

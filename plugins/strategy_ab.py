@@ -103,7 +103,7 @@ class ABStrategy(TrafficStrategy):
 
     # -- plan-time validation --------------------------------------------------------------
     @classmethod
-    def check_config(cls, config: ABConfig, key: str) -> None:
+    def check_config(cls, config: ABConfig, key: str, refs: Mapping[str, type] | None = None) -> None:
         if config.metric not in METRICS:
             raise RecipeError(f"{key}.metric: '{config.metric}' is not one of {', '.join(METRICS)}")
         if not 0.0 < config.alpha < 1.0:

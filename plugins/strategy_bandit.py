@@ -139,7 +139,7 @@ class BanditStrategy(TrafficStrategy):
         return declared
 
     @classmethod
-    def check_config(cls, config: BanditConfig, key: str) -> None:
+    def check_config(cls, config: BanditConfig, key: str, refs: Mapping[str, type] | None = None) -> None:
         def bad(field: str, message: str) -> RecipeError:
             return RecipeError(f"{key}.{field}: {message}")
 

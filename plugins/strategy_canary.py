@@ -127,7 +127,7 @@ class CanaryStrategy(TrafficStrategy):
 
     # -- plan-time validation --------------------------------------------------------------
     @classmethod
-    def check_config(cls, config: CanaryConfig, key: str) -> None:
+    def check_config(cls, config: CanaryConfig, key: str, refs: Mapping[str, type] | None = None) -> None:
         steps = list(config.steps)
         if not steps:
             raise RecipeError(f"{key}.steps: give at least one percentage, e.g. [5, 25, 50, 100]")

@@ -184,7 +184,7 @@ class InterleavingStrategy(TrafficStrategy):
         return [arm_a, arm_b]
 
     @classmethod
-    def check_config(cls, config: InterleavingConfig, key: str) -> None:
+    def check_config(cls, config: InterleavingConfig, key: str, refs: Mapping[str, type] | None = None) -> None:
         if not 0.0 < config.confidence < 1.0:
             raise RecipeError(f"{key}.confidence: {config.confidence} is not in (0, 1); e.g. 0.95")
         if config.min_impressions < 1:

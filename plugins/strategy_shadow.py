@@ -103,7 +103,7 @@ class ShadowStrategy(TrafficStrategy):
 
     # -- plan-time validation --------------------------------------------------------------
     @classmethod
-    def check_config(cls, config: ShadowConfig, key: str) -> None:
+    def check_config(cls, config: ShadowConfig, key: str, refs: Mapping[str, type] | None = None) -> None:
         if not 0.0 <= config.fraction <= 1.0:
             raise RecipeError(f"{key}.fraction: share of mirrored requests must be in [0, 1], got {config.fraction}")
         if config.window_requests < 1:

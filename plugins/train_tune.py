@@ -313,7 +313,7 @@ class TuneTrainer(Trainer):
         return dict(self.model_cls.default_search_space) if space is None else space
 
     @classmethod
-    def check_config(cls, config: Any, key: str = "train", refs: Optional[Mapping[str, type]] = None) -> None:
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
         """Recipe checks the planner runs before anything heavy starts (no torch / Ray imports)."""
         c = config
         where = key
