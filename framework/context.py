@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import StageError, StoreError
+from .registry.models import RegisteredModel, load_registered_model
+
 
 @dataclass
 class ConsoleProgress:
@@ -48,16 +51,15 @@ class RunStageContext:
         """A context for one component of this stage: its own folder and metrics, the rest shared."""
         return RunStageContext(self.stage, out_dir, self.seed, self.logger, registry=self.registry)
 
-    def registered_model(self, ref: str) -> Any:
-        """A registered model version (``NAME@ALIAS``, ``NAME:ID``) as ONNX bytes, schema, classes
-        and tensor names (a ``framework.serving.ServedModel``)."""
-        from .errors import StageError
-
+    def registered_model(self, ref: str) -> RegisteredModel:
+        """A registered model version (``NAME@ALIAS``, ``NAME:ID``): ONNX bytes, schema, classes
+        and tensor names. StageError when it is missing or this context has no registry."""
         if self.registry is None:
             raise StageError(f"{self.stage}: '{ref}' names a registered model, but this stage runs without a registry")
-        from .stages import served_model_from_registry
-
-        return served_model_from_registry(self.registry, ref, "registered")
+        try:
+            return load_registered_model(self.registry, ref)
+        except StoreError as exc:
+            raise StageError(f"{self.stage}: {exc}") from None
 
     def progress(self, total: int, description: str) -> ConsoleProgress:
         hook = self.progress_factory(description, total) if self.progress_factory else None

@@ -11,9 +11,15 @@ A plugin is a module (or object) with functions named like these, decorated with
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pluggy
+
+if TYPE_CHECKING:  # annotations only: importing the hookspecs stays free
+    from .components import (BatchPredictor, Compressor, DataCheck, DataSource, Decision, Exporter, Labeler, Model,
+                             Monitor, Trainer, TrafficStrategy)
+    from .plan import Plan
+    from .registry import Version
 
 PROJECT = "framework"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -32,12 +38,12 @@ def recipe_search_paths() -> list[str]:
 # Data: sources and checks
 # ---------------------------------------------------------------------------------------------
 @hookspec
-def register_data_sources() -> list[type]:
+def register_data_sources() -> list[type[DataSource]]:
     """Return :class:`framework.components.DataSource` subclasses (recipe key ``data``)."""
 
 
 @hookspec
-def register_data_checks() -> list[type]:
+def register_data_checks() -> list[type[DataCheck]]:
     """Return :class:`framework.components.DataCheck` subclasses (recipe list ``checks``)."""
 
 
@@ -45,12 +51,12 @@ def register_data_checks() -> list[type]:
 # Versioning
 # ---------------------------------------------------------------------------------------------
 @hookspec
-def on_data_versioned(version: Any) -> None:
+def on_data_versioned(version: Version) -> None:
     """A data snapshot was stored as a content-addressed version (a ``registry.Version``)."""
 
 
 @hookspec
-def on_model_registered(version: Any) -> None:
+def on_model_registered(version: Version) -> None:
     """A model was stored as a version with its lineage (a ``registry.Version``)."""
 
 
@@ -58,7 +64,7 @@ def on_model_registered(version: Any) -> None:
 # Labeling
 # ---------------------------------------------------------------------------------------------
 @hookspec
-def register_labelers() -> list[type]:
+def register_labelers() -> list[type[Labeler]]:
     """Return :class:`framework.components.Labeler` subclasses (recipe key ``label``)."""
 
 
@@ -66,12 +72,12 @@ def register_labelers() -> list[type]:
 # Training
 # ---------------------------------------------------------------------------------------------
 @hookspec
-def register_models() -> list[type]:
+def register_models() -> list[type[Model]]:
     """Return :class:`framework.components.Model` subclasses (recipe key ``train.model``)."""
 
 
 @hookspec
-def register_trainers() -> list[type]:
+def register_trainers() -> list[type[Trainer]]:
     """Return :class:`framework.components.Trainer` subclasses (recipe key ``train``)."""
 
 
@@ -79,12 +85,12 @@ def register_trainers() -> list[type]:
 # Compression and export
 # ---------------------------------------------------------------------------------------------
 @hookspec
-def register_compressors() -> list[type]:
+def register_compressors() -> list[type[Compressor]]:
     """Return :class:`framework.components.Compressor` subclasses (recipe list ``compress``)."""
 
 
 @hookspec
-def register_exporters() -> list[type]:
+def register_exporters() -> list[type[Exporter]]:
     """Return :class:`framework.components.Exporter` subclasses (recipe key ``export``)."""
 
 
@@ -92,12 +98,12 @@ def register_exporters() -> list[type]:
 # Serving and traffic
 # ---------------------------------------------------------------------------------------------
 @hookspec
-def register_traffic_strategies() -> list[type]:
+def register_traffic_strategies() -> list[type[TrafficStrategy]]:
     """Return :class:`framework.components.TrafficStrategy` subclasses (recipe key ``strategy``)."""
 
 
 @hookspec
-def on_rollout_decided(decision: Any, strategy: str) -> None:
+def on_rollout_decided(decision: Decision, strategy: str) -> None:
     """A traffic strategy promoted, rolled back or held (a ``components.Decision``)."""
 
 
@@ -105,7 +111,7 @@ def on_rollout_decided(decision: Any, strategy: str) -> None:
 # Batch prediction
 # ---------------------------------------------------------------------------------------------
 @hookspec
-def register_batch_predictors() -> list[type]:
+def register_batch_predictors() -> list[type[BatchPredictor]]:
     """Return :class:`framework.components.BatchPredictor` subclasses (recipe key ``batch``)."""
 
 
@@ -113,7 +119,7 @@ def register_batch_predictors() -> list[type]:
 # Monitoring
 # ---------------------------------------------------------------------------------------------
 @hookspec
-def register_monitors() -> list[type]:
+def register_monitors() -> list[type[Monitor]]:
     """Return :class:`framework.components.Monitor` subclasses (recipe list ``monitor``)."""
 
 
@@ -126,7 +132,7 @@ def on_alert_raised(monitor: str, alert: str) -> None:
 # Run lifecycle
 # ---------------------------------------------------------------------------------------------
 @hookspec
-def on_plan_created(plan: Any) -> None:
+def on_plan_created(plan: Plan) -> None:
     """The recipe validated into a ``plan.Plan``; nothing heavy has started yet."""
 
 

@@ -17,27 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import RecipeError
+from .pipeline import STAGES, StageSpec
 from .plugins import Components
 from .recipe import Bounds, RecipeConfig, describe_omegaconf_error
-
-#: stage name -> (recipe key, component kind, many components?)
-STAGES: list[tuple[str, str | None, str | None, bool]] = [
-    ("data", "data", "data_source", False),
-    ("checks", "checks", "data_check", True),
-    ("version", None, None, False),
-    ("label", "label", "labeler", False),
-    ("train", "train", "trainer", False),
-    ("compress", "compress", "compressor", True),
-    ("export", "export", "exporter", False),
-    ("gate", None, None, False),
-    ("register", None, None, False),
-    ("device", None, None, False),
-    ("serve", "strategy", "traffic_strategy", False),
-    ("online_eval", None, None, False),
-    ("traffic", None, None, False),
-    ("batch", "batch", "batch_predictor", False),
-    ("monitor", "monitor", "monitor", True),
-]
 
 MODEL_REF = re.compile(r"^(this_run(#[1-9][0-9]*)?|[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+|:[0-9a-f]{6,64}))$")
 
@@ -60,20 +42,24 @@ class PlannedComponent:
     config: Any  # an instance of cls.Config
     #: the components this one's config names (``cls.references``), resolved: field -> class
     refs: dict[str, type] = field(default_factory=dict)
+    #: data checks only: what a failed report does (``fail`` stops the run, ``warn`` reports)
+    severity: str | None = None
 
     def build(self, *args: Any) -> Any:
-        return self.cls(self.config, *args, refs=self.refs) if self.refs else self.cls(self.config, *args)
+        return self.cls(self.config, *args, refs=self.refs)
 
     def describe(self) -> dict:
         described = {"key": self.key, "type": self.type, "plugin": self.plugin, "config": _jsonable(self.config)}
         if self.refs:
             described["refs"] = {name: cls.name for name, cls in self.refs.items()}
+        if self.severity:
+            described["severity"] = self.severity
         return described
 
 
 @dataclass
 class PlannedStage:
-    name: str
+    spec: StageSpec
     components: list[PlannedComponent] = field(default_factory=list)
     enabled: bool = True
     note: str = ""
@@ -81,6 +67,10 @@ class PlannedStage:
     @property
     def component(self) -> PlannedComponent:
         return self.components[0]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     def label(self) -> str:
         return ", ".join(c.type for c in self.components) or "core"
@@ -148,6 +138,10 @@ def validate_component_config(cls: type, options: dict, key: str) -> Any:
         raise RecipeError(message) from None
 
 
+#: ``checks[i].severity``: what a failed check report does; the core enforces it
+SEVERITIES = ("fail", "warn")
+
+
 def _component(components: Components, kind: str, node: Any, key: str) -> PlannedComponent:
     if not isinstance(node, dict):
         raise RecipeError(f"{key}: expected a mapping with 'type: NAME', got {node!r}")
@@ -156,13 +150,18 @@ def _component(components: Components, kind: str, node: Any, key: str) -> Planne
     if not name:
         known = ", ".join(components.names(kind))
         raise RecipeError(f"{key}: missing 'type'. Choose one of: {known}")
+    severity = None
+    if kind == "data_check":  # a core key of every check, not an option of the plugin
+        severity = str(options.pop("severity", "fail"))
+        if severity not in SEVERITIES:
+            raise RecipeError(f"{key}.severity: must be one of {', '.join(SEVERITIES)}, got '{severity}'")
     entry = components.get(kind, str(name), where=f"{key}.type")
     config = validate_component_config(entry.cls, options, key)
     refs = {field: components.get(ref_kind, str(getattr(config, field)), where=f"{key}.{field}").cls
-            for field, ref_kind in getattr(entry.cls, "references", {}).items()}
-    planned = PlannedComponent(key=key, type=str(name), plugin=entry.plugin, cls=entry.cls, config=config, refs=refs)
+            for field, ref_kind in entry.cls.references.items()}
     entry.cls.check_config(config, key, refs)  # cheap, plugin-specific validation (no heavy imports)
-    return planned
+    return PlannedComponent(key=key, type=str(name), plugin=entry.plugin, cls=entry.cls, config=config, refs=refs,
+                            severity=severity)
 
 
 def build_plan(cfg: DictConfig, recipe_path: Path | None, components: Components) -> Plan:
@@ -175,17 +174,18 @@ def build_plan(cfg: DictConfig, recipe_path: Path | None, components: Components
     _check_core_settings(recipe)
 
     stages: list[PlannedStage] = []
-    for name, key, kind, many in STAGES:
-        stage = PlannedStage(name)
-        node = getattr(recipe, key) if key else None
-        if kind is not None:
-            if many:
+    for spec in STAGES:
+        stage = PlannedStage(spec)
+        node = getattr(recipe, spec.recipe_key) if spec.kind else None
+        if spec.kind is not None:
+            key = spec.recipe_key
+            if spec.many:
                 if not isinstance(node, list):
                     raise RecipeError(f"{key}: expected a list of components, got {type(node).__name__}")
-                stage.components = [_component(components, kind, item, f"{key}[{i}]") for i, item in enumerate(node)]
+                stage.components = [_component(components, spec.kind, item, f"{key}[{i}]") for i, item in enumerate(node)]
                 stage.enabled = bool(stage.components)
             elif node:
-                stage.components = [_component(components, kind, node, key)]
+                stage.components = [_component(components, spec.kind, node, key)]
             else:
                 stage.enabled = False
         stages.append(stage)

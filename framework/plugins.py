@@ -10,13 +10,18 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .components import COMPONENT_KINDS, Component
 from .errors import PluginError, RecipeError
+
+if TYPE_CHECKING:  # annotations only: the plugin manager must not import the planner
+    from .components import Decision
+    from .plan import Plan
+    from .registry import Version
 
 ENTRY_POINT_GROUP = "framework"
 DISABLE_ENV = "FRAMEWORK_DISABLE_PLUGINS"
@@ -118,12 +123,48 @@ class Components:
             dirs.extend(str(d) for d in result or [])
         return dirs
 
-    def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Call a lifecycle hook; a failing observer is a plugin bug and says so."""
+    @property
+    def hooks(self) -> "LifecycleHooks":
+        return LifecycleHooks(self.pm)
+
+
+class LifecycleHooks:
+    """Typed calls of the lifecycle hooks, in one place (as tox does): the core calls these
+    methods, never ``pm.hook.on_...`` by name. A failing observer is a plugin bug and says so."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self._hook = pm.hook
+
+    def _call(self, caller: Any, **kwargs: Any) -> None:
         try:
-            getattr(self.pm.hook, hook_name)(**kwargs)
+            caller(**kwargs)
         except Exception as exc:
-            raise PluginError(f"lifecycle hook {hook_name} failed: {exc!r}") from exc
+            raise PluginError(f"lifecycle hook {caller.name} failed: {exc!r}") from exc
+
+    def plan_created(self, plan: "Plan") -> None:
+        self._call(self._hook.on_plan_created, plan=plan)
+
+    def stage_started(self, stage: str, component: str) -> None:
+        self._call(self._hook.on_stage_started, stage=stage, component=component)
+
+    def stage_finished(self, stage: str, component: str, status: str, seconds: float, metrics: dict) -> None:
+        self._call(self._hook.on_stage_finished, stage=stage, component=component, status=status, seconds=seconds,
+                   metrics=metrics)
+
+    def data_versioned(self, version: "Version") -> None:
+        self._call(self._hook.on_data_versioned, version=version)
+
+    def model_registered(self, version: "Version") -> None:
+        self._call(self._hook.on_model_registered, version=version)
+
+    def rollout_decided(self, decision: "Decision", strategy: str) -> None:
+        self._call(self._hook.on_rollout_decided, decision=decision, strategy=strategy)
+
+    def alert_raised(self, monitor: str, alert: str) -> None:
+        self._call(self._hook.on_alert_raised, monitor=monitor, alert=alert)
+
+    def run_finished(self, run_dir: str, summary: dict) -> None:
+        self._call(self._hook.on_run_finished, run_dir=run_dir, summary=summary)
 
 
 @lru_cache(maxsize=1)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import RecipeError
@@ -217,51 +217,8 @@ SCHEMA_NAME = "recipe_schema"
 
 
 # ---------------------------------------------------------------------------------------------
-# Recipe folders as the Hydra `recipe` group
+# Recipe folders (Hydra sees each as the `recipe` group through hydra_plugins/framework_recipes)
 # ---------------------------------------------------------------------------------------------
-def _recipe_source_class():
-    from hydra._internal.core_plugins.file_config_source import FileConfigSource
-    from hydra.core.object_type import ObjectType
-    from hydra.plugins.config_source import ConfigLoadError
-
-    class RecipeFolderSource(FileConfigSource):
-        """Maps ``recipe/NAME`` onto ``FOLDER/NAME.yaml`` for one recipe folder."""
-
-        @staticmethod
-        def scheme() -> str:
-            return "recipes"
-
-        def _inner(self, config_path: str) -> str | None:
-            config_path = config_path.strip("/")
-            if config_path == "recipe":
-                return ""
-            if config_path.startswith("recipe/"):
-                return config_path[len("recipe/"):]
-            return None
-
-        def load_config(self, config_path: str):
-            inner = self._inner(config_path)
-            if inner is None:
-                raise ConfigLoadError(f"Config not found: {config_path}")
-            return super().load_config(inner)
-
-        def is_group(self, config_path: str) -> bool:
-            return config_path.strip("/") in ("", "recipe")
-
-        def is_config(self, config_path: str) -> bool:
-            inner = self._inner(config_path)
-            return bool(inner) and super().is_config(inner)
-
-        def list(self, config_path: str, results_filter):
-            if config_path.strip("/") == "":
-                return ["recipe"] if results_filter in (None, ObjectType.GROUP) else []
-            if config_path.strip("/") != "recipe" or results_filter == ObjectType.GROUP:
-                return []
-            return sorted(p.stem for p in Path(self.path).glob("*.yaml"))
-
-    return RecipeFolderSource
-
-
 def recipe_folders(extra: list[str] | None = None) -> list[Path]:
     """Where recipes are looked up, in order: user folders, the project's, then plugins'."""
     folders: list[Path] = []
@@ -308,6 +265,10 @@ def split_recipe_override(overrides: list[str]) -> tuple[str | None, str | None,
     return recipe, recipes_dir, rest
 
 
+#: recipe sections that hold one component (``type: NAME`` plus its options), each a conf/ group
+COMPONENT_SECTIONS = ("data", "label", "train", "export", "strategy", "batch")
+
+
 def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
     """Compose ``conf/`` + the chosen recipe + command-line overrides into one validated config.
 
@@ -318,12 +279,12 @@ def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
     from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
-    from hydra._internal.sources_registry import SourcesRegistry
 
     recipe, recipes_dir, rest = split_recipe_override(overrides)
     folders = recipe_folders([recipes_dir] if recipes_dir else None)
     recipes = available_recipes(folders)
     recipe_path = None
+    recipe_yaml: dict = {}
     if recipe is not None:
         if recipe not in recipes:
             close = difflib.get_close_matches(recipe, list(recipes), n=1)
@@ -333,12 +294,14 @@ def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
                 f"Recipes that exist: {', '.join(sorted(recipes)) or '(none)'}"
             )
         recipe_path = recipes[recipe]
-        if "@package _global_" not in recipe_path.read_text()[:1024]:
+        text = recipe_path.read_text()
+        if "@package _global_" not in text[:1024]:
             # without it Hydra nests the whole file under a `recipe:` key
             raise RecipeError(f"{recipe_path}: a recipe must start with the line '# @package _global_'")
+        recipe_yaml = load_yaml_file(recipe_path, text)
+    rest = [_component_override(item) for item in rest]
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=RecipeConfig)
-    SourcesRegistry.instance().register(_recipe_source_class())
     search = ",".join(f"recipes://{f}" for f in folders if f.is_dir())
     hydra_overrides = [f"hydra.searchpath=[{search}]"] + rest
     if recipe is not None:
@@ -347,14 +310,99 @@ def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = hydra_compose(config_name="config", overrides=hydra_overrides)
+            cfg = hydra_compose(config_name="config", overrides=hydra_overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise RecipeError(_explain_compose_error(exc, recipe_path)) from None
     except AssertionError as exc:  # Hydra asserts on some impossible overrides (e.g. into a null node)
         raise RecipeError(f"recipe composition failed on overrides {rest}: {exc}") from None
     finally:
         GlobalHydra.instance().clear()
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    _drop_group_leftovers(cfg, choices, recipe_yaml, rest)
+    check_schema_keys(cfg, RecipeConfig)
     return cfg, recipe_path
+
+
+def load_yaml_file(path: Path, text: str | None = None) -> dict:
+    """A YAML file's mapping; a syntax error is one RecipeError naming file, line and column."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text() if text is None else text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = " ".join(filter(None, (exc.context, exc.problem)))
+        raise RecipeError(f"{where}: YAML syntax error: {what}") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: YAML error: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys, got a {type(data).__name__}")
+    return data
+
+
+def _component_override(item: str) -> str:
+    """``train.cpus_per_trial=2`` sets a component option the group file does not list: Hydra
+    would call the key unknown (the section is a struct), so it becomes ``++`` (add or set). The
+    component's own Config still refuses a misspelt option at plan time, naming the key."""
+    key, eq, _ = item.partition("=")
+    if not eq or key.startswith(("+", "~")) or "." not in key:
+        return item
+    return f"++{item}" if key.split(".", 1)[0] in COMPONENT_SECTIONS else item
+
+
+def _drop_group_leftovers(cfg: DictConfig, choices: dict, recipe_yaml: dict, overrides: list[str]) -> None:
+    """A recipe that switches a component section to another ``type`` in its own body (not with
+    ``- override /GROUP: ...``) would keep the default group file's options for the old type.
+    Drop those: options the group file set, that still hold its values and that neither the
+    recipe nor an override set explicitly."""
+    for section in COMPONENT_SECTIONS:
+        choice = choices.get(section)
+        node = cfg.get(section)
+        if not choice or choice == "null" or not isinstance(node, DictConfig):
+            continue
+        group_file = CONF_DIR / section / f"{choice}.yaml"
+        if not group_file.is_file():
+            continue
+        group = load_yaml_file(group_file)
+        if "type" not in node or node.get("type") == group.get("type"):
+            continue
+        explicit = set((recipe_yaml.get(section) or {}) if isinstance(recipe_yaml.get(section), dict) else {})
+        explicit |= {o.lstrip("+").split("=", 1)[0].split(".", 2)[1] for o in overrides
+                     if o.lstrip("+").startswith(section + ".")}
+        with open_dict(node):
+            for key, value in group.items():
+                if key != "type" and key not in explicit and key in node and _plain(node[key]) == value:
+                    del node[key]
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def check_schema_keys(cfg: Any, schema: type, path: str = "") -> None:
+    """Every key of a schema section is a field of its dataclass. Hydra lets ``+key=value`` add a
+    key anywhere, and OmegaConf then drops it without a word; a misspelt key must fail instead."""
+    import dataclasses
+    import typing
+
+    if not isinstance(cfg, DictConfig):
+        return
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    for key in cfg.keys():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise RecipeError(f"{where}: unknown key.{hint} Keys under {path or 'the top level'}: {', '.join(fields)}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            check_schema_keys(cfg.get(key), kind, where)
 
 
 def _explain_compose_error(exc: Exception, recipe_path: Path | None) -> str:

@@ -13,11 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from .artifacts import write_json
 from .context import RunStageContext
 from .errors import FrameworkError, RecipeError, StageError
 from .plan import Plan, PlannedStage
 from .plugins import Components
-from .stages import RAY_STAGES, RUNNERS, RunState, _write_json
+from .stages import RunState
 
 log = logging.getLogger("framework.run")
 
@@ -139,11 +140,11 @@ def _check_registry_refs(plan: Plan, registry) -> None:
     """Every registered version a component will read exists: fail now, not after training."""
     for stage in plan.stages:
         for planned in stage.components if stage.enabled else ():
-            for field, ref in planned.cls.registry_refs(planned.config).items():
+            for key, ref in planned.cls.registry_refs(planned.config).items():
                 try:
                     registry.get(ref, kind="model")
                 except FrameworkError as exc:
-                    raise RecipeError(f"{planned.key}.{field}: {exc}") from None
+                    raise RecipeError(f"{planned.key}.{key}: {exc}") from None
 
 
 def execute(plan: Plan, components: Components, reporter: Reporter | None = None, keep_serving: bool | None = None) -> RunResult:
@@ -155,7 +156,7 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
     reporter = reporter or Reporter()
     run_dir = new_run_dir(plan)
     (run_dir / "recipe.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plan.resolved)))
-    _write_json(run_dir / "plan.json", plan.describe())
+    write_json(run_dir / "plan.json", plan.describe())
     handler = _attach_log(run_dir)
     state = RunState(registry=Registry(plan.recipe.store.uri))
     results: list[StageResult] = []
@@ -169,7 +170,7 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
             if not stage.enabled:
                 results.append(StageResult(stage.name, stage.label(), "skipped", note=stage.note or "not in recipe"))
                 continue
-            if stage.name in RAY_STAGES and not ray_started:  # late: a failed check never pays for Ray
+            if stage.spec.needs_ray and not ray_started:  # late: a failed check never pays for Ray
                 from .engine import start_ray
 
                 t0 = time.perf_counter()
@@ -185,10 +186,10 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
                 registry=state.registry,
             )
             reporter.stage_started(stage)
-            components.notify("on_stage_started", stage=stage.name, component=stage.label())
+            components.hooks.stage_started(stage.name, stage.label())
             t0 = time.perf_counter()
             try:
-                RUNNERS[stage.name](plan, stage, state, ctx, components)
+                stage.spec.load_runner()(plan, stage, state, ctx, components)
             except FrameworkError as exc:
                 result = StageResult(stage.name, stage.label(), "failed", time.perf_counter() - t0, dict(ctx.metrics), str(exc))
                 raise
@@ -199,12 +200,9 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
                 result = StageResult(stage.name, stage.label(), "ok", time.perf_counter() - t0, dict(ctx.metrics))
             finally:
                 results.append(result)
-                _write_json(ctx.out_dir / "metrics.json", result.metrics)
+                write_json(ctx.out_dir / "metrics.json", result.metrics)
                 reporter.stage_finished(result)
-                components.notify(
-                    "on_stage_finished", stage=stage.name, component=stage.label(), status=result.status,
-                    seconds=result.seconds, metrics=result.metrics,
-                )
+                components.hooks.stage_finished(stage.name, stage.label(), result.status, result.seconds, result.metrics)
     except BaseException as exc:  # includes KeyboardInterrupt: still write the summary
         failure = exc
     status = "failed" if failure else "ok"
@@ -219,11 +217,11 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
         "endpoint": state.app.predict_url if state.app else None,
         "stages": [dataclasses.asdict(r) for r in results],
     }
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     result = RunResult(run_dir, status, results, summary, state)
     reporter.summary(result)
     try:
-        components.notify("on_run_finished", run_dir=str(run_dir), summary=summary)
+        components.hooks.run_finished(str(run_dir), summary)
         keep = plan.recipe.serve.keep_serving if keep_serving is None else keep_serving
         if state.app is not None and failure is None and keep:
             _serve_until_interrupted(state.app, reporter)
@@ -266,7 +264,7 @@ def plan_recipe(overrides: list[str], components: Components | None = None) -> P
     components = components or default_components()
     cfg, path = compose(overrides)
     plan = build_plan(cfg, path, components)
-    components.notify("on_plan_created", plan=plan)
+    components.hooks.plan_created(plan)
     return plan
 
 

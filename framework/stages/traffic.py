@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .components import DataSplits
-from .context import RunStageContext
-from .plan import Plan, PlannedStage
-from .plugins import Components
+from ..artifacts import write_json
+from ..components import DataSplits, Decision, Verdict
+from ..context import RunStageContext
+from ..plan import Plan, PlannedStage
+from ..plugins import Components
+from .state import RunState
 
 
 class _SimulatedUsers:
@@ -47,23 +49,21 @@ class _SimulatedUsers:
         return {"request_id": request_id, "clicks": clicks}
 
 
-def stage_traffic(plan: Plan, stage: PlannedStage, state: Any, ctx: RunStageContext, components: Components) -> None:
+def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
     """Simulated users: requests with a sticky key, late feedback, and the strategy's decisions acted on."""
     import collections
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
 
-    from .components import Decision, Verdict
-    from .serving import fetch_events
-    from .stages import _registry_ref, _write_json
+    from ..serving import fetch_events
 
     cfg = plan.recipe.traffic
     users = _SimulatedUsers(plan, state.splits)
     url = state.app.url.rstrip("/") + "/" + cfg.endpoint
     feedback_url = state.app.url.rstrip("/") + "/feedback"
     strategy_name = plan.stage("serve").component.type
-    arms = {arm: _registry_ref(state, str(ref), f"serve.models.{arm}") for arm, ref in plan.recipe.serve.models.items()}
+    arms = {arm: state.registry_ref(str(ref), f"serve.models.{arm}") for arm, ref in plan.recipe.serve.models.items()}
     progress = ctx.progress(total=cfg.requests, description=f"simulated requests ({strategy_name})")
     per_arm: collections.Counter = collections.Counter()
     statuses: collections.Counter = collections.Counter()
@@ -87,14 +87,14 @@ def stage_traffic(plan: Plan, stage: PlannedStage, state: Any, ctx: RunStageCont
             decision = Decision(verdict, event.get("reason", ""), event.get("weights"), event.get("arm"))
             record = {"after_requests": sent, **event}
             if verdict is Verdict.PROMOTE:
-                arm = decision.arm or (max(decision.weights, key=decision.weights.get) if decision.weights else None)
+                arm = promoted_arm(event)
                 if arm in arms:
                     version = state.registry.get(arms[arm])
                     state.registry.set_alias("model", version.name, "prod", version.id)
                     record["prod"] = f"{version.name}:{version.id}"
                     ctx.logger.info("promoted arm %s: %s is now %s@prod", arm, record["prod"], version.name)
             decisions.append(record)
-            components.notify("on_rollout_decided", decision=decision, strategy=strategy_name)
+            components.hooks.rollout_decided(decision, strategy_name)
             finished = finished or verdict in (Verdict.PROMOTE, Verdict.ROLLBACK)
         return finished
 
@@ -134,7 +134,16 @@ def stage_traffic(plan: Plan, stage: PlannedStage, state: Any, ctx: RunStageCont
     if decisions:
         ctx.metric("reason", decisions[-1].get("reason", ""))
     ctx.metric("stopped_early", stopped_early)
-    _write_json(ctx.out_dir / "traffic.json", {
+    write_json(ctx.out_dir / "traffic.json", {
         "requests": sent, "statuses": dict(statuses), "per_arm": dict(per_arm), "decisions": decisions,
         "strategy": strategy_state,
     })
+
+
+def promoted_arm(event: dict) -> str | None:
+    """The arm a PROMOTE event left answering everything: the host records it as ``arm`` (the
+    decision's own arm, or the strategy's candidate); events of older hosts only carry weights."""
+    if event.get("arm"):
+        return event["arm"]
+    weights = event.get("weights") or {}
+    return max(weights, key=weights.get) if weights else None

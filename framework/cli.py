@@ -1,0 +1,190 @@
+"""The command line: ``python -m framework VERB [HYDRA OVERRIDES...]``.
+
+The verb is taken off argv before Hydra sees the overrides.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+USAGE = """usage: python -m framework VERB [ARGS]
+
+verbs:
+  run +recipe=NAME [key=value ...]    validate the recipe, then run every stage
+  serve +recipe=NAME [key=value ...]  like run, then keep serving until Ctrl-C
+  plan +recipe=NAME [key=value ...]   print the resolved plan; nothing heavy starts (--json for JSON)
+  recipes [recipes_dir=PATH]          list the recipes that +recipe= can name
+  stages                              the stages of a run, in order, and what configures each
+  plugins                             every hook and component, and which plugin provides it
+  versions [--store URI] list|show|diff|alias ...   data and model versions in the store
+
+A recipe is recipes/NAME.yaml, or NAME.yaml in a folder given by recipes_dir=PATH or the
+FRAMEWORK_RECIPES environment variable. Any key can be overridden: train.max_epochs=5.
+"""
+
+
+def _fail(message: str, code: int = 2) -> int:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    return code
+
+
+def cmd_plan(args: list[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .run import plan_recipe
+
+    as_json = "--json" in args
+    plan = plan_recipe([a for a in args if a != "--json"])
+    if as_json:
+        print(json.dumps(plan.describe(), indent=2, default=str))
+        return 0
+    table = Table(title=f"plan of recipe '{plan.recipe.name}' ({plan.recipe_path})")
+    for col in ("#", "stage", "component", "plugin", "options"):
+        table.add_column(col)
+    for i, stage in enumerate(plan.stages):
+        if not stage.enabled:
+            table.add_row(str(i), f"[dim]{stage.name}[/]", "[dim]skipped[/]", "", f"[dim]{stage.note or 'not in recipe'}[/]")
+            continue
+        if not stage.components:
+            table.add_row(str(i), stage.name, "core", "framework", "")
+        for c in stage.components:
+            options = json.dumps(c.describe()["config"], default=str)
+            table.add_row(str(i), stage.name, c.type, c.plugin, options if len(options) < 90 else options[:87] + "...")
+    Console().print(table)
+    print(f"recipe hash {plan.recipe_hash[:12]}; store {plan.recipe.store.uri}; runs in {plan.recipe.runs_dir}/")
+    return 0
+
+
+def cmd_run(args: list[str], keep_serving: bool | None = None) -> int:
+    from .errors import RecipeError
+    from .plugins import default_components
+    from .run import execute, plan_recipe
+
+    plan = plan_recipe(args)  # a bad recipe fails here, before Ray or torch start
+    try:
+        result = execute(plan, default_components(), keep_serving=keep_serving)
+    except RecipeError:
+        raise
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    return 0 if result.status == "ok" else 1
+
+
+def cmd_recipes(args: list[str]) -> int:
+    from .errors import RecipeError
+    from .recipe import available_recipes, recipe_folders, split_recipe_override
+
+    recipe, recipes_dir, rest = split_recipe_override(args)
+    unknown = [a for a in rest if not a.lstrip("+").startswith("recipes_dir=")]
+    if recipe is not None or unknown:
+        raise RecipeError(f"recipes: takes only recipes_dir=PATH, got {' '.join(unknown or [f'+recipe={recipe}'])}")
+    folders = recipe_folders([recipes_dir] if recipes_dir else None)
+    for name, path in sorted(available_recipes(folders).items()):
+        print(f"{name:24s} {path}")
+    return 0
+
+
+def cmd_stages(args: list[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .pipeline import STAGES
+
+    table = Table(title="stages of a run, in order (framework/pipeline.py)")
+    for col in ("#", "stage", "recipe key", "component kind", "Ray", "what it does"):
+        table.add_column(col)
+    for i, spec in enumerate(STAGES):
+        key = (spec.recipe_key + ("[]" if spec.many else "")) if spec.recipe_key else "-"
+        table.add_row(str(i), spec.name, key, spec.kind or "core", "yes" if spec.needs_ray else "", spec.summary)
+    Console().print(table)
+    return 0
+
+
+def cmd_plugins(args: list[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import hookspecs
+    from .components import COMPONENT_KINDS
+    from .plugins import default_components
+
+    components = default_components()
+    pm = components.pm
+    console = Console()
+    plugins = Table(title="plugins (entry-point group 'framework')")
+    plugins.add_column("plugin")
+    plugins.add_column("module")
+    plugins.add_column("hooks")
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda x: str(x[0])):
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        plugins.add_row(str(name), getattr(plugin, "__name__", repr(plugin)), ", ".join(hooks))
+    console.print(plugins)
+
+    comps = Table(title="components (recipe 'type:' names)")
+    for col in ("kind", "type", "plugin", "summary"):
+        comps.add_column(col)
+    for kind in COMPONENT_KINDS:
+        for name in components.names(kind):
+            entry = components.by_kind[kind][name]
+            comps.add_row(kind, name, entry.plugin, entry.cls.summary)
+    console.print(comps)
+
+    hooks = Table(title="hooks")
+    hooks.add_column("hook")
+    hooks.add_column("implemented by")
+    for hook_name in sorted(n for n in dir(hookspecs) if n.startswith(("register_", "on_", "recipe_"))):
+        impls = getattr(pm.hook, hook_name).get_hookimpls()
+        hooks.add_row(hook_name, ", ".join(sorted(pm.get_name(i.plugin) or "?" for i in impls)) or "[dim]-[/]")
+    console.print(hooks)
+    return 0
+
+
+def cmd_versions(args: list[str]) -> int:
+    from .recipe import StoreConfig
+    from .registry.cli import versions_command
+
+    store = StoreConfig().uri
+    if "--store" in args:
+        i = args.index("--store")
+        if i + 1 >= len(args):
+            return _fail("--store needs a path or URL")
+        store = args[i + 1]
+        args = args[:i] + args[i + 2:]
+    return versions_command(args, store)
+
+
+VERBS = {
+    "run": cmd_run,
+    "serve": lambda a: cmd_run(a, keep_serving=True),
+    "plan": cmd_plan,
+    "recipes": cmd_recipes,
+    "stages": cmd_stages,
+    "plugins": cmd_plugins,
+    "versions": cmd_versions,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import FrameworkError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    verb, args = argv[0], argv[1:]
+    if verb not in VERBS:
+        import difflib
+
+        close = difflib.get_close_matches(verb, list(VERBS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return _fail(f"unknown verb '{verb}'.{hint} Verbs: {', '.join(VERBS)}")
+    try:
+        return VERBS[verb](args)
+    except FrameworkError as exc:
+        from .errors import RecipeError, PluginError
+
+        return _fail(str(exc), 2 if isinstance(exc, (RecipeError, PluginError)) else 1)
+

@@ -1,0 +1,126 @@
+"""The register stage: every exported model stored as a version with its lineage and model card."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import code_revision
+from ..components import ExportedModel, TrainedModel
+from ..context import RunStageContext
+from ..errors import StageError
+from ..evaluation import onnx_session
+from ..plan import Plan, PlannedStage
+from ..plugins import Components
+from ..registry.models import MODEL_FILE, SERVING_MANIFEST
+from .state import RunState, trainer_label
+
+
+def run_register(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    # runners-up and intermediate compression variants first, so the served model is the newest
+    for rank in sorted(state.exports, reverse=True):
+        if rank == 1:
+            for step, variant in enumerate(state.variants[:-1]):
+                version = register_export(plan, state, variant["exported"], state.trained, components,
+                                          {"candidate_rank": 1, "variant": variant["name"], "compression_step": step}, [])
+                variant["version"] = version.ref
+        chain = [v["name"] for v in state.variants] if rank == 1 else []
+        state.model_versions[rank] = register_export(
+            plan, state, state.exports[rank], state.candidate(rank, "register"), components,
+            {"candidate_rank": rank, **({"compression_chain": chain} if len(chain) > 1 else {})},
+            list(plan.recipe.register.aliases) if rank == 1 else [],
+            # the compression comparison travels with the served version
+            {"variants.json": json.dumps(state.variant_table, default=str).encode()} if rank == 1 and state.variant_table else None,
+        )
+    state.model_version = state.model_versions[1]
+    ctx.metric("model_version", state.model_version.ref)
+    ctx.metric("aliases", ",".join(state.model_version.aliases))
+    if len(state.model_versions) > 1:
+        ctx.metric("candidates", {f"this_run#{r}": v.ref for r, v in sorted(state.model_versions.items())})
+
+
+def register_export(plan: Plan, state: RunState, exported: ExportedModel, trained: TrainedModel, components: Components,
+                    lineage_extra: dict, aliases: list[str], extra_files: dict[str, bytes] | None = None) -> Any:
+    """Store one exported model as a version (reusing an identical one) with its lineage."""
+    from ..explain import training_means
+    from ..model_card import render_markdown
+
+    x_train, _ = state.splits.arrays("train")
+    manifest = {
+        "format": exported.format,
+        "input_name": exported.input_name,
+        "output_name": exported.output_name,
+        "classes": list(exported.classes),
+        "schema": exported.schema.to_dict(),
+        "baseline": training_means(x_train),  # for explain: true (occlusion against an average case)
+    }
+    onnx_bytes = Path(exported.path).read_bytes()
+    card = model_card(plan, state, exported, onnx_bytes, {**trained.metrics, **exported.metrics}, trained)
+    files = {
+        MODEL_FILE: onnx_bytes,
+        SERVING_MANIFEST: json.dumps(manifest, sort_keys=True).encode(),
+        "model_card.json": json.dumps(card, sort_keys=True, default=str).encode(),
+        "model_card.md": render_markdown(card).encode(),
+        **(extra_files or {}),
+    }
+    lineage = {
+        "recipe": plan.recipe.name,
+        "recipe_hash": plan.recipe_hash,
+        "data_version": state.data_version.id if state.data_version else None,
+        "code_revision": code_revision(),
+        "trainer": trainer_label(plan),
+        "hyperparameters": trained.hyperparameters,
+        "seed": plan.recipe.seed,
+        **lineage_extra,
+    }
+    registry = state.registry
+    name = plan.recipe.register.model_name
+    hashes = {f: hashlib.sha256(b).hexdigest() for f, b in files.items()}
+    existing = next((v for v in registry.list(kind="model", name=name) if v.files == hashes), None)
+    if existing is not None:  # an identical re-run reuses its version
+        version = existing
+    else:
+        previous = registry.list(kind="model", name=name)
+        parent = previous[0].id if previous else None
+        version = registry.put_model(name, files=files, metrics={**trained.metrics, **exported.metrics},
+                                     lineage=lineage, parent=parent)
+    for alias in aliases:
+        registry.set_alias("model", name, alias, version.id)
+    version = registry.get(f"{name}:{version.id}")
+    components.hooks.model_registered(version)
+    return version
+
+
+def model_card(plan: Plan, state: RunState, exported: ExportedModel, onnx_bytes: bytes, metrics: dict, trained: TrainedModel) -> dict:
+    """The card of one version: measured overall and per declared slice on the test split, what
+    the model relies on most (permutation importance), and the recipe's intended use and limits."""
+    from ..explain import permutation_importance
+    from ..model_card import build_model_card, slice_metrics
+
+    card_cfg = plan.recipe.register.card
+    session = onnx_session(onnx_bytes)
+
+    def probabilities(x: Any) -> Any:
+        return session.run([exported.output_name], {exported.input_name: x.astype("float32")})[0]
+
+    x_test, y_test = state.splits.arrays("test")
+    dataset = state.splits.dataset
+    try:
+        slices = slice_metrics(probabilities, state.splits.test, dataset.features, dataset.target,
+                               list(exported.classes), dict(card_cfg.slices))
+    except ValueError as exc:
+        raise StageError(f"register.card.slices: {exc}") from None
+    return build_model_card(
+        f"{plan.recipe.register.model_name} (this version)",
+        state.data_ref,
+        metrics,
+        slices,
+        permutation_importance(probabilities, x_test, y_test, exported.schema.names, seed=plan.recipe.seed),
+        card_cfg.intended_use or "Not stated: the recipe has no register.card.intended_use.",
+        list(card_cfg.limitations),
+        {"target": dataset.target, "classes": list(exported.classes), "trainer": trainer_label(plan),
+         "hyperparameters": trained.hyperparameters, "features": len(dataset.features),
+         "rows": {"train": len(state.splits.train), "val": len(state.splits.val), "test": len(state.splits.test)},
+         **({"privacy": trained.details["privacy"]} if trained.details.get("privacy") else {})},
+    )

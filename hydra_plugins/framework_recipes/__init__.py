@@ -1,0 +1,1 @@
+"""Hydra plugin of the framework: recipe folders as the ``recipe`` config group (see recipe_source)."""
