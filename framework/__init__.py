@@ -2,6 +2,7 @@
 from .components import (  # noqa: F401  (the public contract surface)
     BatchPredictor,
     CheckReport,
+    ColumnInfo,
     Component,
     Compressor,
     DataCheck,
@@ -22,11 +23,14 @@ from .components import (  # noqa: F401  (the public contract surface)
     Route,
     RouteRequest,
     ServedWindow,
+    SourceSchema,
     StageContext,
     TrafficStrategy,
     TrainedModel,
     Trainer,
     Verdict,
+    FEATURE_TYPES,
+    TASKS,
 )
 from .errors import (  # noqa: F401
     DataCheckError,

@@ -66,9 +66,62 @@ class Component:
 # ---------------------------------------------------------------------------------------------
 # What flows between stages
 # ---------------------------------------------------------------------------------------------
+#: what a prediction task is: the trainer, metrics, gates and serving follow it
+TASKS = ("classification", "regression", "ranking")
+#: feature types a recipe may declare (``category`` holds strings; ``bool`` true/false)
+FEATURE_TYPES = ("float", "int", "bool", "category")
+
+
+@dataclass
+class FeatureSpec:
+    """One input column: its type, whether it may be missing, and (categorical) its known values."""
+
+    name: str
+    dtype: str = "float"  # one of FEATURE_TYPES ("str" in versions stored before is "category")
+    nullable: bool = False
+    #: ``category`` only: the values seen when the model was fitted; others are unknown
+    categories: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype == "str":  # the name versions registered before typed features used
+            self.dtype = "category"
+
+    @property
+    def numeric(self) -> bool:
+        return self.dtype in ("float", "int")
+
+
+@dataclass
+class InputSchema:
+    """What one prediction request must carry: named features, in model order."""
+
+    features: list[FeatureSpec]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def all_numeric(self) -> bool:
+        """True when every feature is a number that is never missing: one float32 matrix fits."""
+        return all(f.numeric and not f.nullable for f in self.features)
+
+    def to_dict(self) -> dict:
+        return {"features": [{k: v for k, v in dataclasses.asdict(f).items() if v is not None} for f in self.features]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "InputSchema":
+        return cls([FeatureSpec(**f) for f in data["features"]])
+
+
 @dataclass
 class Dataset:
-    """A loaded table: feature columns plus one target column."""
+    """A loaded table: feature columns plus one target column.
+
+    ``schema`` types each feature (``FeatureSpec``); a source that leaves it None gets one
+    inferred from the frame's dtypes by :meth:`inferred_schema` (strings and pandas categoricals
+    are ``category``, a column with missing values is ``nullable``).
+    """
 
     name: str
     frame: Any  # pandas.DataFrame
@@ -77,6 +130,58 @@ class Dataset:
     task: str = "classification"
     classes: list[Any] | None = None
     description: str = ""
+    schema: InputSchema | None = None
+    #: a column that identifies a row across versions (diffs, lookups by key); None: content
+    key: str | None = None
+    #: the column that says when a row happened (time windows, dated arrival); None: none
+    time: str | None = None
+
+    def inferred_schema(self) -> InputSchema:
+        """``schema`` if the source declared one, else one inferred from the frame's dtypes."""
+        if self.schema is not None:
+            return self.schema
+        return InputSchema([infer_feature(name, self.frame[name]) for name in self.features])
+
+
+def infer_feature(name: str, column: Any) -> FeatureSpec:
+    """The FeatureSpec of one pandas column, from its dtype and its values."""
+    import pandas as pd
+
+    nullable = bool(column.isna().any())
+    if pd.api.types.is_bool_dtype(column):
+        dtype = "bool"
+    elif pd.api.types.is_integer_dtype(column):
+        dtype = "int"
+    elif pd.api.types.is_float_dtype(column):
+        dtype = "float"
+    else:  # object, string, category: text values
+        dtype = "category"
+    categories = sorted(str(v) for v in column.dropna().unique()) if dtype == "category" else None
+    return FeatureSpec(name, dtype, nullable, categories)
+
+
+@dataclass
+class ColumnInfo:
+    """What a data source can say about one column without loading the table (plan time)."""
+
+    name: str
+    dtype: str  # one of FEATURE_TYPES, or "unknown"
+    nullable: bool = True
+
+
+@dataclass
+class SourceSchema:
+    """A cheap look at a source before anything runs: its columns, the target and features the
+    recipe will get, and the row count when the source knows it without reading the rows."""
+
+    columns: list[ColumnInfo]
+    target: str | None = None
+    features: list[str] | None = None
+    rows: int | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
 
 
 @dataclass
@@ -109,30 +214,6 @@ class CheckReport:
     rows_checked: int
     failures: list[dict] = field(default_factory=list)
     details: dict = field(default_factory=dict)
-
-
-@dataclass
-class FeatureSpec:
-    name: str
-    dtype: str = "float"  # "float" | "int" | "str"
-
-
-@dataclass
-class InputSchema:
-    """What one prediction request must carry: named features, in model order."""
-
-    features: list[FeatureSpec]
-
-    @property
-    def names(self) -> list[str]:
-        return [f.name for f in self.features]
-
-    def to_dict(self) -> dict:
-        return {"features": [dataclasses.asdict(f) for f in self.features]}
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> "InputSchema":
-        return cls([FeatureSpec(**f) for f in data["features"]])
 
 
 @dataclass
@@ -192,11 +273,19 @@ class StageContext(Protocol):
 # Stage contracts
 # ---------------------------------------------------------------------------------------------
 class DataSource(Component):
+    """Where the rows come from. ``load`` reads them; ``describe`` (optional, cheap: a file's
+    header, a query's column list, no rows) lets the planner check at plan time that the
+    features, target and checks a recipe names exist."""
+
     kind = "data_source"
     recipe_key = "data"
 
     def load(self, ctx: StageContext) -> Dataset:
         raise NotImplementedError
+
+    def describe(self) -> SourceSchema | None:
+        """The source's columns without loading it; None: cannot tell before loading."""
+        return None
 
 
 class DataCheck(Component):

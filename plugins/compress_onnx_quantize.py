@@ -197,8 +197,8 @@ class _OnnxCompressor(Compressor):
 
     level: ClassVar[str] = "onnx"
 
-    def __init__(self, config: Any = None):
-        super().__init__(config)
+    def __init__(self, config: Any = None, refs: Mapping[str, type] | None = None):
+        super().__init__(config, refs)
         self.check_config(self.config, "compress")  # constructed directly (tests, notebooks)
 
     @classmethod

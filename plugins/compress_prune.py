@@ -125,8 +125,8 @@ def fine_tune(module, splits: DataSplits, *, epochs: int, lr: float, batch_size:
 class _PruneCompressor(Compressor):
     level: ClassVar[str] = "model"
 
-    def __init__(self, config: Any = None):
-        super().__init__(config)
+    def __init__(self, config: Any = None, refs: Mapping[str, type] | None = None):
+        super().__init__(config, refs)
         self.check_config(self.config, "compress")  # constructed directly (tests, notebooks)
 
     def _start(self, model: TrainedModel, splits: DataSplits):

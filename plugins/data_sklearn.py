@@ -39,8 +39,8 @@ class SklearnDataSource(DataSource):
         #: one of ``DATASETS``
         dataset: str = "breast_cancer"
 
-    def __init__(self, config=None):
-        super().__init__(config)
+    def __init__(self, config=None, refs=None):
+        super().__init__(config, refs)
         # fail when the component is built (plan time), before anything heavy runs
         self._check_name(self.config.dataset)
 

@@ -142,8 +142,8 @@ class OnnxExporter(Exporter):
         #: the torch.export-based exporter (seconds) instead of the TorchScript one (fractions of one)
         dynamo: bool = False
 
-    def __init__(self, config: Any = None):
-        super().__init__(config)
+    def __init__(self, config: Any = None, refs: Any = None):
+        super().__init__(config, refs)
         if not 7 <= int(self.config.opset) <= 23:
             raise RecipeError(f"export.opset: {self.config.opset} is outside the supported range 7..23")
         if float(self.config.atol) < 0:

@@ -54,8 +54,8 @@ class WhylogsDriftMonitor(Monitor):
         #: features to test; None: every feature of the served window
         columns: Optional[List[str]] = None
 
-    def __init__(self, config=None):
-        super().__init__(config)
+    def __init__(self, config=None, refs=None):
+        super().__init__(config, refs)
         t = self.config.drift_threshold
         if not 0.0 < t < 1.0:
             raise RecipeError(f"monitor[{NAME}].drift_threshold: must be a p-value in (0, 1), got {t}")
