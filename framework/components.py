@@ -264,8 +264,9 @@ class StageContext(Protocol):
     def metric(self, name: str, value: float | int | str) -> None: ...
 
     def registered_model(self, ref: str) -> Any:
-        """A registered model version (``NAME@ALIAS`` / ``NAME:ID``): ``onnx_bytes``, ``schema``,
-        ``classes``, ``input_name``, ``output_name`` (class probabilities). StageError if missing."""
+        """A registered model version (``NAME@ALIAS`` / ``NAME:ID``): ``ref`` (``NAME:ID``),
+        ``onnx_bytes``, ``schema``, ``classes``, ``input_name``, ``output_name`` (class
+        probabilities), ``metrics``. StageError if missing."""
         ...
 
 

@@ -300,7 +300,7 @@ class DistillCompressor(Compressor):
         for part in ("val", "test"):
             x, y = splits.arrays(part)
             scores[f"{part}_accuracy"] = _accuracy(outputs(x), y)
-        return outputs(x_train), scores, _onnx_parameters(registered.onnx_bytes), f"registered {registered.version}"
+        return outputs(x_train), scores, _onnx_parameters(registered.onnx_bytes), f"registered {registered.ref}"
 
     def compress(self, model: TrainedModel, splits: DataSplits, ctx) -> TrainedModel:
         import ray
