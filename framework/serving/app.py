@@ -394,14 +394,3 @@ def shutdown_app(app: ServingApp | str) -> None:
     except Exception as exc:
         raise ServingError(f"app '{name}': removing it from Ray Serve failed: {exc}") from exc
 
-
-def plain_onnx_app(onnx_bytes: bytes, input_name: str, output_name: str, **options: Any):
-    """The baseline for benchmarks: the ONNX file behind a minimal Serve deployment (not yet run).
-
-    ``POST /`` with ``{"inputs": [[floats...], ...]}`` answers ``{"probabilities": [[...]]}``.
-    ``options`` go to ``Deployment.options`` (e.g. the same ``ray_actor_options`` as ours).
-    """
-    from .ingress import PlainOnnx
-
-    deployment = PlainOnnx.options(**options) if options else PlainOnnx
-    return deployment.bind(onnx_bytes, input_name, output_name)

@@ -849,19 +849,3 @@ def _ranking_and_teams(merged: Any, fallback: list) -> tuple[list, Any]:
         teams = list(teams)
     return list(ranking), teams
 
-
-@serve.deployment
-class PlainOnnx:
-    """The baseline: the same ONNX file behind the most direct Ray Serve deployment."""
-
-    def __init__(self, onnx_bytes: bytes, input_name: str, output_name: str):
-        from .onnx_runner import make_session
-
-        self.session = make_session(onnx_bytes)
-        self.input_name = input_name
-        self.outputs = [output_name]
-
-    async def __call__(self, request: Request) -> dict:
-        data = await request.json()
-        x = np.asarray(data["inputs"], dtype=np.float32)
-        return {"probabilities": self.session.run(self.outputs, {self.input_name: x})[0].tolist()}
