@@ -105,7 +105,8 @@ def deploy(
     import ray
     from ray import serve
 
-    from .ingress import ArmModel, Ingress
+    from .deployments import ArmModel
+    from .http import Ingress
 
     # Serve logs every app start/stop at INFO on the driver; the run prints its own stage lines
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
@@ -393,4 +394,3 @@ def shutdown_app(app: ServingApp | str) -> None:
         serve.delete(name)
     except Exception as exc:
         raise ServingError(f"app '{name}': removing it from Ray Serve failed: {exc}") from exc
-
