@@ -370,8 +370,9 @@ def fetch_records(app: ServingApp, timeout: float = 30.0):
 def fetch_events(app: ServingApp, since: int = 0, timeout: float = 30.0) -> list[dict]:
     """Promote / rollback events after index ``since`` (events are numbered from 1), oldest first.
 
-    Each: ``{index, time, verdict, reason, weights, arms (arm -> version), source}`` with
-    ``source`` "strategy" (its own verdict) or "admin" (an operator's command).
+    Each: ``{index, time, verdict, arm, reason, weights, arms (arm -> version), source}``: ``arm``
+    answers everything after the verdict; ``source`` is "strategy" (its own verdict) or "admin"
+    (an operator's command).
     """
     import httpx
 

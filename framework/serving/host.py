@@ -27,8 +27,8 @@ _STRATEGY_METHODS = ("route", "observe", "feedback", "decide", "apply", "set_wei
 class StrategyHost:
     """Hosts one strategy over ``arms`` (arm -> model version) and keeps the events it caused.
 
-    Every event is ``{index, time, verdict, reason, weights, arms, source}``: ``arms`` is the
-    declared arm -> version map.
+    Every event is ``{index, time, verdict, arm, reason, weights, arms, source}``: ``arm`` is the
+    arm answering everything after the verdict, ``arms`` the declared arm -> version map.
     """
 
     def __init__(self, strategy: TrafficStrategy, arms: Mapping[str, str], events_kept: int = EVENTS_KEPT):
@@ -126,14 +126,33 @@ class StrategyHost:
             "index": self.event_count,
             "time": time.time(),
             "verdict": verdict_name(decision),
+            "arm": self._answering_arm(decision),
             "reason": decision.reason,
             "weights": dict(decision.weights) if decision.weights is not None else None,
             "arms": dict(self.arms),
             "source": source,
         }
         self.events.append(event)
-        log.warning("traffic %s by %s: %s (arms %s)", event["verdict"], source, decision.reason, self.arms)
+        log.warning("traffic %s by %s: %s (now answering: %s; arms %s)",
+                    event["verdict"], source, decision.reason, event["arm"], self.arms)
         return event
+
+    def _answering_arm(self, decision: Decision) -> str | None:
+        """The arm answering everything after ``decision`` was applied: the strategy's own word,
+        else what the Decision contract implies (PROMOTE: its arm, its heaviest weight or the
+        candidate; ROLLBACK: the incumbent; ``Decision.arm`` of a ROLLBACK is the arm losing traffic)."""
+        try:
+            arm = self.strategy.answering_arm()
+            if arm is None:
+                if verdict_name(decision) == Verdict.PROMOTE.value:
+                    arm = decision.arm or (max(decision.weights, key=decision.weights.get) if decision.weights else None)
+                    arm = arm or self.strategy.candidate()
+                else:
+                    arm = self.strategy.incumbent()
+        except Exception:  # an event without its arm beats no event
+            log.exception("strategy %s: cannot tell which arm answers after %s", self.name, verdict_name(decision))
+            return decision.arm
+        return arm
 
     # -- read-only -----------------------------------------------------------------------------
     def events_since(self, since: int) -> list[dict]:

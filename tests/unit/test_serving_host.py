@@ -10,6 +10,7 @@ import pytest
 
 from framework.components import Decision, Feedback, Outcome, Route, RouteRequest, TrafficStrategy, Verdict
 from framework.serving.host import StrategyHost
+from plugins.strategy_canary import CanaryConfig, CanaryStrategy
 from plugins.strategy_single import SingleConfig, SingleStrategy
 
 ARMS = {"champion": "v-champion", "challenger": "v-challenger"}
@@ -109,6 +110,17 @@ def test_merge_failure_is_logged_and_none(caplog):
 
 
 # -- verdicts ----------------------------------------------------------------------------------
+def test_promote_naming_an_arm_without_weights_names_that_arm_in_the_event():
+    host, strategy = host_of()
+    strategy.next = Decision(Verdict.PROMOTE, "challenger wins", arm="challenger")
+    host.observe(Outcome("rid", "champion", 1.0))
+    [event] = host.events_since(0)
+    assert event["verdict"] == "promote" and event["arm"] == "challenger" and event["weights"] is None
+    assert event["source"] == "strategy" and event["reason"] == "challenger wins" and event["index"] == 1
+    assert event["arms"] == ARMS and isinstance(event["time"], float)
+    assert host.route("rid-2", None)[1] == Route("challenger")  # the verdict was applied
+
+
 def test_a_verdict_is_acted_on_once_per_distinct_reason():
     host, strategy = host_of()
     strategy.next = Decision(Verdict.ROLLBACK, "too many errors")
@@ -120,13 +132,24 @@ def test_a_verdict_is_acted_on_once_per_distinct_reason():
     assert host.event_count == 2 and [e["reason"] for e in host.events_since(1)] == ["too many errors, again"]
 
 
+def test_event_arm_falls_back_to_the_decision_contract():
+    """Canary's apply() does not record answering_arm(): the event still names who answers."""
+    host, canary = host_of(CanaryStrategy(CanaryConfig(), ARMS))
+    assert canary.answering_arm() is None
+    for i in range(20):  # challenger errors: an immediate rollback
+        host.observe(Outcome(f"r{i}", "challenger", 1.0, error=True))
+    [event] = host.events_since(0)
+    assert event["verdict"] == "rollback" and event["arm"] == "champion"  # not Decision.arm (the loser)
+    assert host.route("next", "user-1")[1] == Route("champion")
+
+
 def test_admin_rollback_is_applied_recorded_and_resets_the_acted_verdict():
     host, strategy = host_of()
     strategy.next = Decision(Verdict.PROMOTE, "challenger wins", arm="challenger")
     host.decide()
     event = host.apply(Decision(Verdict.ROLLBACK, "operator says no"), "admin")
     assert event == host.events_since(1)[0]
-    assert (event["index"], event["verdict"], event["source"]) == (2, "rollback", "admin")
+    assert (event["index"], event["verdict"], event["arm"], event["source"]) == (2, "rollback", "champion", "admin")
     # after the command the same promote, worded the same, is a new verdict: acted on again
     assert host.event_count == 3 and host.events_since(2)[0]["source"] == "strategy"
 
@@ -189,6 +212,7 @@ def test_events_since_and_the_bounded_log():
     assert host.event_count == 4
     assert [e["index"] for e in host.events_since(0)] == [3, 4]  # the oldest were dropped
     assert [e["index"] for e in host.events_since(3)] == [4] and host.events_since(4) == []
+    assert host.events_since(0)[0]["arm"] == "challenger"
 
 
 def test_snapshot_is_json_and_asks_for_the_current_decision():
@@ -198,7 +222,7 @@ def test_snapshot_is_json_and_asks_for_the_current_decision():
     assert json.loads(json.dumps(snapshot)) == snapshot
     assert snapshot["strategy"] == "scripted" and snapshot["arms"] == ARMS
     assert snapshot["decision"] == {"verdict": "promote", "reason": "ready", "weights": {"champion": 0.0, "challenger": 1.0}}
-    assert snapshot["events"]["count"] == 1 and snapshot["events"]["last"]["verdict"] == "promote"
+    assert snapshot["events"]["count"] == 1 and snapshot["events"]["last"]["arm"] == "challenger"
     assert snapshot["state"] == {"outcomes": 0, "final": "challenger"}
 
 
