@@ -170,7 +170,13 @@ def ensure_serve(host: str, port: int) -> None:
 
 
 def _running_serve_client():
-    try:  # private in Ray 2.60; without it we cannot tell, and serve.start() decides
+    """Serve's client when Serve already runs in this Ray instance, else None.
+
+    The one use of Ray's private ``_get_global_client`` (Ray 2.60), kept in this function alone so
+    that it moves to ``framework/compat/`` in one piece. Without it we cannot tell, and
+    ``serve.start()`` decides.
+    """
+    try:
         from ray.serve.context import _get_global_client
 
         return _get_global_client(raise_if_no_controller_running=False)
