@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
     from ray import serve
 
+    from baselines import plain_onnx_app
     from framework.engine import start_ray
-    from framework.serving import deploy, plain_onnx_app, shutdown_app
+    from framework.serving import deploy, shutdown_app
     from framework.serving.app import MAX_ONGOING_REQUESTS, ensure_serve
     from plugins.strategy_single import SingleConfig, SingleStrategy
 

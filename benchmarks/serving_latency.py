@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 N_FEATURES, HIDDEN, N_CLASSES = 30, 32, 2
@@ -136,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
     from ray import serve
 
+    from baselines import plain_onnx_app
     from framework.engine import start_ray
-    from framework.serving import deploy, fetch_records, plain_onnx_app, shutdown_app
+    from framework.serving import deploy, fetch_records, shutdown_app
     from framework.serving.app import MAX_ONGOING_REQUESTS, REPLICA_NUM_CPUS, ensure_serve
     from plugins.strategy_single import SingleConfig, SingleStrategy
 

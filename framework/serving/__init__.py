@@ -9,12 +9,11 @@ from .app import (  # noqa: F401
     ensure_serve,
     fetch_events,
     fetch_records,
-    plain_onnx_app,
     shutdown_app,
     validate_autoscaling,
     validate_batching,
 )
 from .types import ServedModel, ServingApp  # noqa: F401
 
-__all__ = ["ServedModel", "ServingApp", "deploy", "ensure_serve", "fetch_events", "fetch_records", "plain_onnx_app", "shutdown_app",
+__all__ = ["ServedModel", "ServingApp", "deploy", "ensure_serve", "fetch_events", "fetch_records", "shutdown_app",
            "validate_autoscaling", "validate_batching"]

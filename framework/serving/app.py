@@ -105,7 +105,8 @@ def deploy(
     import ray
     from ray import serve
 
-    from .ingress import ArmModel, Ingress
+    from .deployments import ArmModel
+    from .http import Ingress
 
     # Serve logs every app start/stop at INFO on the driver; the run prints its own stage lines
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
@@ -169,7 +170,13 @@ def ensure_serve(host: str, port: int) -> None:
 
 
 def _running_serve_client():
-    try:  # private in Ray 2.60; without it we cannot tell, and serve.start() decides
+    """Serve's client when Serve already runs in this Ray instance, else None.
+
+    The one use of Ray's private ``_get_global_client`` (Ray 2.60), kept in this function alone so
+    that it moves to ``framework/compat/`` in one piece. Without it we cannot tell, and
+    ``serve.start()`` decides.
+    """
+    try:
         from ray.serve.context import _get_global_client
 
         return _get_global_client(raise_if_no_controller_running=False)
@@ -369,8 +376,9 @@ def fetch_records(app: ServingApp, timeout: float = 30.0):
 def fetch_events(app: ServingApp, since: int = 0, timeout: float = 30.0) -> list[dict]:
     """Promote / rollback events after index ``since`` (events are numbered from 1), oldest first.
 
-    Each: ``{index, time, verdict, reason, weights, arms (arm -> version), source}`` with
-    ``source`` "strategy" (its own verdict) or "admin" (an operator's command).
+    Each: ``{index, time, verdict, arm, reason, weights, arms (arm -> version), source}``: ``arm``
+    answers everything after the verdict; ``source`` is "strategy" (its own verdict) or "admin"
+    (an operator's command).
     """
     import httpx
 
@@ -393,15 +401,3 @@ def shutdown_app(app: ServingApp | str) -> None:
         serve.delete(name)
     except Exception as exc:
         raise ServingError(f"app '{name}': removing it from Ray Serve failed: {exc}") from exc
-
-
-def plain_onnx_app(onnx_bytes: bytes, input_name: str, output_name: str, **options: Any):
-    """The baseline for benchmarks: the ONNX file behind a minimal Serve deployment (not yet run).
-
-    ``POST /`` with ``{"inputs": [[floats...], ...]}`` answers ``{"probabilities": [[...]]}``.
-    ``options`` go to ``Deployment.options`` (e.g. the same ``ray_actor_options`` as ours).
-    """
-    from .ingress import PlainOnnx
-
-    deployment = PlainOnnx.options(**options) if options else PlainOnnx
-    return deployment.bind(onnx_bytes, input_name, output_name)

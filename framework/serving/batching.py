@@ -8,7 +8,7 @@ call, in the replica's event loop).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -62,3 +62,10 @@ class BatchedPredict:
             "mean_batch": calls / batches if batches else None,
             "sizes": {str(k): v for k, v in sorted(self.sizes.items())},
         }
+
+
+def batched_predict(runner: Any, batching: Mapping[str, Any] | None) -> BatchedPredict | None:
+    """A batcher for ``runner`` with the ``serve.batching`` settings; None when batching is off."""
+    if not batching or not batching.get("max_batch_size"):
+        return None
+    return BatchedPredict(runner, batching["max_batch_size"], batching["batch_wait_timeout_s"])

@@ -347,7 +347,7 @@ def test_internal_error_is_a_500_with_the_request_id(onnx_bytes):
 
     from starlette.requests import Request
 
-    from framework.serving.ingress import Ingress
+    from framework.serving.http import Ingress
 
     ingress = Ingress.func_or_class([served_model(onnx_bytes)], _ExplodingStrategy, SingleConfig())
     body = json.dumps({"instance": GOOD}).encode()
