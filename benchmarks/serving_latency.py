@@ -56,9 +56,9 @@ def benchmark_model(store: str | None, model_ref: str | None):
 
     if model_ref:
         from framework.registry import Registry
-        from framework.stages import served_model_from_registry
+        from framework.registry.models import load_registered_model
 
-        model = served_model_from_registry(Registry(store or ".framework/store"), model_ref, "primary")
+        model = ServedModel.from_registered("primary", load_registered_model(Registry(store or ".framework/store"), model_ref))
         return model, f"registered model {model.version}"
     names = [f"f{i:02d}" for i in range(N_FEATURES)]
     model = ServedModel("primary", "bench-v1", build_onnx(), InputSchema([FeatureSpec(n) for n in names]),

@@ -9,6 +9,7 @@ import socket
 import time
 from typing import Any, Mapping
 
+from ..compat.ray_serve import running_http_options
 from ..errors import RecipeError, ServingError
 from .types import RECORD_FIELDS, ServedModel, ServingApp
 
@@ -152,14 +153,13 @@ def ensure_serve(host: str, port: int) -> None:
     """Start Serve's HTTP proxy on host:port, or check that the running one listens there."""
     from ray import serve
 
-    client = _running_serve_client()
-    if client is not None:
-        http = client.http_config
-        if (http.host, int(http.port)) != (host, int(port)):
+    running = running_http_options()
+    if running is not None:
+        if running != (host, int(port)):
             raise ServingError(
-                f"Ray Serve already runs in this Ray instance with its HTTP proxy on {http.host}:{http.port}; "
+                f"Ray Serve already runs in this Ray instance with its HTTP proxy on {running[0]}:{running[1]}; "
                 f"its HTTP options are fixed once started, so it cannot also listen on {host}:{port}. "
-                f"Use serve.host={http.host} serve.port={http.port}, or stop that Serve instance first."
+                f"Use serve.host={running[0]} serve.port={running[1]}, or stop that Serve instance first."
             )
         return
     _check_port_free(host, port)
@@ -167,21 +167,6 @@ def ensure_serve(host: str, port: int) -> None:
         serve.start(http_options={"host": host, "port": port})
     except Exception as exc:
         raise ServingError(f"starting Ray Serve's HTTP proxy on {host}:{port} failed: {exc}") from exc
-
-
-def _running_serve_client():
-    """Serve's client when Serve already runs in this Ray instance, else None.
-
-    The one use of Ray's private ``_get_global_client`` (Ray 2.60), kept in this function alone so
-    that it moves to ``framework/compat/`` in one piece. Without it we cannot tell, and
-    ``serve.start()`` decides.
-    """
-    try:
-        from ray.serve.context import _get_global_client
-
-        return _get_global_client(raise_if_no_controller_running=False)
-    except ImportError:
-        return None
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -127,6 +127,8 @@ class StrategyHost:
             "time": time.time(),
             "verdict": verdict_name(decision),
             "arm": self._answering_arm(decision),
+            # the decision's own arm: for a rollback the one traffic was taken from
+            "decision_arm": decision.arm,
             "reason": decision.reason,
             "weights": dict(decision.weights) if decision.weights is not None else None,
             "arms": dict(self.arms),

@@ -30,6 +30,12 @@ class ServedModel:
     #: compares against; None -> explanations are refused (409)
     baseline: list[float] | None = None
 
+    @classmethod
+    def from_registered(cls, arm: str, model: Any) -> "ServedModel":
+        """Arm ``arm`` serving a registered version (a ``framework.registry.models.RegisteredModel``)."""
+        return cls(arm=arm, version=model.ref, onnx_bytes=model.onnx_bytes, schema=model.schema, classes=model.classes,
+                   input_name=model.input_name, output_name=model.output_name, baseline=model.baseline)
+
     def __repr__(self) -> str:  # never dump the model bytes into a log line
         return (
             f"ServedModel(arm={self.arm!r}, version={self.version!r}, onnx_bytes=<{len(self.onnx_bytes)} bytes>, "

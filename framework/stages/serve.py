@@ -19,10 +19,7 @@ def served_model(state: RunState, arm: str, ref: str) -> Any:
     """The ServedModel of one arm (``serve.models.ARM: REF``) from the registry."""
     from ..serving import ServedModel
 
-    model = load_registered_model(state.registry, state.registry_ref(ref, f"serve.models.{arm}"))
-    return ServedModel(arm=arm, version=model.ref, onnx_bytes=model.onnx_bytes, schema=model.schema,
-                       classes=model.classes, input_name=model.input_name, output_name=model.output_name,
-                       baseline=model.baseline)
+    return ServedModel.from_registered(arm, load_registered_model(state.registry, state.registry_ref(ref, f"serve.models.{arm}")))
 
 
 def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:

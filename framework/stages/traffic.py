@@ -84,7 +84,7 @@ def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
         finished = False
         for event in events:
             verdict = Verdict(event["verdict"])
-            decision = Decision(verdict, event.get("reason", ""), event.get("weights"), event.get("arm"))
+            decision = Decision(verdict, event.get("reason", ""), event.get("weights"), event.get("decision_arm"))
             record = {"after_requests": sent, **event}
             if verdict is Verdict.PROMOTE:
                 arm = promoted_arm(event)
