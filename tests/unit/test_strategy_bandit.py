@@ -25,6 +25,9 @@ class TestBanditContract(TrafficStrategyContract):
     def make_config(self):
         return BanditConfig(seed=3)
 
+    def invalid_config(self):
+        return BanditConfig(algorithm="softmax")
+
 
 def make(**options) -> BanditStrategy:
     return BanditStrategy(BanditConfig(**options), ARMS)
