@@ -40,6 +40,9 @@ class TestShadowThreeArmsPartialMirrorContract(TrafficStrategyContract):
     def arms(self):
         return {"candidate_a": "m:v3", "live": "m@champion", "candidate_b": "m:v4"}
 
+    def invalid_config(self):
+        return ShadowConfig(primary="not-declared")
+
 
 class TestABContract(TrafficStrategyContract):
     strategy_cls = ABStrategy
@@ -59,6 +62,9 @@ class TestABThreeArmsRewardContract(TrafficStrategyContract):
 
     def arms(self):
         return {"a": "m:v1", "b": "m:v2", "c": "m:v3"}
+
+    def invalid_config(self):
+        return ABConfig(weights={"a": 1.0, "not-declared": 1.0})
 
 
 class TestCanaryContract(TrafficStrategyContract):
