@@ -23,7 +23,8 @@ float32 features in, logits out, standardization inside.
 ``num_samples: 1`` runs one trial with ``temperature`` and ``alpha`` as configured; with more,
 Tune samples temperature from {2, 4, 8} and alpha uniformly in [0.3, 0.9] (seeded).
 
-Importing this module is cheap: torch and Ray are imported inside functions.
+Importing this module is cheap: torch and Ray are imported inside functions (with the shared
+helpers of ``plugins.nets`` and ``plugins.tune_support``).
 """
 from __future__ import annotations
 
@@ -36,12 +37,17 @@ from typing import Any, ClassVar, Dict, Mapping, Optional
 from framework import Compressor, DataSplits, Model, TrainedModel, hookimpl
 from framework.errors import RecipeError, StageError
 
-from plugins.compress_prune import count_parameters, evaluate
-
 CHECKPOINT_FILE = "student.pt"
 #: what Tune samples from when num_samples > 1
 TEMPERATURES = (2.0, 4.0, 8.0)
 ALPHA_RANGE = (0.3, 0.9)
+
+
+def student_model_component(name: str, where: str) -> type[Model]:
+    """The installed model component ``name`` (RecipeError at ``where`` naming the known ones)."""
+    from framework.plugins import default_components
+
+    return default_components().get("model", str(name), where=where).cls
 
 
 def _default_student() -> dict:
@@ -159,10 +165,10 @@ def distill_trial(config: dict, data: dict) -> None:
     import torch
     from ray import tune
 
-    from plugins.train_tune import _trial_index
+    from plugins.tune_support import trial_index
 
     torch.set_num_threads(1)  # trials run side by side on few cores
-    seed = int(data["settings"]["seed"]) + _trial_index()
+    seed = int(data["settings"]["seed"]) + trial_index()
 
     def report(metrics: dict, state) -> None:
         if state is None:
@@ -203,11 +209,9 @@ class DistillCompressor(Compressor):
                 "test_accuracy", "accuracy_retention", "temperature", "alpha")
 
     def __init__(self, config: Any = None, refs: Optional[Mapping[str, type]] = None):
-        super().__init__(config)
-        from plugins.train_tune import resolve_model
-
-        self.student_model = (refs or {}).get("student_model") or resolve_model(self.config.student_model, "compress.student_model")
-        self.check_config(self.config, "compress", {"student_model": self.student_model})  # constructed directly too
+        super().__init__(config, refs)  # validated; student_model resolved by name outside a plan
+        self.student_model = self.refs.get("student_model") or student_model_component(
+            self.config.student_model, "compress.student_model")
 
     @classmethod
     def starts_from_registry(cls, config: Any) -> bool:
@@ -220,7 +224,6 @@ class DistillCompressor(Compressor):
     @classmethod
     def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
         from framework.tuning import plain_container
-        from plugins.train_tune import resolve_model
 
         c = config
 
@@ -244,7 +247,7 @@ class DistillCompressor(Compressor):
             raise RecipeError(f"{key}.lr: must be > 0, got {c.lr}")
         if not number("cpus_per_trial") > 0:
             raise RecipeError(f"{key}.cpus_per_trial: must be > 0, got {c.cpus_per_trial}")
-        model = (refs or {}).get("student_model") or resolve_model(c.student_model, f"{key}.student_model")
+        model = (refs or {}).get("student_model") or student_model_component(c.student_model, f"{key}.student_model")
         student = plain_container(c.student or {})
         if not isinstance(student, dict):
             raise RecipeError(f"{key}.student: expected a mapping of hyperparameter -> value, got {student!r}")
@@ -276,12 +279,14 @@ class DistillCompressor(Compressor):
         """(logits on the train split, {split: accuracy}, parameters or None, description)."""
         import torch
 
+        from plugins.nets import count_parameters, evaluate_splits
+
         x_train = splits.arrays("train")[0]
         if self.config.teacher is None:
             if not isinstance(model.module, torch.nn.Module):
                 raise StageError(f"{where}: needs a torch nn.Module as teacher, got {type(model.module).__name__}")
             teacher = copy.deepcopy(model.module).eval()  # the input model stays as it was
-            scores = evaluate(teacher, splits, list(model.classes))
+            scores = evaluate_splits(teacher, splits, list(model.classes))
             return teacher_logits(teacher, x_train), scores, count_parameters(teacher), "the trained model"
         ref = str(self.config.teacher)
         registered = ctx.registered_model(ref)
@@ -307,8 +312,8 @@ class DistillCompressor(Compressor):
         from ray import tune
 
         from framework.engine import start_ray
-        from plugins.nets import training_stats
-        from plugins.train_tune import _first_line, _quiet_tune
+        from plugins import tune_support
+        from plugins.nets import count_parameters, evaluate_splits, training_stats
 
         c = self.config
         where = f"compress ({self.name})"
@@ -369,7 +374,7 @@ class DistillCompressor(Compressor):
             ),
         )
         started = time.perf_counter()
-        with _quiet_tune():
+        with tune_support.quiet_tune():
             grid = tuner.fit()
         seconds = time.perf_counter() - started
 
@@ -381,7 +386,7 @@ class DistillCompressor(Compressor):
                    "alpha": float((result.config or {}).get("alpha", float("nan"))),
                    "best_val_accuracy": m.get("best_val_accuracy"), "best_val_loss": m.get("best_val_loss"),
                    "best_epoch": m.get("best_epoch"), "epochs": m.get("epoch", 0),
-                   "error": _first_line(result.error) if result.error else ""}
+                   "error": tune_support.trial_error_line(result.error) if result.error else ""}
             trials.append(row)
             if not result.error and result.checkpoint is not None and row["best_val_accuracy"] is not None:
                 candidates.append(((row["best_val_accuracy"], -row["best_val_loss"]), row, result))
@@ -400,7 +405,7 @@ class DistillCompressor(Compressor):
         student.load_state_dict(state)  # also restores the standardization buffers
         student.eval()
 
-        after = evaluate(student, splits, classes)
+        after = evaluate_splits(student, splits, classes)
         n_student = count_parameters(student)
         metrics: dict[str, Any] = {k: v for k, v in after.items() if k != "val_loss"}
         metrics.update({

@@ -197,10 +197,6 @@ class _OnnxCompressor(Compressor):
 
     level: ClassVar[str] = "onnx"
 
-    def __init__(self, config: Any = None, refs: Mapping[str, type] | None = None):
-        super().__init__(config, refs)
-        self.check_config(self.config, "compress")  # constructed directly (tests, notebooks)
-
     @classmethod
     def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
         """Raise RecipeError naming ``key.<field>`` for a bad value (the planner passes

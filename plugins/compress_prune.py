@@ -16,8 +16,13 @@ logits out, standardization inside.
   the first Linear), ranked by the L2 norm of their incoming weights / filter (optionally times
   the norm of their outgoing weights). The network is rebuilt with smaller ``nn.Linear`` and
   ``nn.Conv2d`` layers, so the exported ONNX file really is smaller and faster. The pruned
-  architecture is recorded in the hyperparameters: ``hidden_sizes`` (MLP), plus ``conv_channels``
-  and ``hidden`` for a CNN (``CNNModel().build(hp, ...)`` rebuilds it for a strict state_dict load).
+  architecture is recorded in the hyperparameters under the model's own names: ``hidden`` (the
+  per-layer widths; also as ``hidden_sizes``) and, with convolutions, ``conv_channels``. When the
+  trained model names the model component that built it (``hyperparameters["model"]``, as the
+  trainer and ``distill`` record it), the pruned network is rebuilt through that component's
+  ``build`` from those hyperparameters with a strict state_dict load, before fine-tuning: a model
+  whose ``build`` cannot take per-layer widths fails there, naming the model. A module that no
+  model component names (an ``nn.Sequential`` built by hand) is pruned in place.
 
 Importing this module is cheap: torch is imported inside functions.
 """
@@ -26,9 +31,9 @@ from __future__ import annotations
 import copy
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Optional
 
-from framework import Compressor, DataSplits, TrainedModel, hookimpl
+from framework import Compressor, DataSplits, Model, TrainedModel, hookimpl
 from framework.errors import RecipeError, StageError
 
 #: how a hidden neuron is ranked by ``prune_structured``
@@ -69,7 +74,10 @@ def _fraction(value: Any, key: str, field: str) -> None:
 
 
 def count_parameters(module) -> int:
-    return int(sum(p.numel() for p in module.parameters()))
+    """``plugins.nets.count_parameters``, importable from here without torch."""
+    from plugins.nets import count_parameters as count
+
+    return count(module)
 
 
 def _linears(module) -> list:
@@ -79,18 +87,11 @@ def _linears(module) -> list:
 
 
 def evaluate(module, splits: DataSplits, classes: list) -> dict:
-    """val/test accuracy, test macro F1 and test loss, as the trainer reports them."""
-    from sklearn.metrics import f1_score
+    """``plugins.nets.evaluate_splits`` (val/test accuracy, test macro F1, losses), importable from
+    here without torch."""
+    from plugins.nets import evaluate_splits
 
-    from plugins.nets import evaluate as evaluate_arrays
-
-    x_val, y_val = splits.arrays("val")
-    x_test, y_test = splits.arrays("test")
-    val_acc, val_loss, _ = evaluate_arrays(module, x_val, y_val)
-    test_acc, test_loss, pred = evaluate_arrays(module, x_test, y_test)
-    f1 = float(f1_score(y_test, pred, average="macro", labels=list(range(len(classes))), zero_division=0))
-    return {"val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test_acc,
-            "test_f1_macro": f1, "test_loss": test_loss}
+    return evaluate_splits(module, splits, classes)
 
 
 def fine_tune(module, splits: DataSplits, *, epochs: int, lr: float, batch_size: int, seed: int) -> dict:
@@ -125,12 +126,7 @@ def fine_tune(module, splits: DataSplits, *, epochs: int, lr: float, batch_size:
 class _PruneCompressor(Compressor):
     level: ClassVar[str] = "model"
 
-    def __init__(self, config: Any = None, refs: Mapping[str, type] | None = None):
-        super().__init__(config, refs)
-        self.check_config(self.config, "compress")  # constructed directly (tests, notebooks)
-
-    def _start(self, model: TrainedModel, splits: DataSplits):
-        where = f"compress ({self.name})"
+    def _start(self, model: TrainedModel, splits: DataSplits, where: str):
         for part in ("train", "val", "test"):
             if len(getattr(splits, part)) == 0:
                 raise StageError(f"{where}: the {part} split is empty")
@@ -138,7 +134,7 @@ class _PruneCompressor(Compressor):
 
         if not isinstance(model.module, torch.nn.Module):
             raise StageError(f"{where}: needs a torch nn.Module, got {type(model.module).__name__}")
-        return where, copy.deepcopy(model.module).eval()  # the input model stays as it was
+        return copy.deepcopy(model.module).eval()  # the input model stays as it was
 
     def _finish(self, model: TrainedModel, module, before: dict, after: dict, extra: dict,
                 hyperparameters: dict, details: dict, ctx) -> TrainedModel:
@@ -176,6 +172,8 @@ def sparsity_report(module) -> dict:
     """Share of exactly-zero Linear weights, parameter counts and dense vs sparse storage sizes."""
     import numpy as np
 
+    from plugins.nets import count_parameters
+
     weights = [m.weight.detach() for m in _linears(module)]
     total = int(sum(w.numel() for w in weights))
     zeros = int(sum(int((w == 0).sum()) for w in weights))
@@ -209,12 +207,15 @@ class PruneMagnitude(_PruneCompressor):
     def compress(self, model: TrainedModel, splits: DataSplits, ctx) -> TrainedModel:
         from torch.nn.utils import prune
 
+        from plugins.nets import evaluate_splits
+
         c = self.config
-        where, module = self._start(model, splits)
+        where = f"compress ({self.name})"
+        module = self._start(model, splits, where)
         linears = _linears(module)
         if not linears:
             raise StageError(f"{where}: the model ({type(module).__name__}) has no nn.Linear layer to prune")
-        before = evaluate(module, splits, model.classes)
+        before = evaluate_splits(module, splits, model.classes)
         report_before = sparsity_report(module)
         prune.global_unstructured([(m, "weight") for m in linears], pruning_method=prune.L1Unstructured,
                                   amount=float(c.sparsity))
@@ -223,7 +224,7 @@ class PruneMagnitude(_PruneCompressor):
         for m in linears:
             prune.remove(m, "weight")  # weight = weight_orig * mask, a plain parameter again
         module.eval()
-        after = evaluate(module, splits, model.classes)
+        after = evaluate_splits(module, splits, model.classes)
         report = sparsity_report(module)
         extra = {**report, "size_ratio_if_sparse": report["dense_bytes"] / report["sparse_bytes"],
                  "fine_tune_best_epoch": tuned["best_epoch"]}
@@ -415,13 +416,51 @@ def conv_channels(module) -> list[int]:
     return [m.out_channels for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
-def build_pruned_module(hp: dict, sizes: list[int], n_features: int, n_classes: int):
-    """An empty TabularMLP with per-layer hidden widths ``sizes``, to load a pruned state_dict into
-    (``hp``: the trainer's hyperparameters, for the dropout). A pruned ImageCNN is rebuilt from
-    its recorded hyperparameters alone: ``CNNModel().build(hp, n_features, n_classes)``."""
-    from plugins.model_mlp import build_mlp
+def pruned_architecture(module) -> dict[str, Any]:
+    """The hyperparameters a model's ``build`` needs for the widths of a pruned ``module``:
+    ``hidden`` (every Linear layer's output width but the last), ``conv_channels`` when it has
+    convolutions, and ``hidden_sizes`` (= ``hidden``, the name earlier runs recorded)."""
+    sizes = hidden_sizes(module)
+    architecture: dict[str, Any] = {"hidden": list(sizes), "hidden_sizes": list(sizes)}
+    channels = conv_channels(module)
+    if channels:
+        architecture["conv_channels"] = channels
+    return architecture
 
-    return build_mlp({**hp, "hidden": list(sizes)}, n_features, n_classes).eval()
+
+def trained_model_component(model: TrainedModel, where: str) -> Optional[type[Model]]:
+    """The model component that built ``model``, as its hyperparameters (or details) name it; None
+    when they name none (a module built by hand). StageError when that model is not installed."""
+    name = model.hyperparameters.get("model") or model.details.get("model")
+    if name is None:
+        return None
+    from framework.plugins import default_components
+
+    try:
+        return default_components().get("model", str(name), where=f"{where}: the trained model's builder").cls
+    except RecipeError as exc:
+        raise StageError(str(exc)) from None
+
+
+def rebuild_pruned_module(model_cls: type[Model], hp: Mapping[str, Any], n_features: int, n_classes: int,
+                          state: Optional[Mapping[str, Any]] = None, where: str = "prune_structured"):
+    """``model_cls().build(hp)`` of a pruned network (``hp``: its hyperparameters, with the widths
+    ``pruned_architecture`` records) in eval mode, with the pruned ``state`` loaded strictly when
+    given. StageError naming the model when its ``build`` cannot make that network."""
+    own = {k: v for k, v in hp.items() if k in model_cls.hyperparameters}
+    try:
+        module = model_cls().build(own, n_features, n_classes)
+        if state is not None:
+            module.load_state_dict(state)
+    except Exception as exc:  # a third party's build may fail any way: say which model and why
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = " ".join(lines[:2])  # torch's load error: a header line, then the first mismatch
+        raise StageError(
+            f"{where}: model '{model_cls.name}' cannot rebuild the pruned network from its hyperparameters "
+            f"({type(exc).__name__}: {reason}); structured pruning needs a model whose build() takes the "
+            f"per-layer widths it records: hidden (a list) and, with convolutions, conv_channels"
+        ) from exc
+    return module.eval()
 
 
 class PruneStructured(_PruneCompressor):
@@ -442,23 +481,32 @@ class PruneStructured(_PruneCompressor):
     def compress(self, model: TrainedModel, splits: DataSplits, ctx) -> TrainedModel:
         import torch
 
+        from plugins.nets import count_parameters, evaluate_splits
+
         c = self.config
-        where, module = self._start(model, splits)
+        stage = f"compress ({self.name})"
+        component = trained_model_component(model, stage)
+        where = stage if component is None else f"{stage}, model '{component.name}'"
+        module = self._start(model, splits, where)
         _plan_layers(*_stack(module, where), where)  # a layer it cannot prune: said before any evaluation
-        before = evaluate(module, splits, model.classes)
+        before = evaluate_splits(module, splits, model.classes)
         params_before = count_parameters(module)
         changes = prune_structured_module(module, float(c.amount), str(c.importance), where)
+        convs = [ch for ch in changes if isinstance(module.get_submodule(ch[0]), torch.nn.Conv2d)]
+        neurons = [ch for ch in changes if ch not in convs]
+        architecture = pruned_architecture(module)
+        if component is not None:  # the network the model's own build makes, as a reload would
+            module = rebuild_pruned_module(component, {**model.hyperparameters, **architecture},
+                                           len(model.schema.features), len(model.classes), module.state_dict(), stage)
         params_after = count_parameters(module)
         tuned = fine_tune(module, splits, epochs=c.fine_tune_epochs, lr=c.lr, batch_size=c.batch_size, seed=int(ctx.seed))
-        after = evaluate(module, splits, model.classes)
+        after = evaluate_splits(module, splits, model.classes)
         extra: dict[str, Any] = {
             "parameters_before": params_before,
             "parameters_after": params_after,
             "parameter_ratio": params_before / params_after,
             "fine_tune_best_epoch": tuned["best_epoch"],
         }
-        convs = [ch for ch in changes if isinstance(module.get_submodule(ch[0]), torch.nn.Conv2d)]
-        neurons = [ch for ch in changes if ch not in convs]
         for k, (name, n_before, n_after) in enumerate(convs, start=1):
             extra[f"conv{k}_channels_before"] = n_before
             extra[f"conv{k}_channels_after"] = n_after
@@ -476,11 +524,6 @@ class PruneStructured(_PruneCompressor):
             params_before / params_after, before["test_accuracy"], after["test_accuracy"],
             after["test_accuracy"] - before["test_accuracy"], tuned["best_epoch"],
         )
-        sizes = hidden_sizes(module)
-        architecture: dict[str, Any] = {"hidden_sizes": sizes}
-        channels = conv_channels(module)
-        if channels:  # what CNNModel().build takes to rebuild the pruned network
-            architecture.update(conv_channels=channels, hidden=list(sizes))
         layers = [{"layer": n, "kind": "Conv2d", "channels_before": a, "channels_after": b} for n, a, b in convs]
         layers += [{"layer": n, "kind": "Linear", "neurons_before": a, "neurons_after": b} for n, a, b in neurons]
         details = {"layers": layers, "fine_tune": tuned, "input_evaluation": before}

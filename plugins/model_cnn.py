@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from framework import Model, hookimpl
 
-from plugins.model_mlp import OPTIMIZER_HYPERPARAMETERS
+from plugins.model_support import OPTIMIZER_HYPERPARAMETERS
 
 
 class CNNModel(Model):

@@ -9,8 +9,7 @@ from typing import Any, Mapping
 
 from framework import Model, hookimpl
 
-#: optimisation hyperparameters every built-in model takes (the trainer reads them)
-OPTIMIZER_HYPERPARAMETERS: dict[str, Any] = {"lr": None, "weight_decay": 0.0}
+from plugins.model_support import OPTIMIZER_HYPERPARAMETERS
 
 
 def build_mlp(hp: Mapping[str, Any], n_features: int, n_classes: int, mean=None, std=None):

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from framework import Model, hookimpl
 
-from plugins.model_mlp import OPTIMIZER_HYPERPARAMETERS
+from plugins.model_support import OPTIMIZER_HYPERPARAMETERS
 
 
 def pairwise_logistic_loss(score, relevant):

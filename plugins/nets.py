@@ -166,6 +166,25 @@ def evaluate(module, x, y) -> tuple[float, float, np.ndarray]:
     return acc, loss, pred.numpy()
 
 
+def evaluate_splits(module, splits, classes: Sequence) -> dict:
+    """val/test accuracy, test macro F1 and val/test loss of ``module`` on a DataSplits, as the
+    trainer reports them (what a compressor compares before and after)."""
+    from sklearn.metrics import f1_score
+
+    x_val, y_val = splits.arrays("val")
+    x_test, y_test = splits.arrays("test")
+    val_acc, val_loss, _ = evaluate(module, x_val, y_val)
+    test_acc, test_loss, pred = evaluate(module, x_test, y_test)
+    f1 = float(f1_score(y_test, pred, average="macro", labels=list(range(len(classes))), zero_division=0))
+    return {"val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test_acc,
+            "test_f1_macro": f1, "test_loss": test_loss}
+
+
+def count_parameters(module) -> int:
+    """Number of parameters (weights and biases) of a torch module."""
+    return int(sum(p.numel() for p in module.parameters()))
+
+
 def logits_of(module, x) -> np.ndarray:
     """``module``'s logits on numpy rows, as float32 numpy."""
     module.eval()

@@ -26,6 +26,7 @@ figure asks for: the first look is then the only one that matters.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from bisect import bisect_right
 from collections import deque
@@ -85,10 +86,8 @@ class ABStrategy(TrafficStrategy):
     summary = "sticky weighted A/B split; z-test (accuracy) or Welch t-test (reward) picks the winner"
     sticky = True
 
-    def __init__(self, config: ABConfig | None, arms: Mapping[str, str]):
-        super().__init__(config, arms)
-        self.check_config(self.config, "strategy")
-        self.arm_names(self.config, self.arms)
+    def __init__(self, config: ABConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
+        super().__init__(config, arms, refs)
         self._key = str(self.config.seed).encode()[:64]
         self._stats = {arm: _ArmStats() for arm in self.arms}
         self._incumbent = next(iter(self.arms))
@@ -146,10 +145,12 @@ class ABStrategy(TrafficStrategy):
 
     # -- roles for apply() -----------------------------------------------------------------
     def incumbent(self) -> str:
+        """The first declared arm (the current model), even when weighted out of the test: the
+        default, the first arm with traffic, would roll back to a challenger then."""
         return self._incumbent
 
     def candidate(self) -> str:
-        """The recorded winner, else the first arm after the incumbent."""
+        """The recorded winner, else the first declared arm after the incumbent."""
         if self.winner is not None:
             return self.winner["arm"]
         return next(a for a in self.arms if a != self._incumbent)
@@ -169,7 +170,7 @@ class ABStrategy(TrafficStrategy):
         self._only = self._routes[0] if len(live) == 1 else None
         self._dirty = True
 
-    def route(self, request: RouteRequest) -> Route:
+    def choose(self, request: RouteRequest) -> Route:
         if self._only is not None:
             return self._only
         key = request.key if request.key is not None else request.request_id
@@ -178,6 +179,7 @@ class ABStrategy(TrafficStrategy):
 
     def set_weights(self, weights: Mapping[str, float]) -> None:
         self._set(_normalise(weights, self.arms))
+        self.final = None  # an operator's reweighting is followed, after a verdict too
 
     # -- observations ----------------------------------------------------------------------
     def observe(self, outcome: Outcome) -> None:
@@ -314,19 +316,17 @@ class ABStrategy(TrafficStrategy):
         return p_value, math.ceil((z_a + z_b) ** 2 * (a.variance() + b.variance()) / delta**2)
 
     def apply(self, decision: Decision) -> None:
+        if decision.verdict is Verdict.PROMOTE and decision.arm is None and decision.weights:
+            # a PROMOTE that only weights the arms: the heaviest one wins (ties: the first listed)
+            decision = dataclasses.replace(decision, arm=max(decision.weights, key=decision.weights.__getitem__))
+        super().apply(decision)  # ValueError for an undeclared arm, before anything changed
         if decision.verdict is Verdict.HOLD:
             return
+        self._set({self.final: 1.0})  # the weights reported from now on
         if decision.verdict is Verdict.PROMOTE:
-            arm = getattr(decision, "arm", None)
-            if arm is not None and arm not in self.arms:
-                raise ValueError(f"cannot promote '{arm}': not an arm ({', '.join(self.arms)})")
-            weights = {arm: 1.0} if arm else dict(decision.weights) if decision.weights else {self.candidate(): 1.0}
-            self._set(_normalise(weights, self.arms))
-            winners = [a for a, w in self.weights.items() if w > 0]
-            self.finished = f"promoted {', '.join(winners)} ({decision.reason or 'operator'})"
+            self.finished = f"promoted {self.final} ({decision.reason or 'operator'})"
         else:
-            self._set({self._incumbent: 1.0})
-            self.finished = f"rolled back to {self._incumbent} ({decision.reason or 'operator'})"
+            self.finished = f"rolled back to {self.final} ({decision.reason or 'operator'})"
 
     def state(self) -> dict:
         metric = self.config.metric

@@ -10,7 +10,12 @@ Rewards are taken as lying in [0, 1]: the Beta posterior uses the fractional upd
 ``alpha += r, beta += 1 - r`` (values outside [0, 1] are clipped for the posterior only; the
 reported mean uses the raw value).
 
-Burn-in: until every arm has ``min_pulls_per_arm`` pulls, ``route`` plays the least-pulled arm.
+Routing is a pure function of the strategy's state and the request (``choose``): the randomness
+of a request (Thompson's Beta draws, epsilon-greedy's coin, random tie-breaks, a pinned split)
+comes from a blake2b hash of ``(seed, request id)``, so asking twice gives the same arm and the
+same seed replays the same routes. The counts move only when a request is served (``routed``).
+
+Burn-in: until every arm has ``min_pulls_per_arm`` pulls, ``choose`` plays the least-pulled arm.
 The promotion rule needs that many pulls of every arm, and an adaptive algorithm may otherwise
 starve a clearly bad arm below it forever (so a clear winner would never be promoted).
 
@@ -25,20 +30,24 @@ equal arms it promotes one now and then: over 10k requests, 23/40 seeded runs wi
 arms and 10/40 with three at 0.95, 0/40 at 0.999. Raise ``promote_probability`` when a
 needless promotion costs more than a late one.
 
-Pinning: ``apply(PROMOTE)`` routes everything to the winner, ``apply(ROLLBACK)`` to the first arm
-(the incumbent), ``set_weights`` to a fixed allocation. While pinned, adaptive routing is off and
-``decide`` holds with the pinned weights, but feedback still updates the posteriors, so
-``apply(HOLD)`` resumes the bandit from everything learned meanwhile.
+Pinning: ``apply(PROMOTE)`` routes everything to ``Decision.arm`` (else the heaviest of its
+``weights``, else ``candidate()``), ``apply(ROLLBACK)`` to the first arm (the incumbent),
+``set_weights`` to a fixed allocation. While pinned, adaptive routing is off and ``decide`` holds
+with the pinned weights; feedback for requests routed before the pin still updates the posteriors
+(and, under ``set_weights``, for every request), so ``apply(HOLD)`` resumes the bandit from
+everything learned meanwhile.
 
-Pure Python (numpy only for the Monte Carlo in ``decide``): ``route`` is a few Beta draws and O(1)
-bookkeeping (a few microseconds for a handful of arms).
+Pure Python (numpy only for the Monte Carlo in ``decide``): ``choose`` is a hash, a seeded
+``random.Random`` and one Beta draw per arm (~13 µs with ``routed``'s O(1) bookkeeping for three
+arms, most of it seeding the generator: the price of a route that does not depend on call order).
 """
 from __future__ import annotations
 
 import math
 import random
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from hashlib import blake2b
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -64,6 +73,7 @@ ALLOCATION_WINDOW = 1000
 #: routed request ids remembered for feedback (older ones count as unknown)
 MEMORY = 100_000
 _DONE = -1  # marks a request id whose reward was already counted
+_UNIT = 2.0**-53  # 53 random bits -> a float in [0, 1)
 
 
 @dataclass
@@ -91,15 +101,14 @@ class BanditStrategy(TrafficStrategy):
     Config = BanditConfig
     summary = "multi-armed bandit (thompson | ucb1 | epsilon_greedy); promotes the arm that is best with high probability"
 
-    def __init__(self, config: BanditConfig | None, arms: Mapping[str, str]):
-        super().__init__(config, arms)
+    def __init__(self, config: BanditConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
+        super().__init__(config, arms, refs)
         cfg: BanditConfig = self.config
-        self.check_config(cfg, "strategy")
-        self.names: list[str] = list(self.arm_names(cfg, self.arms))
+        self.names: list[str] = self.routable  # incumbent() by default: the first declared arm
         k = len(self.names)
         self._index = {n: i for i, n in enumerate(self.names)}
         self._routes = [Route(primary=n) for n in self.names]  # immutable: built once
-        self._rng = random.Random(cfg.seed)
+        self._hash_key = str(cfg.seed).encode()[:64]
         self._mc_rng = np.random.default_rng(cfg.seed)
         self._prior_mean = cfg.prior_alpha / (cfg.prior_alpha + cfg.prior_beta)
         self.pulls = [0] * k
@@ -161,10 +170,16 @@ class BanditStrategy(TrafficStrategy):
             raise bad("decide_every", f"{config.decide_every} must be at least 1")
 
     # -- request path ----------------------------------------------------------------------------
-    def route(self, request: RouteRequest) -> Route:
-        i = self._choose()
-        self.pulls[i] += 1
+    def choose(self, request: RouteRequest) -> Route:
+        return self._routes[self._choose(request.request_id)]
+
+    def routed(self, request: RouteRequest, route: Route) -> None:
+        i = self._index[route.primary]
+        pulls = self.pulls
+        pulls[i] += 1
         self.total_pulls += 1
+        if self._burn_in and min(pulls) >= self.config.min_pulls_per_arm:
+            self._burn_in = False
         recent = self._recent
         if len(recent) == ALLOCATION_WINDOW:
             self._recent_counts[recent[0]] -= 1
@@ -179,26 +194,30 @@ class BanditStrategy(TrafficStrategy):
             requests[rid] = i
         elif previous != _DONE:  # a retried request: the feedback is about the arm that answered last
             requests[rid] = i
-        return self._routes[i]
 
-    def _choose(self) -> int:
+    def _draw(self, request_id: str) -> int:
+        """64 random bits of this request: blake2b of its id, keyed by the seed (stable across
+        processes, unlike the salted builtin ``hash``)."""
+        return int.from_bytes(blake2b(request_id.encode(), digest_size=8, key=self._hash_key).digest(), "big")
+
+    def _choose(self, request_id: str) -> int:
         if self._pinned is not None:
-            return self._weighted(self._pinned)
+            return self._weighted(self._pinned, (self._draw(request_id) >> 11) * _UNIT)
         pulls = self.pulls
         if self._burn_in:
             i = min(range(len(pulls)), key=pulls.__getitem__)
             if pulls[i] < self.config.min_pulls_per_arm:
                 return i
-            self._burn_in = False
         algorithm = self.config.algorithm
         if algorithm == "thompson":
-            draw = self._rng.betavariate
+            draw = random.Random(self._draw(request_id)).betavariate
             best, best_value = 0, -1.0
             for i, (a, b) in enumerate(zip(self.alpha, self.beta)):
                 value = draw(a, b)
                 if value > best_value:
                     best, best_value = i, value
             return best
+        bits = self._draw(request_id)
         if algorithm == "ucb1":
             for i, n in enumerate(pulls):
                 if n == 0:  # play each arm once first
@@ -210,19 +229,20 @@ class BanditStrategy(TrafficStrategy):
                 (s / n if n else self._prior_mean) + math.sqrt(2.0 * log_total / (n or 1))
                 for s, n in zip(self.reward_sum, self.rewarded)
             ]
-            return self._argmax(scores)
-        # epsilon_greedy
-        if self._rng.random() < self.config.epsilon:
-            return self._rng.randrange(len(pulls))
-        return self._argmax([s / n if n else self._prior_mean for s, n in zip(self.reward_sum, self.rewarded)])
+            return self._argmax(scores, bits)
+        # epsilon_greedy: the top 53 bits are the coin, the low ones pick an arm (explore or tie)
+        if (bits >> 11) * _UNIT < self.config.epsilon:
+            return bits % len(pulls)
+        return self._argmax([s / n if n else self._prior_mean for s, n in zip(self.reward_sum, self.rewarded)], bits)
 
-    def _argmax(self, values: list[float]) -> int:
+    @staticmethod
+    def _argmax(values: list[float], bits: int) -> int:
         top = max(values)
         ties = [i for i, v in enumerate(values) if v == top]
-        return ties[0] if len(ties) == 1 else self._rng.choice(ties)  # random ties: no bias to arm 0
+        return ties[0] if len(ties) == 1 else ties[bits % len(ties)]  # random ties: no bias to arm 0
 
-    def _weighted(self, cumulative: list[float]) -> int:
-        u = self._rng.random()
+    @staticmethod
+    def _weighted(cumulative: list[float], u: float) -> int:
         for i, c in enumerate(cumulative):
             if u < c:
                 return i
@@ -303,6 +323,7 @@ class BanditStrategy(TrafficStrategy):
                 f"{cfg.promote_probability} (P(best): {summary}; mean reward "
                 f"{self._mean(best):.4f} over {self.rewarded[best]} rewards)",
                 weights={n: 1.0 if n == winner else 0.0 for n in self.names},
+                arm=winner,
             )
         else:
             self._hold_reason = (f"no arm is best with probability > {cfg.promote_probability} yet "
@@ -318,33 +339,31 @@ class BanditStrategy(TrafficStrategy):
         return {name: c / n for name, c in zip(self.names, self._recent_counts)}
 
     def apply(self, decision: Decision) -> None:
-        verdict = Verdict(decision.verdict)
-        if verdict is Verdict.PROMOTE:
-            winner = self._winner_of(decision)
-            self._pin({winner: 1.0}, f"promoted: '{winner}' answers every request")
-        elif verdict is Verdict.ROLLBACK:
-            incumbent = self.incumbent()
-            self._pin({incumbent: 1.0}, f"rolled back: incumbent '{incumbent}' answers every request")
+        if decision.verdict is Verdict.PROMOTE and decision.arm is None:
+            decision = replace(decision, arm=self._winner_of(decision))
+        super().apply(decision)  # ValueError for an undeclared arm, before anything changed
+        if decision.verdict is Verdict.PROMOTE:
+            self._pin({self.final: 1.0}, f"promoted: '{self.final}' answers every request")
+        elif decision.verdict is Verdict.ROLLBACK:
+            self._pin({self.final: 1.0}, f"rolled back: incumbent '{self.final}' answers every request")
         else:  # HOLD: resume learning; a new verdict needs decide_every fresh rewards
+            self.final = None
             self._pinned = self._pinned_weights = None
             self._promotion = None
             self._mc_at = self.total_rewarded
             self._hold_reason = "learning resumed"
 
-    def incumbent(self) -> str:
-        """The arm apply(ROLLBACK) pins: the first declared arm."""
-        return self.names[0]
-
     def candidate(self) -> str:
-        """The arm a weightless apply(PROMOTE) pins: the pending PROMOTE's arm, else the arm with
-        the best posterior mean."""
-        if self._promotion is not None and self._promotion.weights:
-            return max(self._promotion.weights, key=self._promotion.weights.__getitem__)
-        # an operator's bare PROMOTE: the arm with the best posterior mean
+        """The arm a bare apply(PROMOTE) pins: the pending PROMOTE's arm, else the arm with the
+        best posterior mean (the default, the last arm, would ignore what was learned)."""
+        if self._promotion is not None and self._promotion.arm is not None:
+            return self._promotion.arm
         means = [a / (a + b) for a, b in zip(self.alpha, self.beta)]
         return self.names[max(range(len(means)), key=means.__getitem__)]
 
     def _winner_of(self, decision: Decision) -> str:
+        """The arm a PROMOTE without ``arm`` names through its weights (the heaviest declared
+        arm), else ``candidate()``."""
         weights = {a: float(w) for a, w in (decision.weights or {}).items() if a in self._index and w > 0}
         return max(weights, key=weights.__getitem__) if weights else self.candidate()
 
@@ -358,6 +377,7 @@ class BanditStrategy(TrafficStrategy):
         if any(not (w >= 0 and math.isfinite(w)) for w in values.values()) or sum(values.values()) <= 0:
             raise RequestError("weights", "weights must be finite, non-negative and not all zero")
         self._pin(values, "weights pinned by set_weights: adaptive routing off until apply()")
+        self.final = None  # an operator's reweighting is followed, after a verdict too
 
     def _pin(self, weights: Mapping[str, float], reason: str) -> None:
         total = sum(weights.values())

@@ -30,7 +30,8 @@ significant at one-sided ``gates.alpha`` (default 0.05):
   champion accuracy >= accuracy_delta_min".
 
 Once ROLLBACK or PROMOTE has been returned, ``decide()`` holds ("rollout finished: ...");
-routing changes only when the host calls ``apply()`` with the verdict.
+routing changes only when the host calls ``apply()`` with the verdict. An operator's PROMOTE
+that names the champion (``Decision.arm``) ends the rollout with the champion answering everything.
 """
 from __future__ import annotations
 
@@ -111,10 +112,9 @@ class CanaryStrategy(TrafficStrategy):
     summary = "steps the challenger's traffic share up; statistical gates roll back or promote per window"
     sticky = True
 
-    def __init__(self, config: CanaryConfig | None, arms: Mapping[str, str]):
-        super().__init__(config, arms)
-        self.check_config(self.config, "strategy")
-        self.champion, self.challenger = self.arm_names(self.config, self.arms)
+    def __init__(self, config: CanaryConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
+        super().__init__(config, arms, refs)
+        self.champion, self.challenger = self.routable  # incumbent() and candidate() by default
         self.steps = [float(s) for s in self.config.steps]
         self._key = str(self.config.seed).encode()[:64]
         self._total = {self.champion: _Counts(), self.challenger: _Counts()}
@@ -171,13 +171,6 @@ class CanaryStrategy(TrafficStrategy):
             )
         return [champion, challenger]
 
-    # -- roles for apply() -----------------------------------------------------------------
-    def incumbent(self) -> str:
-        return self.champion
-
-    def candidate(self) -> str:
-        return self.challenger
-
     # -- routing ---------------------------------------------------------------------------
     def _set_percent(self, percent: float) -> None:
         self.percent = percent
@@ -188,7 +181,7 @@ class CanaryStrategy(TrafficStrategy):
         self._fixed = self._to_champion if percent <= 0 else self._to_challenger if percent >= 100 else None
         self._weights = {self.champion: 1.0 - percent / 100, self.challenger: percent / 100}
 
-    def route(self, request: RouteRequest) -> Route:
+    def choose(self, request: RouteRequest) -> Route:
         if self._fixed is not None:
             return self._fixed
         key = request.key if request.key is not None else request.request_id
@@ -208,6 +201,7 @@ class CanaryStrategy(TrafficStrategy):
         if self.finished is None:
             self._record("reweighted", f"operator set the challenger's share to {_pct(percent)}; window restarted")
         self._set_percent(percent)
+        self.final = None  # an operator's reweighting is followed, after a verdict too
         if self.finished is None:
             self._open_window()
 
@@ -250,7 +244,7 @@ class CanaryStrategy(TrafficStrategy):
 
     def decide(self) -> Decision:
         if self.finished is not None:
-            return self._final
+            return self._finished_hold
         win = self._win[self.challenger]
         if win.requests < self._target:
             if win.errors >= self._crit_window or self._rollout[self.challenger].errors >= self._crit_rollout:
@@ -388,23 +382,20 @@ class CanaryStrategy(TrafficStrategy):
         else:
             self.history[-1]["verdict"] = "promote"
         self.finished = f"{verdict.value}: {reason}"
-        self._final = Decision(Verdict.HOLD, f"rollout finished: {self.finished}", self._weights)
+        self._finished_hold = Decision(Verdict.HOLD, f"rollout finished: {self.finished}", self._weights)
         target = self.champion if verdict is Verdict.ROLLBACK else self.challenger
         # arm: the challenger either way (promoted, or the one traffic is taken away from)
         return Decision(verdict, reason, {self.champion: 0.0, self.challenger: 0.0, target: 1.0}, arm=self.challenger)
 
     def apply(self, decision: Decision) -> None:
+        super().apply(decision)  # PROMOTE: decision.arm or the challenger; ROLLBACK: the champion
         if decision.verdict is Verdict.HOLD:
             return
-        promote = decision.verdict is Verdict.PROMOTE
-        arm = getattr(decision, "arm", None)
-        if promote and arm not in (None, self.challenger):
-            raise ValueError(f"a canary promotes its challenger '{self.challenger}', not '{arm}'; roll back to keep the champion")
-        self._set_percent(100.0 if promote else 0.0)
+        self._set_percent(100.0 if self.final == self.challenger else 0.0)  # the share reported from now on
         if self.finished is None:  # an operator's verdict ends the rollout too
             self.finished = f"{decision.verdict.value} by operator: {decision.reason or 'no reason given'}"
             self._record(decision.verdict.value, self.finished)
-        self._final = Decision(Verdict.HOLD, f"rollout finished: {self.finished}", self._weights)
+        self._finished_hold = Decision(Verdict.HOLD, f"rollout finished: {self.finished}", self._weights)
 
     def state(self) -> dict:
         return {

@@ -19,11 +19,12 @@ The test is repeated after every feedback (the host calls ``decide`` each time),
 a PROMOTE between equal rankers over a long run exceeds the nominal (1 - confidence) / 2: measured
 7/60 seeded runs of 1500 queries. Raise ``confidence`` (or ``min_impressions``) accordingly.
 
-Pure Python: ``route`` returns a prebuilt Route, ``merge`` is O(list_length) plus one seeded
+Pure Python: ``choose`` returns a prebuilt Route, ``merge`` is O(list_length) plus one seeded
 ``random.Random`` per request; per-request memory is bounded (last ``MEMORY`` merged requests).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections import OrderedDict
@@ -133,13 +134,12 @@ class InterleavingStrategy(TrafficStrategy):
     name = "interleaving"
     Config = InterleavingConfig
     summary = "team-draft interleaving of two rankers; promotes the challenger when users prefer it"
+    sticky = True  # trivially: arm_a is the primary of every interleaved request
 
-    def __init__(self, config: InterleavingConfig | None, arms: Mapping[str, str]):
-        super().__init__(config, arms)
-        self.check_config(self.config, "strategy")
-        self.arm_a, self.arm_b = self.arm_names(self.config, self.arms)
+    def __init__(self, config: InterleavingConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
+        super().__init__(config, arms, refs)
+        self.arm_a, self.arm_b = self.routable  # incumbent() and candidate() by default
         self._interleave = Route(primary=self.arm_a, shadows=(self.arm_b,), merge=True)
-        self._route = self._interleave
         self.mode = "interleaving"  # | "promoted" | "rolled_back"
         self.merged = 0
         self.degraded = 0  # merges where one ranker had no answer
@@ -193,8 +193,8 @@ class InterleavingStrategy(TrafficStrategy):
             raise RecipeError(f"{key}.list_length: {config.list_length} must be at least 1")
 
     # -- request path ----------------------------------------------------------------------------
-    def route(self, request: RouteRequest) -> Route:
-        return self._route
+    def choose(self, request: RouteRequest) -> Route:
+        return self._interleave
 
     def merge(self, request: RouteRequest, answers: Mapping[str, Any]) -> dict:
         ranking_a = _ranking(answers.get(self.arm_a))
@@ -282,15 +282,14 @@ class InterleavingStrategy(TrafficStrategy):
         lead = (f"{winner} leads, win share {win_share:.3f}" if winner else "no leader") + \
                f", p={p_value:.4g}, delta={delta:+.3f} ({wa} a / {wb} b / {ties} ties)"
         if self.mode != "interleaving":
-            answering = self._route.primary
-            decision = Decision(Verdict.HOLD, f"{self.mode}: '{answering}' answers every request; {lead}")
+            decision = Decision(Verdict.HOLD, f"{self.mode}: '{self.final}' answers every request; {lead}")
         elif impressions < cfg.min_impressions:
             decision = Decision(Verdict.HOLD, f"collecting: {impressions}/{cfg.min_impressions} informative queries; {lead}")
         elif not significant:
             decision = Decision(Verdict.HOLD, f"no significant winner at confidence {cfg.confidence}: {lead}")
         elif winner == self.arm_b:
             decision = Decision(Verdict.PROMOTE, f"arm_b '{self.arm_b}' wins: {lead}",
-                                weights={self.arm_a: 0.0, self.arm_b: 1.0})
+                                weights={self.arm_a: 0.0, self.arm_b: 1.0}, arm=self.arm_b)
         else:
             decision = Decision(Verdict.HOLD, f"arm_a '{self.arm_a}' wins (incumbent stays): {lead}")
         self._cached = (key, decision, stats)
@@ -299,25 +298,20 @@ class InterleavingStrategy(TrafficStrategy):
     def decide(self) -> Decision:
         return self._evaluate()[0]
 
-    def incumbent(self) -> str:
-        """The ranker apply(ROLLBACK) keeps: arm_a."""
-        return self.arm_a
-
-    def candidate(self) -> str:
-        """The ranker a weightless apply(PROMOTE) keeps: arm_b, the challenger."""
-        return self.arm_b
-
     def apply(self, decision: Decision) -> None:
-        verdict = Verdict(decision.verdict)
-        if verdict is Verdict.PROMOTE:
-            weights = decision.weights or {}
-            # the challenger, unless an operator's PROMOTE explicitly weights the incumbent higher
-            winner = self.arm_a if weights.get(self.arm_a, 0) > weights.get(self.arm_b, 0) else self.arm_b
-            self._route, self.mode = Route(primary=winner), "promoted"
-        elif verdict is Verdict.ROLLBACK:
-            self._route, self.mode = Route(primary=self.arm_a), "rolled_back"
-        else:  # HOLD: interleave again
-            self._route, self.mode = self._interleave, "interleaving"
+        """PROMOTE: ``decision.arm``, else arm_b (the challenger) unless the decision weights arm_a
+        higher; ROLLBACK: arm_a. HOLD (an operator's): interleave again."""
+        if decision.verdict is Verdict.PROMOTE and decision.arm is None and decision.weights:
+            weights = decision.weights
+            if weights.get(self.arm_a, 0) > weights.get(self.arm_b, 0):
+                decision = dataclasses.replace(decision, arm=self.arm_a)
+        super().apply(decision)
+        if decision.verdict is Verdict.PROMOTE:
+            self.mode = "promoted"
+        elif decision.verdict is Verdict.ROLLBACK:
+            self.mode = "rolled_back"
+        else:
+            self.final, self.mode = None, "interleaving"
 
     def state(self) -> dict:
         decision, stats = self._evaluate()
@@ -327,7 +321,7 @@ class InterleavingStrategy(TrafficStrategy):
             "arm_b": self.arm_b,
             "model_versions": {self.arm_a: self.arms.get(self.arm_a), self.arm_b: self.arms.get(self.arm_b)},
             "mode": self.mode,
-            "serving": self._route.primary if self.mode != "interleaving" else None,
+            "serving": self.final,
             **stats,
             "clicks": {self.arm_a: self.clicks_a, self.arm_b: self.clicks_b},
             "queries": {"merged": self.merged, "degraded": self.degraded, "no_click": self.no_click,

@@ -78,13 +78,10 @@ class ShadowStrategy(TrafficStrategy):
     summary = "primary answers; other arms get mirrored requests; records agreement, latency, errors"
     sticky = True  # the primary never depends on the request
 
-    def __init__(self, config: ShadowConfig | None, arms: Mapping[str, str]):
-        super().__init__(config, arms)
-        self.check_config(self.config, "strategy")
-        names = self.arm_names(self.config, self.arms)
-        self._incumbent = names[0]
-        self._candidates = tuple(names[1:])
-        self.primary = self._incumbent
+    def __init__(self, config: ShadowConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
+        super().__init__(config, arms, refs)
+        self.primary = self.routable[0]  # incumbent() by default
+        self._candidates = tuple(self.routable[1:])
         self.shadow_arms: tuple[str, ...] = self._candidates
         # the fraction threshold on a 64-bit hash: integer compare, no float division per request
         self._threshold = int(min(max(self.config.fraction, 0.0), 1.0) * 2**64)
@@ -130,10 +127,8 @@ class ShadowStrategy(TrafficStrategy):
         return [primary] + [a for a in declared if a != primary]
 
     # -- roles for apply() -----------------------------------------------------------------
-    def incumbent(self) -> str:
-        return self._incumbent
-
     def candidate(self) -> str:
+        """The first shadow (the default, the last arm, differs with several shadows)."""
         return self._candidates[0]
 
     # -- hot path --------------------------------------------------------------------------
@@ -151,7 +146,7 @@ class ShadowStrategy(TrafficStrategy):
             return False
         return int.from_bytes(blake2b(request_id.encode(), digest_size=8).digest(), "big") < self._threshold
 
-    def route(self, request: RouteRequest) -> Route:
+    def choose(self, request: RouteRequest) -> Route:
         return self._mirrored if self._is_mirrored(request.request_id) else self._plain
 
     def observe(self, outcome: Outcome) -> None:
@@ -271,16 +266,13 @@ class ShadowStrategy(TrafficStrategy):
         return record
 
     def apply(self, decision: Decision) -> None:
+        super().apply(decision)  # PROMOTE: decision.arm or the first shadow; ROLLBACK: the first primary
         if decision.verdict is Verdict.HOLD:
             return
+        self.primary = self.final
         if decision.verdict is Verdict.PROMOTE:
-            arm = getattr(decision, "arm", None)
-            if arm is not None and arm not in self._candidates:
-                raise ValueError(f"cannot promote '{arm}': the shadows are {', '.join(self._candidates)}")
-            self.primary = arm or self.candidate()
             self.finished = f"{self.primary} promoted to primary ({decision.reason or 'operator'})"
         else:
-            self.primary = self._incumbent
             self.finished = f"mirroring stopped, {self.primary} stays primary ({decision.reason or 'operator'})"
         self.shadow_arms = ()  # the comparison is over: nothing is mirrored any more
         self._pending.clear()

@@ -1,7 +1,7 @@
 """Traffic strategy ``single``: one model answers every request; it never changes traffic.
 
-Pure Python (no Ray import): the ingress calls ``route`` and ``observe`` in-process on every
-request, so both are O(1) — counters plus a bounded deque of recent latencies.
+Pure Python (no Ray import): the ingress calls ``route`` (which asks ``choose``) and ``observe``
+in-process on every request, so both are O(1) — counters plus a bounded deque of recent latencies.
 """
 from __future__ import annotations
 
@@ -28,10 +28,11 @@ class SingleStrategy(TrafficStrategy):
     name = "single"
     Config = SingleConfig
     summary = "one model answers every request; never promotes or rolls back"
+    sticky = True  # trivially: the answering arm never depends on the request
 
-    def __init__(self, config: SingleConfig | None, arms: Mapping[str, str]):
-        super().__init__(config, arms)
-        self.arm = self.arm_names(self.config, self.arms)[0]
+    def __init__(self, config: SingleConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
+        super().__init__(config, arms, refs)
+        self.arm = self.routable[0]
         self._route = Route(primary=self.arm)  # immutable: built once, returned every time
         self.requests = 0
         self.errors = 0
@@ -56,7 +57,7 @@ class SingleStrategy(TrafficStrategy):
             )
         return [arm]
 
-    def route(self, request: RouteRequest) -> Route:
+    def choose(self, request: RouteRequest) -> Route:
         return self._route
 
     def observe(self, outcome: Outcome) -> None:

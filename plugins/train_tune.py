@@ -9,7 +9,9 @@ With ``privacy.enabled`` a trial trains with DP-SGD (Opacus) and reports the ε 
 Modules standardize raw features themselves (training mean/std held as buffers), so whatever is
 exported from them takes the raw feature values a client sends.
 
-Importing this module is cheap: torch and Ray are imported inside functions.
+Importing this module is cheap: torch and Ray are imported inside functions, the Ray Tune helpers
+(``plugins.tune_support``) in the fit and the trials, and the Opacus code (``plugins.privacy_opacus``)
+only by trials that train with ``privacy.enabled``; planning needs only ``plugins.privacy_config``.
 """
 from __future__ import annotations
 
@@ -17,11 +19,9 @@ import csv
 import hashlib
 import importlib.util
 import json
-import logging
 import math
 import shutil
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
@@ -30,7 +30,7 @@ from framework import DataSplits, FeatureSpec, InputSchema, Model, TrainedModel,
 from framework.errors import RecipeError, StageError
 from framework.tuning import validate_search_space
 
-from plugins.privacy_opacus import PrivacyConfig, check_privacy_config, privacy_config_from
+from plugins.privacy_config import PrivacyConfig, check_privacy_config, privacy_config_from
 
 #: built-in metric -> Tune mode; a model's ``extra_metrics`` add ``val_NAME`` (maximized)
 METRICS = {"val_accuracy": "max", "val_loss": "min"}
@@ -155,15 +155,6 @@ def _score(metric: str, metrics: Mapping[str, float]) -> tuple:
 # ---------------------------------------------------------------------------------------------
 # One Tune trial (runs in a Ray worker process)
 # ---------------------------------------------------------------------------------------------
-def _trial_index() -> int:
-    from ray import tune
-
-    trial_id = tune.get_context().get_trial_id() or ""
-    suffix = trial_id.rsplit("_", 1)[-1]
-    # Tune's trial ids end in a zero-padded counter (``a1b2c_00003``); fall back to a stable hash
-    return int(suffix) if suffix.isdigit() else zlib.crc32(trial_id.encode()) % 10_000
-
-
 def train_trial(config: dict, data: dict) -> None:
     """Train one configuration; report val metrics per epoch; checkpoint each new best state."""
     import tempfile
@@ -172,13 +163,14 @@ def train_trial(config: dict, data: dict) -> None:
     from ray import tune
 
     from plugins.nets import train_epoch
+    from plugins.tune_support import trial_index
 
     settings = data["settings"]
     model: Model = data["model"]()
     torch.set_num_threads(1)  # trials run side by side on few cores
     if settings["deterministic"]:
         torch.use_deterministic_algorithms(True)
-    seed = int(settings["seed"]) + _trial_index()
+    seed = int(settings["seed"]) + trial_index()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
 
@@ -302,9 +294,8 @@ class TuneTrainer(Trainer):
         privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __init__(self, config: Any = None, refs: Optional[Mapping[str, type]] = None):
-        super().__init__(config)
-        self.model_cls: type[Model] = (refs or {}).get("model") or resolve_model(self.config.model)
-        self.check_config(self.config, "train", {"model": self.model_cls})  # constructed directly too
+        super().__init__(config, refs)  # validated; train.model resolved by name outside a plan
+        self.model_cls: type[Model] = self.refs.get("model") or resolve_model(self.config.model)
         self.model = self.model_cls()
 
     def search_space(self) -> dict:
@@ -388,6 +379,7 @@ class TuneTrainer(Trainer):
 
         from framework.engine import start_ray
         from framework.tuning import search_space_from_config
+        from plugins import tune_support
 
         c = self.config
         mode = metric_modes(self.model_cls)[c.metric]
@@ -443,47 +435,45 @@ class TuneTrainer(Trainer):
         # Tune runs num_samples x every grid combination
         grids = [len(v["grid"]) for v in validate_search_space(space).values() if isinstance(v, dict) and "grid" in v]
         progress = ctx.progress(total=int(c.num_samples) * math.prod(grids), description="tune trials")
-        _PROGRESS[str(experiment)] = progress  # the callback looks it up: a restored one is unpickled
         trainable = tune.with_resources(tune.with_parameters(train_trial, data=data), {"cpu": float(c.cpus_per_trial)})
 
         resumed_done: list[str] = []
-        if restore:
-            resumed_done = _finished_trials(experiment)
-            if resumed_done:
-                progress.advance(len(resumed_done), note=f"{len(resumed_done)} finished trial(s) restored")
-            ctx.logger.info("tune: resuming the Tune experiment in %s (%d finished trial(s) kept)",
-                            experiment, len(resumed_done))
-            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space,
-                tune_config=tune.TuneConfig(
-                    num_samples=int(c.num_samples), metric=_tune_metric(c.metric), mode=mode,
-                    search_alg=self._search_alg(ctx), scheduler=self._scheduler(),
-                    time_budget_s=c.time_budget_s,
-                    reuse_actors=True,  # later trials skip a fresh worker's torch import (seconds here)
-                ),
-                run_config=tune.RunConfig(
-                    name="search",
-                    storage_path=str(storage),
-                    verbose=0,
-                    log_to_file=True,  # trial stdout/stderr go to files in the trial folder, not the console
-                    callbacks=[_progress_callback(str(experiment))],
-                    # checkpoints only where a scheduler decides: a few per trial, keep them all.
-                    # num_to_keep=1 makes Tune snapshot the whole experiment after every checkpoint
-                    # (O(trials) each): at 96 trials that was most of the driver's CPU time
-                    checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=1 if self._checkpoint_epochs() is None else None),
-                    failure_config=tune.FailureConfig(max_failures=0),
-                ),
-            )
-        started = time.perf_counter()
-        try:
-            with _quiet_tune():
+        # a restored Tuner brings its own (unpickled) callback: it finds this progress by experiment
+        with tune_support.reporting_progress(str(experiment), progress) as progress_callback:
+            if restore:
+                resumed_done = _finished_trials(experiment)
+                if resumed_done:
+                    progress.advance(len(resumed_done), note=f"{len(resumed_done)} finished trial(s) restored")
+                ctx.logger.info("tune: resuming the Tune experiment in %s (%d finished trial(s) kept)",
+                                experiment, len(resumed_done))
+                tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+            else:
+                tuner = tune.Tuner(
+                    trainable,
+                    param_space=param_space,
+                    tune_config=tune.TuneConfig(
+                        num_samples=int(c.num_samples), metric=_tune_metric(c.metric), mode=mode,
+                        search_alg=self._search_alg(ctx), scheduler=self._scheduler(),
+                        time_budget_s=c.time_budget_s,
+                        reuse_actors=True,  # later trials skip a fresh worker's torch import (seconds here)
+                    ),
+                    run_config=tune.RunConfig(
+                        name="search",
+                        storage_path=str(storage),
+                        verbose=0,
+                        log_to_file=True,  # trial stdout/stderr go to files in the trial folder, not the console
+                        callbacks=[progress_callback],
+                        # checkpoints only where a scheduler decides: a few per trial, keep them all.
+                        # num_to_keep=1 makes Tune snapshot the whole experiment after every checkpoint
+                        # (O(trials) each): at 96 trials that was most of the driver's CPU time
+                        checkpoint_config=tune.CheckpointConfig(
+                            num_to_keep=1 if self._checkpoint_epochs() is None else None),
+                        failure_config=tune.FailureConfig(max_failures=0),
+                    ),
+                )
+            started = time.perf_counter()
+            with tune_support.quiet_tune():
                 grid = tuner.fit()
-        finally:
-            _PROGRESS.pop(str(experiment), None)
         search_seconds = time.perf_counter() - started
 
         rows, candidates = self._trial_table(grid, c.metric, privacy_config_from(c.privacy).accountant)
@@ -684,6 +674,8 @@ class TuneTrainer(Trainer):
     @staticmethod
     def _trial_table(grid, metric: str, accountant: str = "prv"):
         """One row per trial (config, best metrics, epochs, error) and the usable (row, result) pairs."""
+        from plugins.tune_support import trial_error_line
+
         rows, candidates = [], []
         for result in grid:
             m = result.metrics or {}
@@ -699,7 +691,7 @@ class TuneTrainer(Trainer):
                 "best_epoch": m.get("best_epoch"),
                 "epochs": m.get("epoch", 0),
                 "seconds": m.get("time_total_s"),
-                "error": _first_line(error) if error else "",
+                "error": trial_error_line(error) if error else "",
                 "_path": str(result.path),
             }
             if metric not in METRICS:
@@ -733,57 +725,6 @@ class TuneTrainer(Trainer):
                 writer.writerow({**{k: r.get(k) for k in fields if k not in params}, **r["config"]})
 
 
-def _first_line(error: BaseException) -> str:
-    """The trial's own exception, not Ray's wrapper traceback."""
-    cause = getattr(error, "cause", None) or error.__cause__ or error
-    text = f"{type(cause).__name__}: {cause}"
-    return text.strip().splitlines()[-1] if "Traceback" in text else text.strip()
-
-
-#: experiment folder -> the running fit's progress; the callback looks it up when called, so a
-#: callback unpickled by ``Tuner.restore`` reports to the current run, not to a stale one
-_PROGRESS: dict[str, Any] = {}
-
-
-def __getattr__(name: str):  # PEP 562: the Tune callback class is defined on first use (Ray is heavy)
-    if name == "_Progress":
-        _define_progress_class()
-        return globals()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _progress_callback(key: str):
-    if "_Progress" not in globals():
-        _define_progress_class()
-    return globals()["_Progress"](key)
-
-
-def _define_progress_class() -> None:
-    from ray import tune
-
-    class _Progress(tune.Callback):
-        """A Tune callback advancing the fit's progress as trials end (Tune runs it in the driver)."""
-
-        def __init__(self, key: str):
-            self.key = key
-
-        def _advance(self, note: str) -> None:
-            progress = _PROGRESS.get(self.key)
-            if progress is not None:
-                progress.advance(1, note=note)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._advance(f"{trial.trial_id} done")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._advance(f"{trial.trial_id} failed")
-
-    # module-level identity (pickled by reference in tuner.pkl), defined lazily: Ray is heavy
-    _Progress.__module__ = __name__
-    _Progress.__qualname__ = "_Progress"
-    globals()["_Progress"] = _Progress
-
-
 def _finished_trials(experiment: Path) -> list[str]:
     """Ids of the trials a restore keeps as they are (TERMINATED in the saved experiment)."""
     from ray.tune import ExperimentAnalysis
@@ -793,38 +734,6 @@ def _finished_trials(experiment: Path) -> list[str]:
     except Exception:  # pragma: no cover - a damaged state: Tune's restore reports it
         return []
     return sorted(t.trial_id for t in analysis.trials if t.status == "TERMINATED")
-
-
-class _quiet_tune:
-    """Keep Tune's console output out of the run's console while ``Tuner.fit`` runs.
-
-    Tune's new output engine prints its experiment table even with ``verbose=0``; the legacy
-    reporter (``RAY_AIR_NEW_OUTPUT=0``, read when the run starts) honours it. Tune's own loggers
-    drop to CRITICAL: its bookkeeping warnings are not the user's business, and failed trials are
-    reported by the trainer (one line in the stage log, ``error.txt`` in the trial folder).
-    """
-
-    LOGGERS = ("ray.tune", "ray.train", "ray.air")
-
-    def __enter__(self):
-        import os
-
-        self._env = os.environ.get("RAY_AIR_NEW_OUTPUT")
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-        self._levels = {n: logging.getLogger(n).level for n in self.LOGGERS}
-        for n in self.LOGGERS:
-            logging.getLogger(n).setLevel(logging.CRITICAL)
-
-    def __exit__(self, *exc):
-        import os
-
-        if self._env is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        else:
-            os.environ["RAY_AIR_NEW_OUTPUT"] = self._env
-        for n, level in self._levels.items():
-            logging.getLogger(n).setLevel(level)
-        return False
 
 
 @hookimpl

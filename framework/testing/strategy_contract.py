@@ -18,27 +18,34 @@ methods, called afresh by every test, so each test gets a new, independent strat
         def arms(self):                             # serve.models: arm name -> model ref
             return {"champion": "m@champion", "challenger": "m@challenger"}
 
-What a strategy must provide beyond :class:`framework.components.TrafficStrategy`:
+        def invalid_config(self):                   # optional: the constructor must refuse it
+            return MyConfig(window_requests=0)
 
-* ``sticky = True`` (class attribute) if the same ``RouteRequest.key`` always reaches the same
-  primary arm; the sticky test is skipped otherwise;
-* ``incumbent()`` and ``candidate()`` methods naming the arm that answers everything after
-  ``apply(ROLLBACK)`` and after ``apply(PROMOTE)`` (a weightless decision) respectively. A
-  strategy with a single arm may omit them: that arm is both;
-* after ``apply(ROLLBACK)`` / ``apply(PROMOTE)`` every route is exactly ``Route(that_arm)``: no
-  shadow copies, no merge: the rollout is over. A PROMOTE naming ``Decision.arm`` sends
-  everything to that arm instead of ``candidate()``;
+What the suite checks, beyond the types of :class:`framework.components.TrafficStrategy`:
+
+* ``check_config`` has exactly the signature ``(config, key, refs=None)``, and the constructor
+  takes ``refs`` and refuses ``invalid_config()`` with a RecipeError;
+* ``choose(request)`` has no side effects: asked again it gives the same Route, and ``state()``
+  does not move; the base ``route()`` serves what ``choose`` says until a verdict was applied;
+* ``sticky = True`` (class attribute) holds: the same ``RouteRequest.key`` always reaches the
+  same primary arm (the sticky test is skipped for ``sticky = False``);
+* after ``apply(ROLLBACK)`` every route is exactly ``Route(incumbent())``, after a bare
+  ``apply(PROMOTE)`` ``Route(candidate())``, after a PROMOTE naming ``Decision.arm`` (any
+  routable arm) ``Route(that_arm)``: no shadow copies, no merge: the rollout is over, and more
+  traffic and decisions do not reverse it;
 * a PROMOTE / ROLLBACK that ``decide()`` returns names, if anything, a declared ``arm``;
-  applying it has the effect above, and later decisions do not reverse it.
+  applying it has the effect above;
+* ``route`` + ``observe`` stay within ``hot_path_budget_us`` per request.
 
-Optional hooks of the subclass: ``behaviours()`` (how each simulated arm behaves),
-``predict(arm, label, correct)`` and ``make_feedback(...)`` (what answers and feedback look like,
-e.g. ranked lists and clicks for an interleaving strategy), ``hot_path_budget_us`` and
+Optional hooks of the subclass: ``invalid_config()``, ``behaviours()`` (how each simulated arm
+behaves), ``predict(arm, label, correct)`` and ``make_feedback(...)`` (what answers and feedback
+look like, e.g. ranked lists and clicks for an interleaving strategy), ``hot_path_budget_us`` and
 ``weights_tolerance``.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import pickle
@@ -201,6 +208,10 @@ class TrafficStrategyContract:
     def arms(self) -> dict[str, str]:
         return {"champion": "model@champion", "challenger": "model@challenger"}
 
+    def invalid_config(self) -> Any:
+        """A config the constructor must refuse with a RecipeError (None: skip that test)."""
+        return None
+
     def behaviours(self) -> dict[str, SimulatedArm]:
         """Simulated arms: a little error, the first arm a bit less accurate than the others."""
         return {
@@ -228,22 +239,11 @@ class TrafficStrategyContract:
     def routable_arms(self) -> list[str]:
         return list(self.strategy_cls.arm_names(self.make_config(), self.arms()))
 
-    def incumbent_of(self, strategy: TrafficStrategy) -> str:
-        return self._role(strategy, "incumbent")
-
-    def candidate_of(self, strategy: TrafficStrategy) -> str:
-        return self._role(strategy, "candidate")
-
-    def _role(self, strategy: TrafficStrategy, role: str) -> str:
-        method = getattr(strategy, role, None)
-        if callable(method):
-            return method()
-        arms = self.routable_arms()
-        assert len(arms) == 1, (
-            f"{self.strategy_cls.__name__} routes between {len(arms)} arms but has no {role}() method: "
-            f"the contract cannot tell where apply() must send traffic"
-        )
-        return arms[0]
+    def assert_answers_everything(self, strategy: TrafficStrategy, arm: str, prefix: str, n: int = 300) -> None:
+        assert strategy.answering_arm() == arm, f"answering_arm() is {strategy.answering_arm()!r}, not {arm!r}"
+        for req in self._requests(n, prefix=prefix):
+            route = strategy.route(req)
+            assert route == Route(arm), f"{req} -> {route}, not Route({arm!r})"
 
     @staticmethod
     def _requests(n: int, prefix: str = "c", keyed: bool = True) -> list[RouteRequest]:
@@ -263,9 +263,27 @@ class TrafficStrategyContract:
         schema = OmegaConf.structured(self.strategy_cls.Config)  # what the planner validates with
         defaults = OmegaConf.to_object(schema)
         assert isinstance(defaults, self.strategy_cls.Config)
-        check = getattr(self.strategy_cls, "check_config", None)
-        if check is not None:
-            check(self.make_config(), "strategy")  # the suite's own config must be valid
+        self.strategy_cls.check_config(self.make_config(), "strategy", {})  # the suite's own config is valid
+
+    def test_check_config_signature_is_config_key_refs(self):
+        # the planner calls check_config(config, key, refs) on every component: one signature
+        params = list(inspect.signature(self.strategy_cls.check_config).parameters.values())
+        assert [p.name for p in params] == ["config", "key", "refs"], (
+            f"{self.strategy_cls.__name__}.check_config{inspect.signature(self.strategy_cls.check_config)}: "
+            "expected (config, key, refs=None)"
+        )
+        assert params[0].default is params[1].default is inspect.Parameter.empty
+        assert params[2].default is None
+        assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+
+    def test_constructor_takes_refs_and_rejects_an_invalid_config(self):
+        s = self.strategy_cls(self.make_config(), arms=self.arms(), refs={})
+        assert s.routable == self.routable_arms()
+        invalid = self.invalid_config()
+        if invalid is None:
+            pytest.skip(f"{type(self).__name__} provides no invalid_config()")
+        with pytest.raises(RecipeError):
+            self.strategy_cls(invalid, arms=self.arms())
 
     def test_arm_names_accepts_the_declared_arms(self):
         names = list(self.strategy_cls.arm_names(self.make_config(), self.arms()))
@@ -276,20 +294,36 @@ class TrafficStrategyContract:
         with pytest.raises(RecipeError):
             self.strategy_cls.arm_names(self.make_config(), {})
 
-    def test_routes_to_declared_arms(self):
+    def test_routes_to_routable_arms(self):
         s = self.new_strategy()
-        declared = set(self.arms())
+        routable = set(s.routable)
+        assert s.answering_arm() is None, "answering_arm() before any verdict"
         for req in self._requests(600):
             route = s.route(req)
             assert isinstance(route, Route)
-            assert route.primary in declared, f"primary {route.primary!r} is not a declared arm"
+            assert route.primary in routable, f"primary {route.primary!r} is not a routable arm {sorted(routable)}"
             assert isinstance(route.shadows, tuple)
-            assert set(route.shadows) <= declared - {route.primary}, f"bad shadows {route.shadows!r}"
+            assert set(route.shadows) <= routable - {route.primary}, f"bad shadows {route.shadows!r}"
             assert len(set(route.shadows)) == len(route.shadows), "an arm shadows twice"
             assert isinstance(route.merge, bool)
 
+    def test_choose_has_no_side_effects(self):
+        s = self.new_strategy()
+        self.drive(s, 300)  # some state to disturb
+        before = json.dumps(s.state(), sort_keys=True)
+        reqs = self._requests(500, prefix="choose-")
+        first = [s.choose(req) for req in reqs]
+        assert json.dumps(s.state(), sort_keys=True) == before, "choose() changed state()"
+        again = [s.choose(req) for req in reqs]
+        changed = [(r, a, b) for r, a, b in zip(reqs, first, again) if a != b]
+        assert not changed, f"choose() gave another route for the same request: {changed[:3]}"
+        assert json.dumps(s.state(), sort_keys=True) == before, "choose() changed state()"
+        for req in reqs[:100]:  # a served request gets the route choose() gives for it
+            expected = s.choose(req)
+            assert s.route(req) == expected, f"route({req}) differs from choose({req}) = {expected}"
+
     def test_sticky_key_always_reaches_the_same_arm(self):
-        if not getattr(self.strategy_cls, "sticky", False):
+        if not self.strategy_cls.sticky:
             pytest.skip(f"{self.strategy_cls.__name__} does not declare sticky = True")
         s = self.new_strategy()
         self.drive(s, 300)  # stickiness must survive observed traffic too
@@ -362,28 +396,33 @@ class TrafficStrategyContract:
     def test_apply_sends_everything_to_one_arm(self, verdict):
         s = self.new_strategy()
         self.drive(s, 400)
-        target = self.incumbent_of(s) if verdict is Verdict.ROLLBACK else self.candidate_of(s)
-        assert target in self.arms()
+        target = s.incumbent() if verdict is Verdict.ROLLBACK else s.candidate()
+        assert target in s.routable
         s.apply(Decision(verdict, "operator via the admin endpoint"))
-        for req in self._requests(500, prefix=f"after-{verdict.value}-"):
-            assert s.route(req) == Route(target), f"after apply({verdict.value}) {req} -> {s.route(req)}, not {target}"
+        self.assert_answers_everything(s, target, f"after-{verdict.value}-", 500)
         self.drive(s, 200, seed=1)  # more traffic and decisions do not undo an applied verdict
-        for req in self._requests(200, prefix=f"later-{verdict.value}-"):
-            assert s.route(req) == Route(target)
+        self.assert_answers_everything(s, target, f"later-{verdict.value}-", 200)
+
+    def test_promote_naming_an_arm_sends_everything_to_it(self):
+        for arm in self.routable_arms():
+            s = self.new_strategy()
+            self.drive(s, 200)
+            s.apply(Decision(Verdict.PROMOTE, "why", arm=arm))
+            self.assert_answers_everything(s, arm, f"promoted-{arm}-")
+            self.drive(s, 200, seed=1)  # more traffic and decisions do not undo it
+            self.assert_answers_everything(s, arm, f"later-{arm}-", 100)
 
     def test_own_verdicts_take_effect_when_applied(self):
         s = self.new_strategy()
-        incumbent = self.incumbent_of(s)
+        incumbent = s.incumbent()
         result = self.drive(s, 4000, stop_on_decision=True)
         if result.final is None:
             pytest.skip(f"{self.strategy_cls.__name__} reached no verdict on the suite's simulated traffic")
         d = result.final
-        arm = getattr(d, "arm", None)
-        assert arm is None or arm in self.arms(), f"verdict names undeclared arm {arm!r}"
-        target = incumbent if d.verdict is Verdict.ROLLBACK else (arm or self.candidate_of(s))
+        assert d.arm is None or d.arm in self.arms(), f"verdict names undeclared arm {d.arm!r}"
+        target = incumbent if d.verdict is Verdict.ROLLBACK else (d.arm or s.candidate())
         s.apply(d)  # what the host does with the strategy's own verdict
-        for req in self._requests(300, prefix="own-"):
-            assert s.route(req) == Route(target), f"after applying {d} -> {s.route(req)}"
+        self.assert_answers_everything(s, target, "own-")
         later = s.decide()  # the host tolerates a repeat of the applied verdict, not a reversal
         assert later.verdict in (Verdict.HOLD, d.verdict), f"after applying {d.verdict.value}, decide() says {later}"
 
@@ -431,9 +470,7 @@ class TrafficStrategyContract:
         clone = pickle.loads(pickle.dumps(s))
         assert json.dumps(clone.state(), sort_keys=True) == json.dumps(s.state(), sort_keys=True)
         reqs = self._requests(100, prefix="p-")
-        routes = [clone.route(r) for r in reqs]
-        if getattr(self.strategy_cls, "sticky", False):
-            assert routes == [s.route(r) for r in reqs], "a pickled copy routes differently"
+        assert [clone.choose(r) for r in reqs] == [s.choose(r) for r in reqs], "a pickled copy chooses differently"
         config_clone = pickle.loads(pickle.dumps(self.make_config()))
         fresh = self.strategy_cls(config_clone, arms=self.arms())
         assert fresh.route(RouteRequest("p")).primary in self.arms()

@@ -11,7 +11,7 @@ from framework.components import DataSplits, TrainedModel
 from framework.errors import RecipeError
 from framework.testing.data import breast_cancer_splits
 from plugins.compress_distill import DistillCompressor, DistillConfig, distillation_loss, register_compressors
-from plugins.compress_prune import count_parameters
+from plugins.nets import count_parameters
 
 HP = {"hidden": 128, "layers": 1, "lr": 1e-3, "dropout": 0.0}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import subprocess
 import sys
@@ -13,8 +14,7 @@ from framework.components import DataSplits, TrainedModel
 from framework.errors import RecipeError, StageError
 from framework.testing.data import breast_cancer_splits
 from plugins.compress_prune import (
-    PruneMagnitude, PruneStructured, build_pruned_module, count_parameters, hidden_sizes,
-    register_compressors,
+    PruneMagnitude, PruneStructured, count_parameters, hidden_sizes, rebuild_pruned_module, register_compressors,
 )
 
 HP = {"hidden": 128, "layers": 2, "lr": 1e-3, "dropout": 0.1}
@@ -27,8 +27,10 @@ def splits() -> DataSplits:
 
 @pytest.fixture(scope="module")
 def trained(train_mlp_model) -> TrainedModel:
-    """The trainer's module, trained 8 epochs in-process (tests/conftest.py)."""
-    return train_mlp_model(HP, 8)
+    """The trainer's module, trained 8 epochs in-process (tests/conftest.py), naming its model
+    component as the trainer records it."""
+    model = train_mlp_model(HP, 8)
+    return dataclasses.replace(model, hyperparameters={"model": "mlp", **model.hyperparameters})
 
 
 def _state(module) -> dict:
@@ -92,7 +94,8 @@ def test_structured_halves_widths_and_exports_smaller(trained, splits, stage_ctx
     assert m["parameters_after"] == count_parameters(pruned.module)
     assert abs(m["accuracy_delta"]) <= 0.03
     assert pruned.details["teacher_metrics"] == trained.metrics
-    assert pruned.hyperparameters["hidden_sizes"] == [64, 64]
+    assert pruned.hyperparameters["hidden_sizes"] == pruned.hyperparameters["hidden"] == [64, 64]
+    assert pruned.hyperparameters["model"] == "mlp"
     assert pruned.hyperparameters["prune_structured"]["amount"] == 0.5
     assert ctx.metrics["prune_structured_parameters_after"] == m["parameters_after"]
     # standardization and Dropout/ReLU kept
@@ -100,14 +103,15 @@ def test_structured_halves_widths_and_exports_smaller(trained, splits, stage_ctx
     assert kinds == ["Linear", "ReLU", "Dropout"] * 2 + ["Linear"]
     assert torch.equal(pruned.module.standardize.mean, trained.module.standardize.mean)
 
-    # the state_dict loads with weights_only into a module rebuilt from the hyperparameters
+    # the state_dict loads with weights_only into the module the model component rebuilds
+    from plugins.model_mlp import MLPModel
+
     buf = io.BytesIO()
     torch.save(pruned.module.state_dict(), buf)
     buf.seek(0)
     state = torch.load(buf, weights_only=True)
     x_test, _ = splits.arrays("test")
-    rebuilt = build_pruned_module(pruned.hyperparameters, pruned.hyperparameters["hidden_sizes"], x_test.shape[1], 2)
-    rebuilt.load_state_dict(state)
+    rebuilt = rebuild_pruned_module(MLPModel, pruned.hyperparameters, x_test.shape[1], 2, state)
     with torch.no_grad():
         assert torch.allclose(rebuilt(torch.tensor(x_test)), pruned.module(torch.tensor(x_test)))
 
@@ -130,6 +134,53 @@ def test_structured_incoming_x_outgoing_and_sequential(trained, splits, stage_ct
     pruned = PruneStructured(config).compress(model, splits, stage_ctx())
     assert hidden_sizes(pruned.module) == [96, 96]
     assert pruned.metrics["fine_tune_best_epoch"] == 0
+
+
+def _components_with(*models):
+    """The installed components plus ``models`` (a plugin module registering them)."""
+    import types
+
+    from framework import hookimpl
+    from framework.plugins import Components, get_plugin_manager
+
+    plugin = types.ModuleType("extra_models")
+    plugin.register_models = hookimpl(lambda: list(models))
+    return Components.collect(get_plugin_manager(extra=[plugin]))
+
+
+def test_structured_rebuilds_through_the_model_that_trained_it(trained, splits, stage_ctx, monkeypatch):
+    """Any model whose build takes per-layer widths is pruned; one that cannot fails naming itself."""
+    import framework.plugins
+    from plugins.model_mlp import MLPModel
+
+    class WidthsMLP(MLPModel):  # a third party's model that supports pruning
+        name = "widths_mlp"
+        built: list = []
+
+        def build(self, hp, n_features, n_classes, mean=None, std=None):
+            WidthsMLP.built.append(hp["hidden"])
+            return super().build(hp, n_features, n_classes, mean, std)
+
+    class FixedMLP(MLPModel):  # ignores per-layer widths: cannot hold a pruned network
+        name = "fixed_mlp"
+
+        def build(self, hp, n_features, n_classes, mean=None, std=None):
+            return super().build({**hp, "hidden": 128, "layers": 2}, n_features, n_classes, mean, std)
+
+    components = _components_with(WidthsMLP, FixedMLP)
+    monkeypatch.setattr(framework.plugins, "default_components", lambda: components)
+    config = PruneStructured.Config(amount=0.5, fine_tune_epochs=0)
+
+    def named(model: str) -> TrainedModel:
+        return dataclasses.replace(trained, hyperparameters={**trained.hyperparameters, "model": model})
+
+    pruned = PruneStructured(config).compress(named("widths_mlp"), splits, stage_ctx())
+    assert WidthsMLP.built == [[64, 64]] and hidden_sizes(pruned.module) == [64, 64]
+    with pytest.raises(StageError, match=r"compress \(prune_structured\): model 'fixed_mlp' cannot rebuild the pruned "
+                                         r"network from its hyperparameters \(RuntimeError: .*size mismatch"):
+        PruneStructured(config).compress(named("fixed_mlp"), splits, stage_ctx())
+    with pytest.raises(StageError, match=r"unknown model type 'mlp_v9'.*Known: .*mlp"):
+        PruneStructured(config).compress(named("mlp_v9"), splits, stage_ctx())
 
 
 def test_structured_refuses_unprunable_layers(trained, splits, stage_ctx):

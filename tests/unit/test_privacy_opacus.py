@@ -12,10 +12,10 @@ import pytest
 
 from framework.errors import RecipeError, StageError
 from framework.testing.data import breast_cancer_splits
-from plugins.privacy_opacus import (
-    ACCOUNTANTS, PrivacyConfig, check_privacy_config, epsilon_spent, make_private, privacy_config_from,
-    privacy_incompatibility, resolve_delta,
+from plugins.privacy_config import (
+    ACCOUNTANTS, PrivacyConfig, check_privacy_config, privacy_config_from, resolve_delta,
 )
+from plugins.privacy_opacus import epsilon_spent, make_private, privacy_incompatibility
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("opacus")

@@ -25,6 +25,9 @@ class TestBanditContract(TrafficStrategyContract):
     def make_config(self):
         return BanditConfig(seed=3)
 
+    def invalid_config(self):
+        return BanditConfig(algorithm="softmax")
+
 
 def make(**options) -> BanditStrategy:
     return BanditStrategy(BanditConfig(**options), ARMS)
@@ -102,6 +105,34 @@ def test_promote_decision_names_the_arm_and_apply_pins_it():
     held = s.decide()
     assert held.verdict is Verdict.HOLD and held.weights == {"champion": 0.0, "challenger": 0.0, "third": 1.0}
     assert s.state()["pinned"] == {"champion": 0.0, "challenger": 0.0, "third": 1.0}
+
+
+def test_promote_naming_an_arm_pins_that_arm_not_the_learned_best():
+    # regression: apply() read only Decision.weights (else candidate()) and ignored Decision.arm
+    s = make(seed=0, min_pulls_per_arm=5)
+    rewards = {"champion": 0.0, "challenger": 0.0, "third": 1.0}
+    for i in range(300):
+        arm = s.route(RouteRequest(f"r{i}")).primary
+        s.feedback(Feedback(f"r{i}", arm, reward=rewards[arm]))
+    assert s.candidate() == "third"  # what a bare PROMOTE would pin
+    s.apply(Decision(Verdict.PROMOTE, "operator", weights={"third": 1.0}, arm="challenger"))
+    assert {s.route(RouteRequest(f"p{i}")) for i in range(200)} == {Route("challenger")}
+    assert s.answering_arm() == "challenger"
+    assert s.state()["pinned"] == {"champion": 0.0, "challenger": 1.0, "third": 0.0}
+    with pytest.raises(ValueError, match="ghost"):
+        make().apply(Decision(Verdict.PROMOTE, "operator", arm="ghost"))
+
+
+def test_choose_is_a_pure_function_of_state_and_request():
+    s = make(seed=4, min_pulls_per_arm=0)
+    for i in range(200):
+        arm = s.route(RouteRequest(f"r{i}")).primary
+        s.feedback(Feedback(f"r{i}", arm, reward=float(arm == "third")))
+    before = json.dumps(s.state(), sort_keys=True)
+    asked = [s.choose(RouteRequest(f"q{i}")) for i in range(300)]
+    assert [s.choose(RouteRequest(f"q{i}")) for i in range(300)] == asked
+    assert json.dumps(s.state(), sort_keys=True) == before
+    assert s.route(RouteRequest("q7")) == asked[7]  # the served route is the one choose() gave
 
 
 def test_no_promotion_between_equal_arms_at_a_strict_threshold():

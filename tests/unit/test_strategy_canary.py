@@ -213,11 +213,20 @@ def test_operator_promote_and_bad_weights():
     with pytest.raises(ValueError):
         s.set_weights({"ghost": 1.0})
     with pytest.raises(ValueError):
-        s.apply(Decision(Verdict.PROMOTE, "wrong arm", arm="champion"))
+        s.apply(Decision(Verdict.PROMOTE, "no such arm", arm="ghost"))
     s.apply(Decision(Verdict.PROMOTE, "looks good"))
     assert {s.route(RouteRequest(f"r{i}")) for i in range(200)} == {Route("challenger")}
     d = s.decide()
     assert d.verdict is Verdict.HOLD and d.reason == "rollout finished: promote by operator: looks good"
+
+
+def test_operator_promote_naming_the_champion_keeps_it():
+    # Decision.arm is honoured (the TrafficStrategy contract): the champion answers everything
+    s = make()
+    s.apply(Decision(Verdict.PROMOTE, "keep the champion", arm="champion"))
+    assert {s.route(RouteRequest(f"r{i}")) for i in range(200)} == {Route("champion")}
+    assert s.answering_arm() == "champion" and s.state()["percent"] == 0.0
+    assert s.decide().reason == "rollout finished: promote by operator: keep the champion"
 
 
 def test_state_is_json_and_complete():

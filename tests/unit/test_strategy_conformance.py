@@ -17,12 +17,18 @@ class TestSingleContract(TrafficStrategyContract):
     def arms(self):
         return {"primary": "model@champion"}
 
+    def invalid_config(self):
+        return SingleConfig(arm="not-declared")
+
 
 class TestShadowContract(TrafficStrategyContract):
     strategy_cls = ShadowStrategy
 
     def make_config(self):
         return ShadowConfig(window_requests=100)
+
+    def invalid_config(self):
+        return ShadowConfig(fraction=1.5)
 
 
 class TestShadowThreeArmsPartialMirrorContract(TrafficStrategyContract):
@@ -34,12 +40,18 @@ class TestShadowThreeArmsPartialMirrorContract(TrafficStrategyContract):
     def arms(self):
         return {"candidate_a": "m:v3", "live": "m@champion", "candidate_b": "m:v4"}
 
+    def invalid_config(self):
+        return ShadowConfig(primary="not-declared")
+
 
 class TestABContract(TrafficStrategyContract):
     strategy_cls = ABStrategy
 
     def make_config(self):
         return ABConfig(min_samples_per_arm=50)
+
+    def invalid_config(self):
+        return ABConfig(alpha=1.5)
 
 
 class TestABThreeArmsRewardContract(TrafficStrategyContract):
@@ -50,6 +62,9 @@ class TestABThreeArmsRewardContract(TrafficStrategyContract):
 
     def arms(self):
         return {"a": "m:v1", "b": "m:v2", "c": "m:v3"}
+
+    def invalid_config(self):
+        return ABConfig(weights={"a": 1.0, "not-declared": 1.0})
 
 
 class TestCanaryContract(TrafficStrategyContract):
@@ -62,3 +77,6 @@ class TestCanaryContract(TrafficStrategyContract):
             min_challenger_requests=20,
             gates=Gates(error_rate_max=0.05, p99_latency_ms_max=50.0, accuracy_delta_min=-0.2, min_feedback=10),
         )
+
+    def invalid_config(self):
+        return CanaryConfig(steps=[50.0, 25.0])

@@ -28,6 +28,9 @@ class TestInterleavingContract(TrafficStrategyContract):
     def make_config(self):
         return InterleavingConfig(min_impressions=50)
 
+    def invalid_config(self):
+        return InterleavingConfig(confidence=1.0)
+
     def predict(self, arm, label, correct):
         filler = [f"{arm}-{i}" for i in range(12)]
         return [f"rel{label}", *filler] if correct else filler  # a wrong ranker misses the item
