@@ -31,6 +31,7 @@ from .components import (  # noqa: F401  (the public contract surface)
     Verdict,
     FEATURE_TYPES,
     TASKS,
+    is_registry_ref,
 )
 from .errors import (  # noqa: F401
     DataCheckError,

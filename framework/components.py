@@ -9,9 +9,19 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping, Protocol, Sequence
+
+
+#: a registered version as a recipe names it: ``NAME@ALIAS`` or ``NAME:ID`` (>= 6 hex characters)
+REGISTRY_REF = re.compile(r"^[A-Za-z0-9_.-]{1,128}(@[A-Za-z0-9_.-]{1,128}|:[0-9a-f]{6,64})$")
+
+
+def is_registry_ref(text: Any) -> bool:
+    """Whether ``text`` names a registered version (``NAME@ALIAS`` / ``NAME:ID``); cheap, no store."""
+    return isinstance(text, str) and bool(REGISTRY_REF.match(text)) and not text.startswith(".")
 
 
 @dataclass
@@ -530,16 +540,20 @@ class TrafficStrategy(Component):
         raise NotImplementedError(f"strategy '{self.name}' implements no choose()")
 
     def route(self, request: RouteRequest) -> Route:
-        """The served request's route: the applied verdict's arm, else ``choose`` (recorded)."""
-        if self.final is not None:
-            return Route(self.final)
-        route = self.choose(request)
+        """The served request's route: the applied verdict's arm, else ``choose``; either way
+        recorded through :meth:`routed`, so a strategy keeps learning from pinned traffic."""
+        route = Route(self.final) if self.final is not None else self.choose(request)
         self.routed(request, route)
         return route
 
     def routed(self, request: RouteRequest, route: Route) -> None:
         """``route`` was served for ``request``: count it, remember a ranking's teams ... (default:
         nothing). Not called by offline evaluation, which only asks ``choose``."""
+
+    def reopen(self) -> None:
+        """Undo an applied verdict: routing goes back to ``choose`` (an operator's reweight or
+        HOLD may do this; a strategy's own later decisions never do)."""
+        self.final = None
 
     def observe(self, outcome: Outcome) -> None:
         """Latency and errors of an answer; called off the client's path where possible."""
@@ -555,11 +569,13 @@ class TrafficStrategy(Component):
 
     def apply(self, decision: Decision) -> None:
         """Take a verdict into effect (the strategy's own, or an operator's through the admin
-        endpoint): after PROMOTE ``decision.arm`` (or ``candidate()``) answers everything, after
+        endpoint): after PROMOTE ``decision.arm`` (else the heaviest of ``decision.weights``, else
+        ``candidate()``) answers everything, after
         ROLLBACK ``incumbent()``. HOLD changes nothing. A subclass that overrides this calls
         ``super().apply(decision)``; ValueError refuses a verdict (an undeclared arm)."""
         if decision.verdict is Verdict.PROMOTE:
-            arm = decision.arm or self.candidate()
+            weights = decision.weights or {}
+            arm = decision.arm or (max(weights, key=weights.__getitem__) if weights else None) or self.candidate()
             if arm not in self.arms:
                 raise ValueError(f"cannot promote '{arm}': not an arm of this strategy ({', '.join(self.arms)})")
             self.final = arm

@@ -16,12 +16,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .components import is_registry_ref
 from .errors import RecipeError
 from .pipeline import STAGES, StageSpec
 from .plugins import Components
 from .recipe import Bounds, RecipeConfig, describe_omegaconf_error
 
-MODEL_REF = re.compile(r"^(this_run(#[1-9][0-9]*)?|[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+|:[0-9a-f]{6,64}))$")
+THIS_RUN = re.compile(r"^this_run(#[1-9][0-9]*)?$")
+
+
+def is_model_ref(text: str) -> bool:
+    """``this_run``, ``this_run#K`` or a registered version (``NAME@ALIAS`` / ``NAME:ID``)."""
+    return bool(THIS_RUN.match(text)) or is_registry_ref(text)
 
 
 def this_run_rank(ref: str) -> int | None:
@@ -242,7 +248,7 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
     if not serve.models:
         serve.models = {"primary": "this_run"}
     for arm, ref in serve.models.items():
-        if not MODEL_REF.match(str(ref)):
+        if not is_model_ref(str(ref)):
             raise RecipeError(
                 f"serve.models.{arm}: '{ref}' is not a model reference; use 'this_run' (the best model of this "
                 f"run), 'this_run#2' (the runner-up ...), 'NAME@ALIAS' or 'NAME:VERSION_ID'"
@@ -260,7 +266,7 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
     champion = recipe.gates.champion
     if champion.metric not in ("accuracy", "f1_macro", "log_loss"):
         raise RecipeError(f"gates.champion.metric: use accuracy, f1_macro or log_loss; got '{champion.metric}'")
-    if champion.ref is not None and (this_run_rank(champion.ref) or not MODEL_REF.match(champion.ref)):
+    if champion.ref is not None and not is_registry_ref(champion.ref):
         raise RecipeError(f"gates.champion.ref: '{champion.ref}' is not a registry reference (NAME@ALIAS or NAME:ID)")
     if recipe.gates.latency_runs < 10:
         raise RecipeError(f"gates.latency_runs: must be >= 10, got {recipe.gates.latency_runs}")

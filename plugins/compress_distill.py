@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Mapping, Optional
 
-from framework import Compressor, DataSplits, Model, TrainedModel, hookimpl
+from framework import Compressor, DataSplits, Model, TrainedModel, hookimpl, is_registry_ref
 from framework.errors import RecipeError, StageError
 
 CHECKPOINT_FILE = "student.pt"
@@ -262,18 +262,9 @@ class DistillCompressor(Compressor):
         missing = [k for k, v in model.hyperparameters.items() if v is None and k not in student and k != "lr"]
         if missing:
             raise RecipeError(f"{key}.student: missing {', '.join(missing)} for model '{model.name}'")
-        if c.teacher is not None:
-            from framework.errors import StoreError
-            from framework.registry.versions import parse_ref
-
-            problem = "" if ("@" in str(c.teacher) or ":" in str(c.teacher)) else "no @ALIAS or :ID"
-            try:
-                parse_ref(str(c.teacher))
-            except StoreError as exc:
-                problem = str(exc)
-            if problem:
-                raise RecipeError(f"{key}.teacher: '{c.teacher}' is not a registered version ({problem}); write "
-                                  "NAME@ALIAS (e.g. digits_cnn@prod) or NAME:ID, or null for this run's trained model")
+        if c.teacher is not None and not is_registry_ref(str(c.teacher)):
+            raise RecipeError(f"{key}.teacher: '{c.teacher}' is not a registered version; write NAME@ALIAS "
+                              "(e.g. digits_cnn@prod) or NAME:ID (6+ hex characters), or null for this run's trained model")
 
     def _teacher(self, model: TrainedModel, splits: DataSplits, ctx, where: str):
         """(logits on the train split, {split: accuracy}, parameters or None, description)."""

@@ -179,7 +179,7 @@ class ABStrategy(TrafficStrategy):
 
     def set_weights(self, weights: Mapping[str, float]) -> None:
         self._set(_normalise(weights, self.arms))
-        self.final = None  # an operator's reweighting is followed, after a verdict too
+        self.reopen()  # an operator's reweighting is followed, after a verdict too
 
     # -- observations ----------------------------------------------------------------------
     def observe(self, outcome: Outcome) -> None:

@@ -347,7 +347,7 @@ class BanditStrategy(TrafficStrategy):
         elif decision.verdict is Verdict.ROLLBACK:
             self._pin({self.final: 1.0}, f"rolled back: incumbent '{self.final}' answers every request")
         else:  # HOLD: resume learning; a new verdict needs decide_every fresh rewards
-            self.final = None
+            self.reopen()
             self._pinned = self._pinned_weights = None
             self._promotion = None
             self._mc_at = self.total_rewarded
@@ -377,7 +377,7 @@ class BanditStrategy(TrafficStrategy):
         if any(not (w >= 0 and math.isfinite(w)) for w in values.values()) or sum(values.values()) <= 0:
             raise RequestError("weights", "weights must be finite, non-negative and not all zero")
         self._pin(values, "weights pinned by set_weights: adaptive routing off until apply()")
-        self.final = None  # an operator's reweighting is followed, after a verdict too
+        self.reopen()  # an operator's reweighting is followed, after a verdict too
 
     def _pin(self, weights: Mapping[str, float], reason: str) -> None:
         total = sum(weights.values())

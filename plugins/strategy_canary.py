@@ -201,7 +201,7 @@ class CanaryStrategy(TrafficStrategy):
         if self.finished is None:
             self._record("reweighted", f"operator set the challenger's share to {_pct(percent)}; window restarted")
         self._set_percent(percent)
-        self.final = None  # an operator's reweighting is followed, after a verdict too
+        self.reopen()  # an operator's reweighting is followed, after a verdict too
         if self.finished is None:
             self._open_window()
 

@@ -311,7 +311,8 @@ class InterleavingStrategy(TrafficStrategy):
         elif decision.verdict is Verdict.ROLLBACK:
             self.mode = "rolled_back"
         else:
-            self.final, self.mode = None, "interleaving"
+            self.reopen()
+            self.mode = "interleaving"
 
     def state(self) -> dict:
         decision, stats = self._evaluate()
