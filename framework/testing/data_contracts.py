@@ -136,11 +136,12 @@ class DataCheckContract(ComponentContract):
         """Each failure: ``{column, check, rows}``, column one of the frame's (or None for a
         table-wide check), rows labels of the frame's index."""
         index = set(dataset.frame.index.tolist())
+        # a missing column is named too, though it is not in the frame
+        known = set(dataset.frame.columns) | set(dataset.features) | {dataset.target}
         for failure in failures:
             assert isinstance(failure, dict), f"a failure is a dict, got {failure!r}"
             assert {"column", "check", "rows"} <= set(failure), f"a failure needs column, check and rows: {failure}"
-            assert failure["column"] is None or failure["column"] in dataset.frame.columns or failure["column"] in (
-                dataset.features + [dataset.target]), f"failure names unknown column {failure['column']!r}"
+            assert failure["column"] is None or failure["column"] in known, f"failure names unknown column {failure['column']!r}"
             assert isinstance(failure["check"], str) and failure["check"], f"failure without a check name: {failure}"
             assert isinstance(failure["rows"], list), f"failure rows must be a list: {failure}"
             strangers = [r for r in failure["rows"] if r not in index]

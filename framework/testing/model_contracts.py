@@ -28,8 +28,6 @@ import pickle
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
-
 from ..components import (BatchPredictor, Compressor, DataSplits, ExportedModel, Exporter, FeatureSpec, InputSchema,
                           Model, Trainer, TrainedModel)
 from .component_contract import ComponentContract, assert_jsonable
