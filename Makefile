@@ -6,11 +6,14 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: setup demo test test-fast bench plan plugins clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt examples/plugin-acme/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# constraints.txt pins the versions the suite was last run with (torch 2.13.0 CPU build)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	# the example third-party plugin package, installed as a third party would be: the suite
+	# checks the plugin author's path on it (tests/e2e/test_acme_plugin.py)
+	$(PY) -m pip install --quiet -c constraints.txt -e examples/plugin-acme
 	touch $(STAMP)
 
 setup: $(STAMP)

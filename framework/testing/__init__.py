@@ -1,10 +1,43 @@
-"""Test helpers for plugin authors: conformance suites to subclass, and a seeded traffic simulator.
+"""Test helpers for plugin authors: one conformance kit per component kind, to subclass in a test
+module, and seeded inputs for them.
 
-    from framework.testing import TrafficStrategyContract
+    from framework.testing import DataSourceContract, MonitorContract, TrafficStrategyContract
 
-See :mod:`framework.testing.strategy_contract` for how to use it; small real datasets for
-plugin tests are in :mod:`framework.testing.data`.
+    class TestMySourceContract(DataSourceContract):
+        source_cls = MySource
+
+Each kit checks what every component shares (:mod:`framework.testing.component_contract`) and
+what its kind promises; the modules say how to use them: :mod:`~framework.testing.data_contracts`
+(data sources, data checks, labelers), :mod:`~framework.testing.model_contracts` (models,
+trainers, compressors, exporters, batch predictors), :mod:`~framework.testing.monitor_contract`,
+:mod:`~framework.testing.strategy_contract` (traffic strategies, with a seeded traffic simulator).
+Small real datasets are in :mod:`framework.testing.data`, a small trained model and its ONNX
+export in :mod:`framework.testing.models`. PLUGINS.md walks through writing a plugin.
 """
+from .component_contract import ComponentContract, assert_jsonable, make_stage_context
+from .data_contracts import DataCheckContract, DataSourceContract, LabelerContract, assert_valid_dataset
+from .model_contracts import (BatchPredictorContract, CompressorContract, ExporterContract, ModelContract,
+                              TrainerContract, assert_valid_trained_model)
+from .monitor_contract import MonitorContract, served_window
 from .strategy_contract import SimulatedArm, SimulationResult, TrafficStrategyContract, simulate_traffic
 
-__all__ = ["SimulatedArm", "SimulationResult", "TrafficStrategyContract", "simulate_traffic"]
+#: component kind -> its conformance kit
+CONTRACTS = {
+    "data_source": DataSourceContract,
+    "data_check": DataCheckContract,
+    "labeler": LabelerContract,
+    "model": ModelContract,
+    "trainer": TrainerContract,
+    "compressor": CompressorContract,
+    "exporter": ExporterContract,
+    "traffic_strategy": TrafficStrategyContract,
+    "batch_predictor": BatchPredictorContract,
+    "monitor": MonitorContract,
+}
+
+__all__ = [
+    "CONTRACTS", "BatchPredictorContract", "ComponentContract", "CompressorContract", "DataCheckContract",
+    "DataSourceContract", "ExporterContract", "LabelerContract", "ModelContract", "MonitorContract",
+    "SimulatedArm", "SimulationResult", "TrafficStrategyContract", "TrainerContract", "assert_jsonable",
+    "assert_valid_dataset", "assert_valid_trained_model", "make_stage_context", "served_window", "simulate_traffic",
+]
