@@ -1,7 +1,6 @@
 """Every built-in compressor passes the kit plugin authors subclass (framework.testing)."""
 from __future__ import annotations
 
-import inspect
 
 import pytest
 
@@ -12,14 +11,6 @@ from plugins.compress_distill import DistillCompressor, DistillConfig
 from plugins.compress_onnx_quantize import Fp16, Int8Dynamic, Int8Static
 from plugins.compress_prune import PruneMagnitude, PruneStructured
 
-
-def takes_refs(cls) -> bool:
-    """The planner builds every component as cls(config, refs=...) (PlannedComponent.build)."""
-    return "refs" in inspect.signature(cls.__init__).parameters
-
-
-def refs_xfail(cls):
-    return pytest.mark.xfail(not takes_refs(cls), strict=True, reason=f"{cls.__name__}.__init__ takes no refs")
 
 
 class _BuiltinMLPInput:
@@ -40,9 +31,6 @@ class TestInt8DynamicContract(CompressorContract):
     def invalid_config(self):
         return Int8Dynamic.Config(weight_type="int4")
 
-    @refs_xfail(Int8Dynamic)
-    def test_constructor_takes_config_and_refs(self):
-        super().test_constructor_takes_config_and_refs()
 
 
 class TestInt8StaticContract(CompressorContract):
@@ -54,9 +42,6 @@ class TestInt8StaticContract(CompressorContract):
     def invalid_config(self):
         return Int8Static.Config(calibration_rows=0)
 
-    @refs_xfail(Int8Static)
-    def test_constructor_takes_config_and_refs(self):
-        super().test_constructor_takes_config_and_refs()
 
 
 class TestFp16Contract(CompressorContract):
@@ -65,9 +50,6 @@ class TestFp16Contract(CompressorContract):
     def invalid_config(self):
         return Fp16.Config(mode="half")
 
-    @refs_xfail(Fp16)
-    def test_constructor_takes_config_and_refs(self):
-        super().test_constructor_takes_config_and_refs()
 
 
 # -- model level --------------------------------------------------------------------------------
@@ -80,9 +62,6 @@ class TestPruneMagnitudeContract(_BuiltinMLPInput, CompressorContract):
     def invalid_config(self):
         return PruneMagnitude.Config(sparsity=1.5)
 
-    @refs_xfail(PruneMagnitude)
-    def test_constructor_takes_config_and_refs(self):
-        super().test_constructor_takes_config_and_refs()
 
 
 class TestPruneStructuredContract(_BuiltinMLPInput, CompressorContract):
@@ -94,9 +73,6 @@ class TestPruneStructuredContract(_BuiltinMLPInput, CompressorContract):
     def invalid_config(self):
         return PruneStructured.Config(importance="random")
 
-    @refs_xfail(PruneStructured)
-    def test_constructor_takes_config_and_refs(self):
-        super().test_constructor_takes_config_and_refs()
 
 
 class TestDistillContract(_BuiltinMLPInput, CompressorContract):
