@@ -383,9 +383,9 @@ def check_data_source(plan: Plan) -> None:
     * the data's task is one the trainer's model can do (a source tells its task at plan time
       with a ``planned_task(config)`` classmethod or a ``task`` option; a model with ``tasks``);
     * when the source's ``describe()`` returns a SourceSchema: every column the data section names
-      (target, features, key, time, typed columns) and every column a data check names (a
-      ``columns`` / ``column`` option) is in the table. A missing one is a RecipeError naming its
-      key path and the nearest column names.
+      (target, features, key, time, typed columns), every column a data check names (a
+      ``columns`` / ``column`` option) and every column a model card slice's query names is in the
+      table. A missing one is a RecipeError naming its key path and the nearest column names.
     """
     data = plan.stage("data")
     if not data.enabled or not data.components:
@@ -408,6 +408,8 @@ def check_data_source(plan: Plan) -> None:
     checks = plan.stage("checks")
     for check in checks.components if checks.enabled else []:
         named += _named_columns(check.config, check.key, CHECK_COLUMN_FIELDS)
+    for slice_name, query in plan.recipe.register.card.slices.items():
+        named += [(f"register.card.slices.{slice_name}", c) for c in _query_columns(str(query))]
     present = set(names)
     for key_path, column in named:
         if column not in present:
@@ -447,6 +449,22 @@ def _named_columns(config: Any, key: str, fields: tuple[str, ...]) -> list[tuple
         elif isinstance(value, (list, tuple)):
             named += [(f"{key}.{name}[{i}]", column) for i, column in enumerate(value) if isinstance(column, str)]
     return named
+
+
+def _query_columns(query: str) -> list[str]:
+    """The columns a pandas query names: `quoted names` and bare names. The query is parsed,
+    never evaluated; one that does not parse as an expression (``@local``) gives only its quoted names."""
+    import ast
+
+    quoted = re.findall(r"`([^`]+)`", query)
+    try:
+        tree = ast.parse(re.sub(r"`[^`]+`", "0", query), mode="eval")
+    except SyntaxError:
+        return quoted
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    bare = [node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called
+            and node.id not in ("index", "True", "False", "None")]
+    return quoted + bare
 
 
 def _source_label(data: PlannedComponent) -> str:

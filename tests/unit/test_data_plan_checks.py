@@ -115,10 +115,14 @@ def test_a_task_the_model_cannot_do_is_refused(recipes):
     assert "train.model: model 'mlp'" in msg and "(data: sklearn, dataset diabetes)" in msg
 
 
+#: the quickstart's model card slices name breast cancer columns
+NO_SLICES = ["~register.card.slices.large_masses", "~register.card.slices.small_masses"]
+
+
 def test_packaged_data_plans_with_the_mlp():
-    plan = plan_recipe(["+recipe=quickstart", "data=seattle_weather", "serve.enabled=false"])
+    plan = plan_recipe(["+recipe=quickstart", "data=seattle_weather", "serve.enabled=false", *NO_SLICES])
     assert plan.stage("data").component.config.dataset == "seattle-weather"
-    msg = plan_error(["+recipe=quickstart", "data=cars", "serve.enabled=false", "data.target=origin"])
+    msg = plan_error(["+recipe=quickstart", "data=cars", "serve.enabled=false", "data.target=origin", *NO_SLICES])
     assert msg.startswith("data.target: no column 'origin' in data (vega, dataset cars); nearest: 'Origin'")
 
 
@@ -190,3 +194,18 @@ def test_a_model_that_declares_its_tasks_is_taken_at_its_word(monkeypatch):
     msg = plan_error(["+recipe=quickstart"])
     assert msg.startswith("train.model: model 'mlp' can do regression, but the data's task is classification")
     assert "declares no" not in msg
+
+
+def test_model_card_slices_name_columns_of_the_data(recipes):
+    """A slice query is parsed for the columns it names (never evaluated)."""
+    msg = plan_error(["+recipe=quickstart", "data=seattle_weather", "serve.enabled=false"])
+    assert msg.startswith("register.card.slices.large_masses: no column 'mean radius' in data (vega, dataset seattle-weather)")
+    body = CSV_RECIPE + """\
+register:
+  card:
+    slices:
+      seniors: "age >= 60 and `Plan` == 'basic'"
+"""
+    msg = plan_error(recipes("churn", body))
+    assert msg.startswith("register.card.slices.seniors: no column 'age'") and msg.endswith("nearest: 'Age'")
+    plan_recipe(recipes("churn", body.replace("age >=", "Age >=")))
