@@ -14,6 +14,7 @@ start-up.
 from __future__ import annotations
 
 import glob as globbing
+import os
 import posixpath
 from dataclasses import dataclass
 from typing import Any, List, Optional
@@ -56,7 +57,7 @@ class FileSource(TableSource):
 
         path = self.config.path
         try:
-            fs, root = fsspec.core.url_to_fs(path)
+            fs, root = fsspec.core.url_to_fs(path if "://" in path else os.path.expanduser(path))
         except (ImportError, ValueError) as exc:  # unknown protocol, or its package is not installed
             raise RecipeError(f"data.path: cannot open '{path}': {_reason(exc)}") from None
         local = isinstance(fs, LocalFileSystem)

@@ -366,3 +366,8 @@ def test_options_are_checked_when_the_source_is_built(options, message):
 def test_unknown_protocol_is_a_recipe_error():
     with pytest.raises(RecipeError, match=r"data.path: cannot open 'nosuchproto://x.csv'"):
         csv_source(path="nosuchproto://x.csv", target="y").describe()
+
+
+def test_a_home_relative_path(monkeypatch, tmp_path, customers_csv):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert len(csv_source(path="~/customers.csv", target="churned").load(None).frame) == 6
