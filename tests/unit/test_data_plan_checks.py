@@ -126,7 +126,7 @@ def test_packaged_data_plans_with_the_mlp():
     assert msg.startswith("data.target: no column 'origin' in data (vega, dataset cars); nearest: 'Origin'")
 
 
-def test_a_source_that_cannot_describe_itself_is_not_checked(monkeypatch):
+def test_a_source_that_cannot_describe_itself_is_not_checked():
     from plugins.data_sklearn import SklearnDataSource
 
     assert SklearnDataSource().describe() is None
