@@ -6,6 +6,7 @@ component's options already validated against that component's ``Config`` datacl
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import re
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .components import is_registry_ref
-from .errors import RecipeError
+from .errors import FrameworkError, PluginError, RecipeError
 from .pipeline import STAGES, StageSpec
 from .plugins import Components
 from .recipe import Bounds, RecipeConfig, describe_omegaconf_error
@@ -198,6 +199,7 @@ def build_plan(cfg: DictConfig, recipe_path: Path | None, components: Components
     plan = Plan(recipe=recipe, recipe_path=recipe_path, resolved=resolved, stages=stages)
     _bind_compression_chain(plan)
     _check_stage_dependencies(plan, components)
+    check_data_source(plan)
     return plan
 
 
@@ -365,3 +367,131 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
             plan.stage(name).note = "no training in this recipe"
     elif not plan.enabled("train"):
         plan.stage("train").note = f"the model comes from {plan.stage('compress').components[0].key}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The data source, checked before anything runs
+# ---------------------------------------------------------------------------------------------
+#: what a model that declares no ``tasks`` can do: the Model contract's ``build`` returns class
+#: logits, so it classifies (and ranks by a class score); it does not regress
+CLASS_LOGIT_TASKS = ("classification", "ranking")
+#: config fields of a data source that name a column of its table
+DATA_COLUMN_FIELDS = ("target", "features", "key", "time", "columns", "column")
+#: config fields of a data check that name columns of the table
+CHECK_COLUMN_FIELDS = ("columns", "column")
+#: config fields that say where a source's rows are, quoted in messages
+SOURCE_LOCATION_FIELDS = ("path", "database", "dataset", "uri", "url", "table")
+
+
+def check_data_source(plan: Plan) -> None:
+    """What the recipe asks of the data, checked cheaply before anything runs (no rows are read):
+
+    * the data's task is one the trainer's model can do (a source tells its task at plan time
+      with a ``planned_task(config)`` classmethod or a ``task`` option; a model with ``tasks``);
+    * when the source's ``describe()`` returns a SourceSchema: every column the data section names
+      (target, features, key, time, typed columns), every column a data check names (a
+      ``columns`` / ``column`` option) and every column a model card slice's query names is in the
+      table. A missing one is a RecipeError naming its key path and the nearest column names.
+    """
+    data = plan.stage("data")
+    if not data.enabled or not data.components:
+        return
+    planned = data.component
+    _check_task(plan, planned)
+    try:
+        described = planned.build().describe()
+    except FrameworkError:
+        raise
+    except Exception as exc:  # a source's bug, not the recipe's: name the plugin
+        raise PluginError(f"data ({planned.type}, plugin {planned.plugin}): describe() failed: {exc!r}") from exc
+    if described is None:
+        return
+    names = list(described.names)
+    where = _source_label(planned)
+    named = _named_columns(planned.config, "data", DATA_COLUMN_FIELDS)
+    named += [("data.target", described.target)] if described.target else []
+    named += [("data.features", f) for f in described.features or []]
+    checks = plan.stage("checks")
+    for check in checks.components if checks.enabled else []:
+        named += _named_columns(check.config, check.key, CHECK_COLUMN_FIELDS)
+    for slice_name, query in plan.recipe.register.card.slices.items():
+        named += [(f"register.card.slices.{slice_name}", c) for c in _query_columns(str(query))]
+    present = set(names)
+    for key_path, column in named:
+        if column not in present:
+            raise RecipeError(f"{key_path}: no column '{column}' in data ({where}); {_nearest_columns(column, names)}")
+
+
+def _check_task(plan: Plan, data: PlannedComponent) -> None:
+    planned_task = getattr(data.cls, "planned_task", None)
+    task = planned_task(data.config) if callable(planned_task) else getattr(data.config, "task", None)
+    if not isinstance(task, str) or not plan.enabled("train"):
+        return
+    trainer = plan.stage("train").component
+    parts = [(trainer.key, trainer.type, trainer.cls)]
+    parts += [(f"{trainer.key}.{f}", cls.name, cls) for f, cls in trainer.refs.items() if cls.kind == "model"]
+    for key, name, cls in parts:
+        tasks = getattr(cls, "tasks", None)
+        if tasks is None and cls.kind == "model":
+            tasks = CLASS_LOGIT_TASKS
+        if tasks is not None and task not in tasks:
+            declared = "" if hasattr(cls, "tasks") else (" (it declares no `tasks`; a model's build returns class "
+                                                         "logits, so it is taken to classify and rank)")
+            raise RecipeError(f"{key}: {cls.kind} '{name}' can do {' and '.join(tasks)}{declared}, but the data's "
+                              f"task is {task} (data: {_source_label(data)}); choose a {cls.kind} that does {task}, "
+                              f"or another data task")
+
+
+def _named_columns(config: Any, key: str, fields: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(key path, column name) of every column a component's config names in ``fields``: a
+    string, a list of strings, or a mapping keyed by column name."""
+    named: list[tuple[str, str]] = []
+    for name in fields:
+        value = getattr(config, name, None)
+        if isinstance(value, str) and value:
+            named.append((f"{key}.{name}", value))
+        elif isinstance(value, dict):
+            named += [(f"{key}.{name}.{column}", str(column)) for column in value]
+        elif isinstance(value, (list, tuple)):
+            named += [(f"{key}.{name}[{i}]", column) for i, column in enumerate(value) if isinstance(column, str)]
+    return named
+
+
+def _query_columns(query: str) -> list[str]:
+    """The columns a pandas query names: `quoted names` and bare names. The query is parsed,
+    never evaluated; one that does not parse as an expression (``@local``) gives only its quoted names."""
+    import ast
+
+    quoted = re.findall(r"`([^`]+)`", query)
+    try:
+        tree = ast.parse(re.sub(r"`[^`]+`", "0", query), mode="eval")
+    except SyntaxError:
+        return quoted
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    bare = [node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called
+            and node.id not in ("index", "True", "False", "None")]
+    return quoted + bare
+
+
+def _source_label(data: PlannedComponent) -> str:
+    """``csv, path data/cars.csv``: the source's type and where its rows are."""
+    for name in SOURCE_LOCATION_FIELDS:
+        value = getattr(data.config, name, None)
+        if value:
+            return f"{data.type}, {name} {value}"
+    query = getattr(data.config, "query", None)
+    if query:
+        line = next((line.strip() for line in str(query).splitlines() if line.strip()), "")
+        return f"{data.type}, query '{line[:60]}'"
+    return data.type
+
+
+def _nearest_columns(column: str, names: list[str]) -> str:
+    lowered: dict[str, str] = {}
+    for name in names:
+        lowered.setdefault(name.lower(), name)
+    close = [lowered[c] for c in difflib.get_close_matches(column.lower(), list(lowered), n=3, cutoff=0.6)]
+    if close:
+        return "nearest: " + ", ".join(f"'{c}'" for c in close)
+    shown = ", ".join(f"'{n}'" for n in names[:20])
+    return f"columns: {shown}{' ...' if len(names) > 20 else ''}" if names else "the source has no columns"

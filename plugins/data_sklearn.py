@@ -1,6 +1,8 @@
 """Data source ``sklearn``: the small tables bundled inside scikit-learn.
 
 Only the ``load_*`` loaders are used: their data ship in the wheel, so nothing is downloaded.
+Four are classification tables (class labels are ints); ``diabetes`` is a regression table (a
+float target, ``classes`` None).
 scikit-learn is imported inside ``load`` because the core imports every plugin at start-up.
 """
 from __future__ import annotations
@@ -16,7 +18,10 @@ DATASETS: dict[str, tuple[str, str]] = {
     "wine": ("load_wine", "178 wines, 13 float features, 3 classes"),
     "digits": ("load_digits", "1797 8x8 digit images, 64 pixel features, 10 classes"),
     "iris": ("load_iris", "150 flowers, 4 float features, 3 classes"),
+    "diabetes": ("load_diabetes", "442 patients, 10 float features, disease progression a year later (regression)"),
 }
+#: datasets whose task is not classification
+TASK: dict[str, str] = {"diabetes": "regression"}
 
 TARGET = "target"
 
@@ -32,7 +37,7 @@ def _title(descr: str, fallback: str) -> str:
 
 class SklearnDataSource(DataSource):
     name = "sklearn"
-    summary = "a table that ships inside scikit-learn (breast_cancer, wine, digits, iris)"
+    summary = "a table that ships inside scikit-learn (breast_cancer, wine, digits, iris; diabetes: regression)"
 
     @dataclass
     class Config:
@@ -47,6 +52,11 @@ class SklearnDataSource(DataSource):
     @classmethod
     def datasets(cls) -> list[str]:
         return sorted(DATASETS)
+
+    @classmethod
+    def planned_task(cls, config) -> str | None:
+        """The task of the dataset, known without loading it (the planner asks)."""
+        return TASK.get(config.dataset, "classification") if config.dataset in DATASETS else None
 
     @staticmethod
     def _check_name(name: str) -> None:
@@ -66,15 +76,20 @@ class SklearnDataSource(DataSource):
         loader, _ = DATASETS[name]
         bunch = getattr(sklearn.datasets, loader)()
 
+        task = TASK.get(name, "classification")
         # sklearn hands out numpy str_ names for some sets: make them plain str
         features = [str(f) for f in bunch.feature_names]
         frame = pd.DataFrame(np.asarray(bunch.data, dtype=np.float64), columns=features)
-        frame[TARGET] = np.asarray(bunch.target, dtype=np.int64)
-        classes = sorted(int(c) for c in np.unique(bunch.target))
-
-        names = getattr(bunch, "target_names", None)
-        labels = ", ".join(f"{c}={names[c]}" for c in classes) if names is not None else ""
-        description = f"{_title(bunch.DESCR, name)} (scikit-learn {loader}); classes: {labels}"
+        if task == "regression":
+            frame[TARGET] = np.asarray(bunch.target, dtype=np.float64)
+            classes = None
+            description = f"{_title(bunch.DESCR, name)} (scikit-learn {loader}); regression target"
+        else:
+            frame[TARGET] = np.asarray(bunch.target, dtype=np.int64)
+            classes = sorted(int(c) for c in np.unique(bunch.target))
+            names = getattr(bunch, "target_names", None)
+            labels = ", ".join(f"{c}={names[c]}" for c in classes) if names is not None else ""
+            description = f"{_title(bunch.DESCR, name)} (scikit-learn {loader}); classes: {labels}"
 
         if ctx is not None:
             ctx.metric("rows", len(frame))
@@ -84,7 +99,7 @@ class SklearnDataSource(DataSource):
             frame=frame,
             features=features,
             target=TARGET,
-            task="classification",
+            task=task,
             classes=classes,
             description=description,
         )

@@ -60,18 +60,90 @@ def _describe_failures(failures: list[dict], most: int = 3) -> str:
 
 
 def split(plan: Plan, dataset: Any) -> DataSplits:
-    """A seeded train / validation / test split, stratified for classification."""
+    """A seeded train / validation / test split, stratified for classification.
+
+    A table too small for the recipe's fractions, or a class with too few rows for a stratified
+    split, is a DataCheckError that says how many rows there are and what the split needs."""
     from sklearn.model_selection import train_test_split
 
     cfg = plan.recipe.split
     frame = dataset.frame
-    strat = frame[dataset.target] if cfg.stratify and dataset.task == "classification" else None
-    rest, test = train_test_split(frame, test_size=cfg.test, random_state=plan.recipe.seed, stratify=strat)
-    strat_rest = rest[dataset.target] if strat is not None else None
-    train, val = train_test_split(
-        rest, test_size=cfg.val / (1.0 - cfg.test), random_state=plan.recipe.seed + 1, stratify=strat_rest
-    )
+    stratified = bool(cfg.stratify and dataset.task == "classification")  # a regression target is not stratified
+    val_of_rest = cfg.val / (1.0 - cfg.test)
+    _check_split_size(dataset, len(frame), cfg.val, cfg.test, val_of_rest)
+    if stratified:
+        _check_stratifiable(dataset, frame, cfg.test, "test", "the whole table", (cfg.val, cfg.test, val_of_rest))
+    strat = frame[dataset.target] if stratified else None
+    try:
+        rest, test = train_test_split(frame, test_size=cfg.test, random_state=plan.recipe.seed, stratify=strat)
+        if stratified:
+            _check_stratifiable(dataset, rest, val_of_rest, "val", "the rows left after the test part",
+                                (cfg.val, cfg.test, val_of_rest))
+        strat_rest = rest[dataset.target] if stratified else None
+        train, val = train_test_split(rest, test_size=val_of_rest, random_state=plan.recipe.seed + 1, stratify=strat_rest)
+    except ValueError as exc:  # a case the checks above did not foresee: still say where
+        raise DataCheckError(f"split: cannot split data '{dataset.name}' ({len(frame)} rows, val {cfg.val}, "
+                             f"test {cfg.test}, stratified: {stratified}): {exc}") from None
     return DataSplits(dataset=dataset, train=train, val=val, test=test)
+
+
+def _split_sizes(n: int, val: float, test: float, val_of_rest: float) -> tuple[int, int, int]:
+    """(train, val, test) rows of an n-row table, rounded as scikit-learn rounds them."""
+    import math
+
+    n_test = math.ceil(test * n)
+    n_val = math.ceil(val_of_rest * (n - n_test))
+    return n - n_test - n_val, n_val, n_test
+
+
+def _check_split_size(dataset: Any, n: int, val: float, test: float, val_of_rest: float) -> None:
+    sizes = _split_sizes(n, val, test, val_of_rest)
+    if min(sizes) >= 1:
+        return
+    needed = next(m for m in range(max(n, 1), 100_000) if min(_split_sizes(m, val, test, val_of_rest)) >= 1)
+    train, n_val, n_test = sizes
+    raise DataCheckError(
+        f"split: data '{dataset.name}' has {n} rows; split.val={val} and split.test={test} would leave "
+        f"{train} train, {n_val} val and {n_test} test rows, and each part needs at least one: the split needs "
+        f"at least {needed} rows. Gather more rows",
+        [{"column": None, "check": "split_size", "rows": [], "rows_needed": needed, "rows_found": n}],
+    )
+
+
+def _check_stratifiable(dataset: Any, frame: Any, fraction: float, part: str, of: str,
+                        fractions: tuple[float, float, float]) -> None:
+    """What scikit-learn's stratified split needs of ``frame``: two rows of every class, and at
+    least one row per class on each side of the cut (``fractions``: val, test, val of the rest)."""
+    import math
+
+    counts = frame[dataset.target].value_counts()
+    hint = ("; or set split.stratify=false" if frame[dataset.target].dtype.kind != "f" or counts.max() > 1
+            else "; a float target with a value per row: is it a regression? Set data.task: regression")
+    scarce = counts[counts < 2]
+    if len(scarce):
+        shown = ", ".join(f"{label!r} ({count} row{'s' if count != 1 else ''})" for label, count in scarce.head(10).items())
+        raise DataCheckError(
+            f"split: data '{dataset.name}' cannot be split stratified on '{dataset.target}': in {of}, "
+            f"{len(scarce)} class{'es' if len(scarce) != 1 else ''} {'have' if len(scarce) != 1 else 'has'} fewer "
+            f"than 2 rows: {shown}{' ...' if len(scarce) > 10 else ''}. A stratified split needs at least 2 rows of "
+            f"every class (3 to put one in each of train, val and test). Gather more rows of "
+            f"{'them' if len(scarce) != 1 else 'it'}, or drop {'them' if len(scarce) != 1 else 'it'}{hint}",
+            [{"column": dataset.target, "check": "rows_per_class", "rows": [], "classes": {str(k): int(v) for k, v in scarce.items()}}],
+        )
+    n, k = len(frame), len(counts)
+    cut = math.ceil(fraction * n)
+    if cut < k or n - cut < k:
+        # the whole table's size at which train, val and test each get a row of every class
+        needed = next(m for m in range(k, 10_000_000) if min(_split_sizes(m, *fractions)) >= k)
+        raise DataCheckError(
+            f"split: data '{dataset.name}' cannot be split stratified on '{dataset.target}': the {part} part of "
+            f"{of} ({n} rows) would get {cut} rows and the rest {n - cut}, but a stratified cut needs at least one "
+            f"row of each of the {k} classes on both sides. With split.val={fractions[0]} and "
+            f"split.test={fractions[1]}, {k} classes need at least {needed} rows in all "
+            f"(the data has {len(dataset.frame)}). Gather more rows{hint}",
+            [{"column": dataset.target, "check": "rows_per_class", "rows": [], "rows_needed": needed,
+              "rows_found": len(dataset.frame)}],
+        )
 
 
 def run_version(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
