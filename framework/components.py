@@ -298,6 +298,13 @@ class DataSource(Component):
         """The source's columns without loading it; None: cannot tell before loading."""
         return None
 
+    @classmethod
+    def planned_task(cls, config: Any) -> str | None:
+        """The task (``TASKS``) the loaded data will have, known from the config alone; None:
+        unknown before loading. Default: the config's ``task`` option, if it has one."""
+        task = getattr(config, "task", None)
+        return task if isinstance(task, str) else None
+
 
 class DataCheck(Component):
     """Checks a dataset. Returns a report; the core stops the run on a failed blocking check."""
@@ -338,6 +345,8 @@ class Model(Component):
     per_example_loss: ClassVar[bool] = True
     #: what ``extra_metrics`` returns (larger is better), known without running it
     extra_metric_names: ClassVar[tuple[str, ...]] = ()
+    #: the tasks (``TASKS``) this model can learn; the planner refuses data of another task
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

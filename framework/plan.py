@@ -372,9 +372,6 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
 # ---------------------------------------------------------------------------------------------
 # The data source, checked before anything runs
 # ---------------------------------------------------------------------------------------------
-#: what a model that declares no ``tasks`` can do: the Model contract's ``build`` returns class
-#: logits, so it classifies (and ranks by a class score); it does not regress
-CLASS_LOGIT_TASKS = ("classification", "ranking")
 #: config fields of a data source that name a column of its table
 DATA_COLUMN_FIELDS = ("target", "features", "key", "time", "columns", "column")
 #: config fields of a data check that name columns of the table
@@ -423,23 +420,15 @@ def check_data_source(plan: Plan) -> None:
 
 
 def _check_task(plan: Plan, data: PlannedComponent) -> None:
-    planned_task = getattr(data.cls, "planned_task", None)
-    task = planned_task(data.config) if callable(planned_task) else getattr(data.config, "task", None)
-    if not isinstance(task, str) or not plan.enabled("train"):
+    task = data.cls.planned_task(data.config)
+    if task is None or not plan.enabled("train"):
         return
     trainer = plan.stage("train").component
-    parts = [(trainer.key, trainer.type, trainer.cls)]
-    parts += [(f"{trainer.key}.{f}", cls.name, cls) for f, cls in trainer.refs.items() if cls.kind == "model"]
+    parts = [(f"{trainer.key}.{f}", cls.name, cls) for f, cls in trainer.refs.items() if cls.kind == "model"]
     for key, name, cls in parts:
-        tasks = getattr(cls, "tasks", None)
-        if tasks is None and cls.kind == "model":
-            tasks = CLASS_LOGIT_TASKS
-        if tasks is not None and task not in tasks:
-            declared = "" if hasattr(cls, "tasks") else (" (it declares no `tasks`; a model's build returns class "
-                                                         "logits, so it is taken to classify and rank)")
-            raise RecipeError(f"{key}: {cls.kind} '{name}' can do {' and '.join(tasks)}{declared}, but the data's "
-                              f"task is {task} (data: {_source_label(data)}); choose a {cls.kind} that does {task}, "
-                              f"or another data task")
+        if task not in cls.tasks:
+            raise RecipeError(f"{key}: model '{name}' can do {' and '.join(cls.tasks)}, but the data's task is {task} "
+                              f"(data: {_source_label(data)}); choose a model that does {task}, or another data task")
 
 
 def _named_columns(config: Any, key: str, fields: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -41,6 +41,7 @@ def auc(score, relevant) -> float:
 
 class RankerModel(Model):
     name = "ranker"
+    tasks = ("classification", "ranking")
     summary = "feed ranker: MLP scorer, pairwise logistic (RankNet) loss + pointwise term; val_auc"
     hyperparameters = {"hidden": None, "layers": 1, "dropout": 0.0, "pointwise_weight": 0.2,
                        **OPTIMIZER_HYPERPARAMETERS}

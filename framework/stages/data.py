@@ -17,12 +17,13 @@ def run_data(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCont
     dataset = stage.component.build().load(ctx)
     if dataset.target not in dataset.frame.columns:
         raise StageError(f"data ({stage.component.type}): target column '{dataset.target}' is not in the frame")
-    if dataset.classes is None:
+    if dataset.classes is None and dataset.task != "regression":  # a regression target has no classes
         dataset.classes = sorted(dataset.frame[dataset.target].unique().tolist())
     state.dataset = dataset
     ctx.metric("rows", int(len(dataset.frame)))
     ctx.metric("features", len(dataset.features))
-    ctx.metric("classes", len(dataset.classes))
+    if dataset.classes is not None:
+        ctx.metric("classes", len(dataset.classes))
 
 
 def run_checks(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
