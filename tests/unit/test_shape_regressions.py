@@ -170,3 +170,28 @@ def test_a_misspelt_component_key_without_plus_names_what_the_component_accepts(
     msg = error_of("+recipe=quickstart", "train.cpus_per_tril=1")
     assert msg.startswith("train.cpus_per_tril: unknown key")
     assert "'tune' accepts:" in msg and "cpus_per_trial" in msg
+
+
+# 3. a PROMOTE that names its arm, without weights, moves the registry's prod alias -----------
+def test_the_traffic_stage_promotes_the_arm_the_event_names():
+    """The host records the arm answering after a verdict; the traffic stage moves `prod` to it
+    (before, it took `decision.arm or max(weights)` and the host dropped `arm`)."""
+    from framework.components import Decision, Route, TrafficStrategy, Verdict
+    from framework.serving.host import StrategyHost
+    from framework.stages.traffic import promoted_arm
+
+    class NamesItsArm(TrafficStrategy):
+        name = "names_its_arm"
+
+        def choose(self, request):
+            return Route(self.routable[0])
+
+        def decide(self):
+            return Decision(Verdict.PROMOTE, "x is better", arm="x")
+
+    host = StrategyHost(NamesItsArm(None, {"a": "m:1", "x": "m:2", "b": "m:3"}), {"a": "m:1", "x": "m:2", "b": "m:3"})
+    host.decide()
+    [event] = host.events_since(0)
+    assert promoted_arm(event) == "x"
+    assert event["decision_arm"] == "x" and event["weights"] is None
+    assert promoted_arm({"weights": {"a": 0.2, "b": 0.8}}) == "b"  # events of older hosts
