@@ -234,35 +234,3 @@ Features, in order: {", ".join(names)}
 Classes: {", ".join(map(str, classes))}
 A missing, unknown or non-finite feature raises ValueError naming it.
 """
-
-
-def _readme(metadata: Mapping, names: list[str], classes: list) -> str:
-    version = metadata.get("model_version") or "(not registered)"
-    variant = metadata.get("variant") or "?"
-    example = {name: 0.0 for name in names[:3]}
-    return f"""Device bundle: model {version}, variant {variant}
-
-Needs Python 3 with numpy and onnxruntime only (pip install numpy onnxruntime).
-
-Files
-  model.onnx          the model: float32 [batch, {len(names)}] raw features in, class probabilities out
-  schema.json         input and output names, the features (name, dtype) and the class labels
-  preprocessing.json  feature order, dtype; standardization is inside the model: send raw values
-  runner.py           command line and importable Predictor (numpy + onnxruntime only)
-  manifest.json       sha256 of every file, model version, budget and measured figures
-
-Command line
-  python runner.py BUNDLE_DIR input.json
-  input.json: {{"instances": [{{"feature": number, ...}}, ...]}}, a list of such objects, or a
-  list of rows of {len(names)} numbers in feature order. Prints JSON:
-  {{"labels": [...], "probabilities": [[...], ...], "classes": [...]}}.
-  Use - as the file to read standard input.
-
-Python
-  from runner import Predictor
-  labels, probabilities = Predictor("BUNDLE_DIR").predict([{json.dumps(example)[:-1]}, ...}}])
-
-Features, in order: {", ".join(names)}
-Classes: {", ".join(map(str, classes))}
-A missing, unknown or non-finite feature raises ValueError naming it.
-"""
