@@ -295,6 +295,9 @@ def _report_entry(planned: PlannedComponent, report: Any, outcome: str, flagged:
         entry["flagged_rows"] = len(flagged)
         entry["flagged_sample"] = [{"row": r, "reason": w[0], "evidence": w[1], "score": w[2]}
                                    for r, w in list(flagged.items())[:REPORTED_FLAGGED]]
+    elif report.flagged:  # warn / fail: what quarantine would have taken out
+        entry["flagged_rows"] = len(report.flagged)
+        entry["flagged_sample"] = list(report.flagged[:REPORTED_FLAGGED])
     return entry
 
 

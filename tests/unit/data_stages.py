@@ -8,16 +8,19 @@ import textwrap
 from pathlib import Path
 
 
-def make_plan(tmp_path: Path, checks: str, extra: list | None = None, body: str = ""):
+def make_plan(tmp_path: Path, checks: str | None, extra: list | None = None, body: str = "", group: str | None = None):
+    """A breast-cancer recipe whose ``checks:`` is ``checks`` (YAML list items), or the conf group
+    ``group`` (conf/checks/GROUP.yaml), planned with every installed plugin plus ``extra``."""
     from framework.plan import build_plan
     from framework.plugins import Components, default_components, get_plugin_manager
     from framework.recipe import compose
 
     recipes = tmp_path / "recipes"
     recipes.mkdir(exist_ok=True)
-    (recipes / "r.yaml").write_text("# @package _global_\ndefaults:\n  - override /data: breast_cancer\nname: r\n"
-                                    f"store: {{uri: {tmp_path / 'store'}}}\n" + body
-                                    + "checks:\n" + textwrap.indent(textwrap.dedent(checks), "  "))
+    defaults = "  - override /data: breast_cancer\n" + (f"  - override /checks: {group}\n" if group else "")
+    listed = "checks:\n" + textwrap.indent(textwrap.dedent(checks), "  ") if checks is not None else ""
+    (recipes / "r.yaml").write_text(f"# @package _global_\ndefaults:\n{defaults}name: r\n"
+                                    f"store: {{uri: {tmp_path / 'store'}}}\n" + body + listed)
     components = Components.collect(get_plugin_manager(extra=extra)) if extra else default_components()
     cfg, path = compose([f"recipes_dir={recipes}", "+recipe=r"])
     return build_plan(cfg, path, components), components

@@ -201,3 +201,20 @@ def test_severity_and_readmit_are_checked_at_plan_time(tmp_path, checks, message
     with pytest.raises(RecipeError) as info:
         make_plan(tmp_path, checks)
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_the_quarantine_checks_group_runs_on_breast_cancer(tmp_path):
+    """conf/checks/quarantine.yaml: every hygiene check on a real table, through the stages."""
+    plan, components = make_plan(tmp_path, None, group="quarantine")
+    assert [c.type for c in plan.stage("checks").components] == [
+        "pandera_schema", "duplicates", "label_issues", "outliers", "leakage", "data_valuation"]
+    stages = Stages(tmp_path, plan, components)
+    stages.run("data")
+    stages.run("checks")
+    stages.run("version")
+    checks, version = stages.metrics("checks"), stages.metrics("version")
+    assert checks["checks_passed"].endswith("/4") and checks["checks_after_split"] == 2
+    assert version["split_checks_passed"].endswith("/2")
+    kept = len(stages.state.registry.load_frame(stages.state.data_version))
+    assert kept == 569 - checks.get("quarantined_rows", 0)
+    assert version["train_rows"] + version["val_rows"] + version["test_rows"] == kept - version.get("quarantined_rows", 0)
