@@ -180,16 +180,16 @@ class PanderaSchemaCheck(DataCheck):
     class Config(SchemaSpec):
         #: a YAML file holding the schema keys (features, columns, min_rows ...) instead
         schema_file: Optional[str] = None
-        #: deprecated: the core's ``severity`` decides (true is ``severity: fail``, the default)
+        #: deprecated and ignored: the core's ``severity`` decides (``blocking: false`` used to
+        #: report and go on: that is ``severity: warn``)
         blocking: Optional[bool] = None
 
     @classmethod
     def check_config(cls, config: Any, key: str, refs: Any = None) -> None:
-        if config.blocking is False:
-            raise RecipeError(f"{key}.blocking: replaced by the core's severity; use 'severity: warn' to report "
-                              f"without stopping (and drop 'blocking')")
-        if config.blocking is True:
-            log.warning("%s.blocking is deprecated: 'severity: fail' (the default) stops the run; drop 'blocking'", key)
+        if config.blocking is not None:  # the check only reports now: failing safe, a failure stops the run
+            log.warning("%s.blocking is deprecated and ignored: the core's %s.severity decides (fail, the default, "
+                        "stops the run; warn reports and goes on; quarantine takes the failing rows out)",
+                        key, key.split(".")[0] if key.startswith("checks[") else key)
         spec = cls.spec_of(config, key)
         check_rule(spec.features, f"{key}.features")
         for column, rule in spec.columns.items():

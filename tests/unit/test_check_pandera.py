@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from framework import CheckReport, Dataset
-from framework.errors import DataCheckError, RecipeError
+from framework.errors import RecipeError
 from plugins.check_pandera import SCHEMA_FILE, FeatureRule, PanderaSchemaCheck, register_data_checks
 from plugins.data_sklearn import SklearnDataSource
 
@@ -245,8 +245,12 @@ def test_schema_file_errors_name_the_file_and_key(tmp_path, labelled, stage_ctx)
         PanderaSchemaCheck.check_config(PanderaSchemaCheck.Config(schema_file=str(good), min_rows=3), "checks")
 
 
-def test_blocking_is_replaced_by_the_core_severity(caplog):
-    with pytest.raises(RecipeError, match="checks.blocking: replaced by the core's severity; use 'severity: warn'"):
-        PanderaSchemaCheck.check_config(PanderaSchemaCheck.Config(blocking=False), "checks")
-    PanderaSchemaCheck.check_config(PanderaSchemaCheck.Config(blocking=True), "checks")
-    assert "checks.blocking is deprecated" in caplog.text
+def test_blocking_is_deprecated_and_the_core_severity_decides(caplog, clean, stage_ctx):
+    for blocking in (True, False):
+        caplog.clear()
+        PanderaSchemaCheck.check_config(PanderaSchemaCheck.Config(blocking=blocking), "checks[0]")
+        assert "checks[0].blocking is deprecated and ignored: the core's checks[0].severity decides" in caplog.text
+    ds = dirty(clean)
+    ds.frame.loc[3, COL] = np.nan
+    report = run(ds, stage_ctx("checks"), blocking=True)  # reports; stopping is the core's business
+    assert not report.passed and report.flagged == [{"row": 3, "reason": f"not_nullable ({COL})"}]

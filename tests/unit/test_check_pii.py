@@ -15,7 +15,7 @@ import pytest
 from data_stages import Stages, make_plan
 
 from framework.errors import DataCheckError, RecipeError
-from plugins.check_pii import DETECTORS, ORDER, PiiCheck, luhn_valid, scan
+from plugins.check_pii import DETECTORS, PiiCheck, luhn_valid, scan
 
 KEY = "k" * 16 + "0123456789abcdef0123"  # 36 bytes, a test key only
 
