@@ -39,6 +39,9 @@ def run_checks(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCo
     dataset = state.dataset
     ledger = quarantine_ledger(state)
     reports, blocking, summary = [], [], {}
+    idle = [f"{p.key} ({p.type})" for p in stage.components if not (p.cls.checks_dataset() or p.cls.checks_splits())]
+    if idle:
+        raise StageError(f"{', '.join(idle)}: implements neither check(dataset, ctx) nor check_splits(splits, ctx)")
     pending = [p.key for p in stage.components if not p.cls.checks_dataset()]
     for planned in stage.components:
         if not planned.cls.checks_dataset():

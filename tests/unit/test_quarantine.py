@@ -172,14 +172,21 @@ class FlagsStrangers(DataCheck):
                            flagged=[{"row": -5, "reason": "x"}])
 
 
+class ChecksNothing(DataCheck):
+    """A broken check (fault injection): neither check nor check_splits."""
+
+    name = "checks_nothing"
+
+
 class BrokenPlugin:
     @staticmethod
     @hookimpl
     def register_data_checks():
-        return [DropsRows, FlagsStrangers]
+        return [DropsRows, FlagsStrangers, ChecksNothing]
 
 
 @pytest.mark.parametrize("check, message", [
+    ("checks_nothing", r"checks\[0\] \(checks_nothing\): implements neither check\(dataset, ctx\) nor check_splits"),
     ("drops_rows", r"checks\[0\] \(drops_rows\).apply changed the rows; a check takes rows out only through severity quarantine"),
     ("flags_strangers", r"checks\[0\] \(flags_strangers\) flagged rows \[-5\] that are not labels of the data's index"),
 ])
