@@ -217,13 +217,27 @@ class DataSplits:
 
 @dataclass
 class CheckReport:
-    """Result of one data check. ``failures`` rows: {column, check, rows (list of row labels)}."""
+    """Result of one data check.
+
+    ``failures``: one entry per failing (column, check): ``{column, check, count, rows}``, ``rows``
+    a bounded sample of row labels (labels of the checked frame's index), ``column`` None for a
+    table-wide failure. ``flagged``: **every** row the check flags, ``{row, reason, score,
+    evidence}``: ``reason`` short and shared by rows flagged for the same cause ("exact duplicate"),
+    ``score`` a number whose meaning the reason names (or None), ``evidence`` an optional per-row
+    note ("same values as row 12"). Severity ``quarantine`` takes exactly these rows out; when
+    ``flagged`` is empty the core takes the rows of ``failures`` instead, and a failure listing
+    fewer rows than its ``count`` (a sample) or none (table-wide) stops the run, since it cannot be
+    quarantined row by row. A report that flags rows has ``passed=False``.
+
+    Reports land in run directories and logs: never put raw cell values in them (PII).
+    """
 
     check: str
     passed: bool
     rows_checked: int
     failures: list[dict] = field(default_factory=list)
     details: dict = field(default_factory=dict)
+    flagged: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -279,6 +293,12 @@ class StageContext(Protocol):
         probabilities), ``metrics``. StageError if missing."""
         ...
 
+    def registered_data(self, ref: str) -> Any:
+        """A registered data version (``NAME@ALIAS``, ``NAME:ID``, or ``NAME@latest``: the newest):
+        ``ref`` (``NAME:ID``), ``frame`` (pandas), ``schema``, ``meta``, ``created_at``.
+        StageError if missing."""
+        ...
+
 
 # ---------------------------------------------------------------------------------------------
 # Stage contracts
@@ -307,13 +327,59 @@ class DataSource(Component):
 
 
 class DataCheck(Component):
-    """Checks a dataset. Returns a report; the core stops the run on a failed blocking check."""
+    """Checks data and reports; the core enforces the recipe's ``checks[i].severity`` from the
+    report (a check never stops the run itself):
+
+    * ``fail``: a failed report stops the run, naming column, check and rows;
+    * ``warn``: it is logged and the run goes on;
+    * ``quarantine``: the flagged rows (``CheckReport.flagged``) leave the data and are stored,
+      with their reason, in the versioned quarantine set ``<dataset>.quarantine`` beside the data
+      version; ``checks[i].readmit: true`` keeps them in (still reported).
+
+    A check implements one or both of:
+
+    * ``check(dataset, ctx)``: in the checks stage, before the data is versioned. It must not
+      modify ``dataset``;
+    * ``check_splits(splits, ctx)``: right after the seeded train/val/test split (version stage),
+      for checks that compare the parts: train/test leakage, valuation of training rows against
+      validation. Rows it flags are labels of the split frames' index; quarantined ones leave the
+      split that holds them (the data version keeps them: the quarantine set, the data version
+      and the seed give the exact rows each part used).
+
+    A check that changes the data (the PII policies ``drop``, ``hash``, ``redact``) also
+    implements ``apply(dataset, report, ctx)``: the core calls it right after ``check`` and hands
+    what it returns to the next checks and stages. It keeps every row and the target (rows leave
+    only through quarantine), may rewrite values or drop feature columns, and returns a new
+    Dataset (``dataclasses.replace``), never the input modified in place.
+
+    ``severities``: the severities a check accepts, when not all (the planner refuses others):
+    a PII detector refuses ``quarantine``, which would store the raw values it found.
+    """
 
     kind = "data_check"
     recipe_key = "checks"
+    #: the ``checks[i].severity`` values this check accepts; None: every one the core knows
+    severities: ClassVar[tuple[str, ...] | None] = None
 
     def check(self, dataset: Dataset, ctx: StageContext) -> CheckReport:
         raise NotImplementedError
+
+    def check_splits(self, splits: DataSplits, ctx: StageContext) -> CheckReport:
+        raise NotImplementedError
+
+    def apply(self, dataset: Dataset, report: CheckReport, ctx: StageContext) -> Dataset:
+        """The dataset later checks and stages see (default: ``dataset`` unchanged)."""
+        return dataset
+
+    @classmethod
+    def checks_dataset(cls) -> bool:
+        """True when this check implements ``check`` (run in the checks stage)."""
+        return cls.check is not DataCheck.check
+
+    @classmethod
+    def checks_splits(cls) -> bool:
+        """True when this check implements ``check_splits`` (run right after the split)."""
+        return cls.check_splits is not DataCheck.check_splits
 
 
 class Labeler(Component):

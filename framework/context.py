@@ -32,6 +32,19 @@ class ConsoleProgress:
             self.on_advance(self.done, self.total, note)
 
 
+@dataclass(frozen=True)
+class RegisteredData:
+    """A registered data version as a component reads it (``StageContext.registered_data``)."""
+
+    ref: str  # NAME:ID (short id)
+    name: str
+    id: str
+    frame: Any  # pandas.DataFrame, hash-checked on read
+    schema: dict
+    meta: dict
+    created_at: str
+
+
 @dataclass
 class RunStageContext:
     stage: str
@@ -60,6 +73,19 @@ class RunStageContext:
             return load_registered_model(self.registry, ref)
         except StoreError as exc:
             raise StageError(f"{self.stage}: {exc}") from None
+
+    def registered_data(self, ref: str) -> RegisteredData:
+        """A registered data version (``NAME@ALIAS``, ``NAME:ID``, ``NAME@latest``: the newest) with
+        its frame. StageError when it is missing or this context has no registry."""
+        if self.registry is None:
+            raise StageError(f"{self.stage}: '{ref}' names a registered data version, but this stage runs without a registry")
+        try:
+            version = self.registry.get(ref, kind="data")
+            frame = self.registry.load_frame(version)
+        except StoreError as exc:
+            raise StageError(f"{self.stage}: {exc}") from None
+        return RegisteredData(version.ref, version.name, version.id, frame, dict(version.schema), dict(version.meta),
+                              version.created_at)
 
     def progress(self, total: int, description: str) -> ConsoleProgress:
         hook = self.progress_factory(description, total) if self.progress_factory else None

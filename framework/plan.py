@@ -49,8 +49,11 @@ class PlannedComponent:
     config: Any  # an instance of cls.Config
     #: the components this one's config names (``cls.references``), resolved: field -> class
     refs: dict[str, type] = field(default_factory=dict)
-    #: data checks only: what a failed report does (``fail`` stops the run, ``warn`` reports)
+    #: data checks only: what a failed report does (``fail`` stops the run, ``warn`` reports,
+    #: ``quarantine`` moves the flagged rows into the quarantine set)
     severity: str | None = None
+    #: data checks only: keep the rows a ``quarantine`` check flags (still reported)
+    readmit: bool = False
 
     def build(self, *args: Any) -> Any:
         return self.cls(self.config, *args, refs=self.refs)
@@ -61,6 +64,8 @@ class PlannedComponent:
             described["refs"] = {name: cls.name for name, cls in self.refs.items()}
         if self.severity:
             described["severity"] = self.severity
+        if self.readmit:
+            described["readmit"] = True
         return described
 
 
@@ -146,7 +151,7 @@ def validate_component_config(cls: type, options: dict, key: str) -> Any:
 
 
 #: ``checks[i].severity``: what a failed check report does; the core enforces it
-SEVERITIES = ("fail", "warn")
+SEVERITIES = ("fail", "warn", "quarantine")
 
 
 def _component(components: Components, kind: str, node: Any, key: str) -> PlannedComponent:
@@ -157,18 +162,27 @@ def _component(components: Components, kind: str, node: Any, key: str) -> Planne
     if not name:
         known = ", ".join(components.names(kind))
         raise RecipeError(f"{key}: missing 'type'. Choose one of: {known}")
-    severity = None
-    if kind == "data_check":  # a core key of every check, not an option of the plugin
+    severity, readmit = None, False
+    if kind == "data_check":  # core keys of every check, not options of the plugin
         severity = str(options.pop("severity", "fail"))
         if severity not in SEVERITIES:
             raise RecipeError(f"{key}.severity: must be one of {', '.join(SEVERITIES)}, got '{severity}'")
+        readmit = options.pop("readmit", False)
+        if not isinstance(readmit, bool):
+            raise RecipeError(f"{key}.readmit: must be true or false, got {readmit!r}")
+        if readmit and severity != "quarantine":
+            raise RecipeError(f"{key}.readmit: only a check with 'severity: quarantine' has rows to re-admit "
+                              f"(this one has severity '{severity}')")
     entry = components.get(kind, str(name), where=f"{key}.type")
+    accepted = getattr(entry.cls, "severities", None)
+    if severity is not None and accepted is not None and severity not in accepted:
+        raise RecipeError(f"{key}.severity: '{name}' accepts {', '.join(accepted)} only, got '{severity}'")
     config = validate_component_config(entry.cls, options, key)
     refs = {field: components.get(ref_kind, str(getattr(config, field)), where=f"{key}.{field}").cls
             for field, ref_kind in entry.cls.references.items()}
     entry.cls.check_config(config, key, refs)  # cheap, plugin-specific validation (no heavy imports)
     return PlannedComponent(key=key, type=str(name), plugin=entry.plugin, cls=entry.cls, config=config, refs=refs,
-                            severity=severity)
+                            severity=severity, readmit=readmit)
 
 
 def build_plan(cfg: DictConfig, recipe_path: Path | None, components: Components) -> Plan:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from ..artifacts import write_json
 from ..components import DataSplits
 from ..context import RunStageContext
 from ..errors import DataCheckError, StageError
-from ..plan import Plan, PlannedStage
+from ..plan import Plan, PlannedComponent, PlannedStage
 from ..plugins import Components
 from .state import RunState
 
@@ -27,25 +28,288 @@ def run_data(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCont
 
 
 def run_checks(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
-    """Every check runs and reports; then the core enforces each check's ``severity`` from its
-    report: ``fail`` stops the run naming what failed, ``warn`` is logged and the run goes on."""
-    reports, blocking = [], []
+    """Every check runs, in recipe order, and reports; the core enforces each check's ``severity``
+    from its report: ``fail`` stops the run (after every check reported) naming what failed,
+    ``warn`` is logged and the run goes on, ``quarantine`` takes the flagged rows out of the data
+    (kept for the quarantine set the version stage stores; ``readmit: true`` keeps them in).
+
+    A check's ``apply`` (the PII policies) runs right after its ``check``: later checks and stages
+    see what it returns, and so do the rows earlier checks quarantined, so the quarantine set
+    never holds what a later check removes. Checks that only look at the split run in the
+    version stage (:func:`run_split_checks`)."""
+    dataset = state.dataset
+    ledger = quarantine_ledger(state)
+    reports, blocking, summary = [], [], {}
+    idle = [f"{p.key} ({p.type})" for p in stage.components if not (p.cls.checks_dataset() or p.cls.checks_splits())]
+    if idle:
+        raise StageError(f"{', '.join(idle)}: implements neither check(dataset, ctx) nor check_splits(splits, ctx)")
+    pending = [p.key for p in stage.components if not p.cls.checks_dataset()]
     for planned in stage.components:
-        report = planned.build().check(state.dataset, ctx)
-        reports.append({**dataclasses.asdict(report), "key": planned.key, "severity": planned.severity})
-        if report.passed:
+        if not planned.cls.checks_dataset():
             continue
-        if planned.severity == "fail":
-            blocking.append((planned, report))
-        else:
-            ctx.logger.warning("check %s (%s, severity warn) failed: %s", planned.key, planned.type, report.failures)
+        check = planned.build()
+        report = check.check(dataset, ctx)
+        checked = dataset
+        dataset = _applied(check, planned, checked, report, ctx)
+        for entry in ledger:  # rows quarantined earlier get the same treatment as the rows kept
+            entry.rows = _applied(check, planned, dataclasses.replace(checked, frame=entry.rows), report, ctx).frame
+        outcome, flagged, stops = _enforce(planned, report, dataset.frame.index, ctx)
+        if stops:
+            blocking.append((planned, stops))
+        if flagged and outcome == "quarantine":
+            ledger.append(_take_out(planned, dataset.frame, flagged, None))
+            dataset = dataclasses.replace(dataset, frame=dataset.frame.drop(index=list(flagged)))
+        if flagged:
+            summary[f"{planned.key} ({planned.type})"] = _reason_counts(flagged, outcome)
+        reports.append(_report_entry(planned, report, outcome, flagged))
+    state.dataset = dataset
     write_json(ctx.out_dir / "reports.json", reports)
     passed = sum(r["passed"] for r in reports)
     ctx.metric("checks_passed", f"{passed}/{len(reports)}")
+    if pending:
+        ctx.metric("checks_after_split", len(pending))
+    _quarantine_metrics(ctx, summary, len(dataset.frame))
     if blocking:
-        failures = [dict(f, check=f.get("check", report.check)) for _, report in blocking for f in report.failures]
-        lines = "; ".join(f"{p.key} ({p.type}): {_describe_failures(r.failures)}" for p, r in blocking)
-        raise DataCheckError(f"data checks failed (severity fail): {lines}. Reports: {ctx.out_dir / 'reports.json'}", failures)
+        _raise_blocking(blocking, ctx.out_dir / "reports.json")
+
+
+def run_split_checks(plan: Plan, state: RunState, ctx: RunStageContext, components: Components) -> None:
+    """Right after the split (``run_version``): the checks that compare its parts
+    (``DataCheck.check_splits``: train/test leakage, valuation of training rows against
+    validation) run and their severity is enforced; rows they quarantine leave the split that
+    holds them. Then this run's quarantined rows (from the checks stage too) are stored as the
+    data version ``<dataset>.quarantine`` whose parent and ``meta.data_version`` are the data
+    version just stored: never silently dropped."""
+    checks = [p for p in plan.stage("checks").components if p.cls.checks_splits()] if plan.enabled("checks") else []
+    ledger = quarantine_ledger(state)
+    reports, blocking, summary = [], [], {}
+    for planned in checks:
+        splits = state.splits
+        report = planned.build().check_splits(splits, ctx)
+        parts = {p: getattr(splits, p) for p in SPLIT_PARTS}
+        labels = parts["train"].index.append([parts["val"].index, parts["test"].index])
+        outcome, flagged, stops = _enforce(planned, report, labels, ctx)
+        if stops:
+            blocking.append((planned, stops))
+        if flagged and outcome == "quarantine":
+            for part, frame in parts.items():
+                here = {r: why for r, why in flagged.items() if r in frame.index}
+                if here:
+                    ledger.append(_take_out(planned, frame, here, part))
+                    parts[part] = frame.drop(index=list(here))
+            dataset = dataclasses.replace(splits.dataset, frame=splits.dataset.frame.drop(index=list(flagged), errors="ignore"))
+            state.dataset = dataset  # a later re-split (labeling) must not bring them back
+            state.splits = DataSplits(dataset=dataset, **parts)
+        if flagged:
+            summary[f"{planned.key} ({planned.type})"] = _reason_counts(flagged, outcome)
+        reports.append(_report_entry(planned, report, outcome, flagged))
+    if reports:
+        write_json(ctx.out_dir / "split_checks.json", reports)
+        ctx.metric("split_checks_passed", f"{sum(r['passed'] for r in reports)}/{len(reports)}")
+        _quarantine_metrics(ctx, summary, None)
+    stored = store_quarantine(plan, state, components)
+    if stored is not None:
+        ctx.metric("quarantine_set", stored.ref)
+        ctx.metric("quarantine_set_rows", int(stored.metrics.get("rows", 0)))
+        ctx.logger.info("quarantine set %s: %s rows held out of data version %s", stored.ref,
+                        stored.metrics.get("rows"), state.data_version.ref)
+    if blocking:
+        _raise_blocking(blocking, ctx.out_dir / "split_checks.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Quarantine: rows a check flags leave the data with their reason, into a versioned set
+# ---------------------------------------------------------------------------------------------
+SPLIT_PARTS = ("train", "val", "test")
+#: bookkeeping columns of a quarantine set, beside the quarantined rows' own columns; a data
+#: column of the same name pushes ours to ``quarantine_<name>`` (the set's schema names them)
+QUARANTINE_COLUMNS = ("check", "reason", "evidence", "score", "split")
+#: flagged rows listed per check in reports.json (the quarantine set holds every one)
+REPORTED_FLAGGED = 20
+
+
+def quarantine_name(dataset_name: str) -> str:
+    """The registry name of a dataset's quarantine set."""
+    return f"{dataset_name}.quarantine"
+
+
+@dataclass
+class Quarantined:
+    """The rows one check took out: their values (as the data held them) and why."""
+
+    key: str  # checks[i]
+    type: str
+    split: str | None  # the part they left; None: taken out before the split
+    rows: Any  # pandas.DataFrame
+    reasons: list[str]
+    evidence: list[Any]
+    scores: list[Any]
+
+
+def quarantine_ledger(state: RunState) -> list[Quarantined]:
+    """This run's quarantined rows so far: the checks stage fills it, the version stage stores it."""
+    ledger = getattr(state, "quarantine", None)
+    if ledger is None:
+        ledger = []
+        state.quarantine = ledger  # RunState has no field for it; both ends live in this module
+    return ledger
+
+
+def store_quarantine(plan: Plan, state: RunState, components: Components) -> Any:
+    """Store the ledger as ``<dataset>.quarantine`` tied to ``state.data_version`` (its parent and
+    ``meta.data_version``); returns the version, or None when nothing was quarantined."""
+    import pandas as pd
+
+    ledger = quarantine_ledger(state)
+    if not ledger:
+        return None
+    if state.data_version is None:
+        raise StageError("quarantine: rows were quarantined but no data version was stored to tie them to")
+    data_columns = list(dict.fromkeys(c for q in ledger for c in q.rows.columns))
+    names = {c: (f"quarantine_{c}" if c in data_columns else c) for c in QUARANTINE_COLUMNS}
+    parts = []
+    for q in ledger:
+        rows = q.rows.copy()
+        rows[names["check"]] = f"{q.key} ({q.type})"
+        rows[names["reason"]] = q.reasons
+        rows[names["evidence"]] = [None if e is None else str(e) for e in q.evidence]
+        rows[names["score"]] = pd.array([None if s is None else float(s) for s in q.scores], dtype="Float64")
+        rows[names["split"]] = q.split or "before_split"
+        parts.append(rows)
+    frame = pd.concat(parts)
+    counts: dict[str, dict] = {}
+    for q in ledger:
+        entry = counts.setdefault(f"{q.key} ({q.type})", {"rows": 0, "reasons": {}})
+        entry["rows"] += len(q.reasons)
+        for reason in q.reasons:
+            entry["reasons"][reason] = entry["reasons"].get(reason, 0) + 1
+    version = state.data_version
+    schema = {"columns": {c: str(t) for c, t in frame.dtypes.items()}, "bookkeeping": names}
+    meta = {"data_version": version.ref, "dataset": state.dataset.name, "recipe": plan.recipe.name,
+            "rows": len(frame), "checks": counts}
+    stored = state.registry.put_data(quarantine_name(state.dataset.name), frame, schema=schema, meta=meta,
+                                     parent=f"{version.name}:{version.id}")
+    components.hooks.data_versioned(stored)
+    return stored
+
+
+def _applied(check: Any, planned: PlannedComponent, dataset: Any, report: Any, ctx: RunStageContext) -> Any:
+    """``check.apply``'s dataset, checked against its contract: same rows, the target kept."""
+    out = check.apply(dataset, report, ctx)
+    if out is dataset:
+        return dataset
+    where = f"{planned.key} ({planned.type}).apply"
+    if out is None or not hasattr(out, "frame"):
+        raise StageError(f"{where} returned {type(out).__name__}, not a Dataset")
+    if not out.frame.index.equals(dataset.frame.index):
+        raise StageError(f"{where} changed the rows; a check takes rows out only through severity quarantine")
+    if out.target not in out.frame.columns:
+        raise StageError(f"{where} dropped the target column '{out.target}'")
+    missing = [f for f in out.features if f not in out.frame.columns]
+    if missing:
+        raise StageError(f"{where} left features {missing[:5]} that are not columns of its frame")
+    return out
+
+
+def _flagged_rows(report: Any) -> tuple[dict, list[dict]]:
+    """label -> (reason, evidence, score) of every row a report flags, and the failures whose rows
+    the core cannot take out (table-wide ones, or those listing a sample of their rows)."""
+    flagged: dict = {}
+    if report.flagged:
+        for f in report.flagged:
+            flagged.setdefault(f["row"], (str(f.get("reason") or report.check), f.get("evidence"), f.get("score")))
+        return flagged, [f for f in report.failures if not f.get("rows")]
+    uncovered = []
+    for f in report.failures:
+        rows = list(f.get("rows") or [])
+        if not rows or int(f.get("count", len(rows))) > len(rows):
+            uncovered.append(f)
+        reason = str(f.get("check") or report.check) + (f" ({f['column']})" if f.get("column") is not None else "")
+        for row in rows:
+            flagged.setdefault(row, (reason, None, None))
+    return flagged, uncovered
+
+
+def _enforce(planned: PlannedComponent, report: Any, index: Any, ctx: RunStageContext) -> tuple[str, dict, list[dict]]:
+    """What a report means under its check's severity: (outcome, flagged rows, failures that stop
+    the run). Outcomes: passed, fail, warn, quarantine, readmit."""
+    where = f"{planned.key} ({planned.type})"
+    if report.passed:
+        return "passed", {}, []
+    severity = planned.severity or "fail"
+    if severity == "fail":
+        return "fail", {}, list(report.failures) or [{"column": None, "check": report.check, "rows": []}]
+    if severity == "warn":
+        ctx.logger.warning("check %s, severity warn, failed: %s", where, _describe_failures(report.failures))
+        return "warn", {}, []
+    flagged, uncovered = _flagged_rows(report)
+    if flagged:
+        if not index.is_unique:
+            raise StageError(f"{where}: severity quarantine names rows by label, but the frame's index has duplicate "
+                             "labels; give the data source a unique index")
+        strangers = [r for r in flagged if r not in index]
+        if strangers:
+            raise StageError(f"{where} flagged rows {strangers[:5]} that are not labels of the data's index")
+    stops = [dict(f, why="names no rows to quarantine" if not f.get("rows") else "lists a sample of its rows")
+             for f in uncovered]
+    if not flagged and not stops:  # failed, but said nothing the core can act on
+        stops = [{"column": None, "check": report.check, "rows": [], "why": "names no rows to quarantine"}]
+    outcome = "readmit" if planned.readmit else "quarantine"
+    if flagged:
+        counts = ", ".join(f"{k}: {v}" for k, v in _reason_counts(flagged, outcome)["reasons"].items())
+        verb = "flagged and re-admitted (readmit: true)" if planned.readmit else "quarantined"
+        ctx.logger.warning("check %s: %d rows %s (%s)", where, len(flagged), verb, counts)
+    return outcome, flagged, stops
+
+
+def _take_out(planned: PlannedComponent, frame: Any, flagged: dict, split: str | None) -> Quarantined:
+    labels = list(flagged)
+    why = [flagged[r] for r in labels]
+    return Quarantined(planned.key, planned.type, split, frame.loc[labels].copy(),
+                       [w[0] for w in why], [w[1] for w in why], [w[2] for w in why])
+
+
+def _reason_counts(flagged: dict, outcome: str) -> dict:
+    reasons: dict[str, int] = {}
+    for reason, _, _ in flagged.values():
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return {"rows": len(flagged), "reasons": reasons, "readmitted": outcome == "readmit"}
+
+
+def _quarantine_metrics(ctx: RunStageContext, summary: dict, rows_left: int | None) -> None:
+    """How many rows each check took out (or re-admitted), and why: stage metrics, hence the summary."""
+    if not summary:
+        return
+    out = sum(s["rows"] for s in summary.values() if not s["readmitted"])
+    back = sum(s["rows"] for s in summary.values() if s["readmitted"])
+    ctx.metric("quarantined_rows", out)
+    if back:
+        ctx.metric("readmitted_rows", back)
+    ctx.metric("quarantine", summary)
+    if rows_left is not None and out:
+        ctx.metric("rows", rows_left)
+
+
+def _report_entry(planned: PlannedComponent, report: Any, outcome: str, flagged: dict) -> dict:
+    # not dataclasses.asdict: ``flagged`` may list a million rows, reports.json gets a sample
+    entry = {"key": planned.key, "type": planned.type, "severity": planned.severity, "outcome": outcome,
+             "check": report.check, "passed": report.passed, "rows_checked": report.rows_checked,
+             "failures": report.failures, "details": report.details}
+    if flagged:
+        entry["flagged_rows"] = len(flagged)
+        entry["flagged_sample"] = [{"row": r, "reason": w[0], "evidence": w[1], "score": w[2]}
+                                   for r, w in list(flagged.items())[:REPORTED_FLAGGED]]
+    elif report.flagged:  # warn / fail: what quarantine would have taken out
+        entry["flagged_rows"] = len(report.flagged)
+        entry["flagged_sample"] = list(report.flagged[:REPORTED_FLAGGED])
+    return entry
+
+
+def _raise_blocking(blocking: list, reports_path: Any) -> None:
+    failures = [dict(f, check=f.get("check", p.type)) for p, stops in blocking for f in stops]
+    lines = "; ".join(f"{p.key} ({p.type}): {_describe_failures(stops)}" for p, stops in blocking)
+    severities = sorted({p.severity or "fail" for p, _ in blocking})
+    raise DataCheckError(f"data checks failed (severity {', '.join(severities)}): {lines}. Reports: {reports_path}", failures)
 
 
 def _describe_failures(failures: list[dict], most: int = 3) -> str:
@@ -55,7 +319,8 @@ def _describe_failures(failures: list[dict], most: int = 3) -> str:
     for f in failures[:most]:
         rows = f.get("rows") or []
         where = f" rows {rows[:5]}{'...' if len(rows) > 5 else ''}" if rows else ""
-        shown.append(f"column {f.get('column')!r} check {f.get('check')!r}{where}")
+        why = f": {f['why']}" if f.get("why") else ""
+        shown.append(f"column {f.get('column')!r} check {f.get('check')!r}{where}{why}")
     more = f" (+{len(failures) - most} more)" if len(failures) > most else ""
     return ", ".join(shown) + more
 
@@ -161,6 +426,7 @@ def run_version(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
     components.hooks.data_versioned(version)
     state.data_version = version
     state.splits = split(plan, dataset)
+    run_split_checks(plan, state, ctx, components)
     split_index = {p: [str(i) for i in getattr(state.splits, p).index] for p in ("train", "val", "test")}
     write_json(ctx.out_dir / "split.json", {"seed": plan.recipe.seed, **split_index})
     ctx.metric("data_version", version.ref)
