@@ -148,11 +148,7 @@ class Quarantined:
 
 def quarantine_ledger(state: RunState) -> list[Quarantined]:
     """This run's quarantined rows so far: the checks stage fills it, the version stage stores it."""
-    ledger = getattr(state, "quarantine", None)
-    if ledger is None:
-        ledger = []
-        state.quarantine = ledger  # RunState has no field for it; both ends live in this module
-    return ledger
+    return state.quarantine
 
 
 def store_quarantine(plan: Plan, state: RunState, components: Components) -> Any:

@@ -24,6 +24,8 @@ class RunState:
     variant_table: list[dict] = field(default_factory=list)  # their measured comparison
     app: Any = None
     registry: Any = None
+    #: rows the data checks took out of this run (stages.data.Quarantined), stored by the version stage
+    quarantine: list = field(default_factory=list)
 
     def candidate(self, rank: int, where: str) -> TrainedModel:
         """Candidate ``rank`` of this run's training: 1 the best, 2 the runner-up ..."""
