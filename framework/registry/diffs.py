@@ -264,7 +264,7 @@ def data_diff(a: Version, b: Version, pa: FrameProfile, pb: FrameProfile, key: s
         "columns_removed": [c for c in cols_a if c not in set(cols_b)],
         "dtypes_changed": {c: {"a": pa.dtypes[c], "b": pb.dtypes[c]} for c in common if pa.dtypes[c] != pb.dtypes[c]},
         "nullable_changed": nullable,
-        "shift": {c: column_shift(pa.columns[c], pb.columns[c]) for c in common},
+        "shift": {c: column_shift(pa.columns[c], pb.columns[c]) for c in common if c != key},
         "ancestry": ancestry,
         "schema": dict_diff(a.schema, b.schema),
         "lineage": dict_diff(a.lineage, b.lineage),

@@ -398,7 +398,7 @@ class Registry:
         validate_name(name, "data name")
         where = f"data {name!r} append"
         description = tables.describe_frame(rows, f"{where} rows")
-        batch_content = tables.content_hash(description, tables.row_hashes(rows, 0, f"{where} rows"))
+        batch_content = tables.content_hash(description, tables.row_hashes(rows, f"{where} rows"))
         latest = self._versions("data", name)
         if not latest:
             frame = rows
@@ -439,13 +439,13 @@ class Registry:
         schema = jsonable_dict(schema, f"{where} schema")
         meta = jsonable_dict(meta, f"{where} meta")
         description = tables.describe_frame(frame, f"{where} frame")
-        hashes = tables.row_hashes(frame, 0, f"{where} frame")
+        hashes = tables.row_hashes(frame, f"{where} frame")
         content = tables.content_hash(description, hashes)
         vid = data_version_id(content, schema, parent_id)
         existing = self._existing("data", name, vid)
         if existing is not None:
             return existing
-        parent_rows = self._parent_rows(parent_id, parent_frame, where) if parent_id else None
+        parent_rows = self._parent_rows(parent_id, parent_frame, schema.get("key"), where) if parent_id else None
         write = tables.plan_write(frame, description, hashes, where, parent_rows)
         files, new_bytes = {}, 0
         for fname, (digest, produce) in write.files.items():
@@ -466,9 +466,11 @@ class Registry:
         metrics = {"rows": int(len(frame)), "columns": int(len(frame.columns))}
         return self._commit("data", name, vid, parent_id, files, metrics, {}, meta, schema, table)
 
-    def _parent_rows(self, parent_id: str, parent_frame: Any, where: str) -> tables.ParentRows | None:
-        """The parent's row hashes and where its rows are stored, for a delta; None when the
-        parent was stored before chunked tables (the child is then a snapshot)."""
+    def _parent_rows(self, parent_id: str, parent_frame: Any, key: Any, where: str) -> tables.ParentRows | None:
+        """The parent's rows and where they are stored, for a delta; None when the parent was
+        stored before chunked tables (the child is then a snapshot)."""
+        import pandas as pd
+
         parent = self.get(parent_id, "data")
         info = parent.table
         if info.get("layout") != tables.LAYOUT:
@@ -477,14 +479,20 @@ class Registry:
             parent_frame = self.load_frame(parent)
         row_map = self.read_file(parent, tables.ROW_MAP_FILE) if tables.ROW_MAP_FILE in parent.files else None
         names = _chunk_files(parent)
-        return tables.ParentRows(
+        rows = tables.ParentRows(
             version_id=parent.id,
             description=tables.describe_frame(parent_frame, f"{where} parent"),
             chunks=[(parent.files[n], int(r)) for n, r in zip(names, info["chunk_rows"])],
-            h1=tables.row_hashes(parent_frame, 0, f"{where} parent"),
-            h2=tables.row_hashes(parent_frame, 1, f"{where} parent"),
+            table=tables.to_arrow(parent_frame, f"{where} parent"),
             stored_at=tables.stored_positions(info, row_map, f"data {parent.ref} {tables.ROW_MAP_FILE}"),
         )
+        # a declared, unique key finds each row's candidate without hashing the parent
+        keys = pd.Index(parent_frame[key]) if isinstance(key, str) and key in parent_frame.columns else None
+        if keys is not None and keys.is_unique:
+            rows.key, rows.keys = key, keys
+        else:
+            rows.hashes = tables.row_hashes(parent_frame, f"{where} parent")
+        return rows
 
     def put_model(
         self,

@@ -6,13 +6,16 @@ two versions share is stored once.
 
 * A **snapshot** cuts the table into chunks of at most ``chunk_rows`` rows; the pieces are the
   chunks whole, in order, and no row map is stored.
-* A **delta** against the parent reuses the parent's chunks for every row whose content (a
-  128-bit row hash) the parent already holds, wherever it sits: only new and changed rows are
-  written, as new chunks in the child's order, and the row map (``rows.parquet``: chunk, start,
-  rows per piece) says where each row of the child comes from. Removed rows are simply not
-  referenced. This is what makes scattered changes cheap: with 1% of rows changed uniformly,
-  every fixed-size chunk holds some change, but the delta stores only that 1% plus a row map of
-  about two pieces per changed row.
+* A **delta** against the parent reuses the parent's chunks for every row the parent already
+  holds, wherever it sits: only new and changed rows are written, as new chunks in the child's
+  order, and the row map (``rows.parquet``: chunk, start, rows per piece) says where each row of
+  the child comes from. Removed rows are simply not referenced. This is what makes scattered
+  changes cheap: with 1% of rows changed uniformly, every fixed-size chunk holds some change, but
+  the delta stores only that 1% plus a row map of about two pieces per changed row.
+
+  A child row's candidate in the parent is the row with the same declared key (``schema["key"]``)
+  or, without a key, a row with the same 64-bit row hash; a candidate is reused only if every
+  cell is equal (floats bit for bit), so a hash collision can never swap a row's content.
 
 Reads never replay a chain of deltas: the row map points straight at chunks, whatever version
 wrote them. What keeps reads bounded is compaction at write time: a parent chunk of which the
@@ -50,9 +53,8 @@ MAX_DELTA_SHARE = 0.5
 #: more pieces than this per row: the rows are too scattered for a row map to pay off
 MAX_PIECES_PER_ROW = 0.5
 COMPRESSION = "zstd"
-#: two independent 64-bit row hashes: a collision between a new row and a stored one would
-#: silently reuse the wrong row, so matching uses 128 bits (pandas' hash_key is 16 bytes)
-HASH_KEYS = ("0123456789123456", "framework.rows.2")
+#: pandas' hash_key (16 bytes) for row hashes
+HASH_KEY = "0123456789123456"
 
 
 def chunk_name(i: int) -> str:
@@ -113,14 +115,14 @@ def describe_frame(frame: Any, where: str = "frame") -> dict:
     }
 
 
-def row_hashes(frame: Any, which: int = 0, where: str = "frame") -> Any:
-    """One 64-bit hash per row (``which`` picks the key); the index counts unless it is a
-    RangeIndex, which is stored as numbers, not per row."""
+def row_hashes(frame: Any, where: str = "frame") -> Any:
+    """One 64-bit hash per row; the index counts unless it is a RangeIndex, which is stored as
+    numbers, not per row."""
     import pandas as pd
 
     try:
         return pd.util.hash_pandas_object(
-            frame, index=not is_range_index(frame.index), hash_key=HASH_KEYS[which]
+            frame, index=not is_range_index(frame.index), hash_key=HASH_KEY
         ).to_numpy(dtype="<u8")
     except TypeError as exc:
         raise StoreError(f"{where}: a cell cannot be hashed ({exc}); store scalar values only") from exc
@@ -146,7 +148,7 @@ class TableWrite:
     table: dict = field(default_factory=dict)
 
 
-def _to_arrow(frame: Any, where: str) -> Any:
+def to_arrow(frame: Any, where: str) -> Any:
     import pyarrow as pa
 
     try:
@@ -196,23 +198,28 @@ def _snapshot(arrow: Any, description: dict) -> TableWrite:
 
 @dataclass
 class ParentRows:
-    """What a delta needs of its parent: its row hashes, in its row order, and where each of
-    its rows is stored (index into the concatenation of its chunks)."""
+    """What a delta needs of its parent: its rows (as Arrow, in its row order), how to find a
+    child row's candidate among them (key values or row hashes), and where each is stored
+    (position in the concatenation of the parent's chunks)."""
 
     version_id: str
     description: dict
     chunks: list[tuple[str, int]]  # (digest, rows) in the parent's chunk order
-    h1: Any
-    h2: Any
+    table: Any  # pyarrow.Table of the parent's frame
     stored_at: Any
+    #: the declared key column and the parent's key values (unique), or None
+    key: str | None = None
+    keys: Any = None
+    #: the parent's row hashes when there is no usable key
+    hashes: Any = None
 
 
 def plan_write(frame: Any, description: dict, hashes: Any, where: str,
                parent: ParentRows | None = None) -> TableWrite:
     """Decide how to store ``frame``: a delta against ``parent`` when that pays off, else a
     snapshot. Nothing is written here; the caller writes ``files`` then the manifest."""
-    arrow = _to_arrow(frame, where)
-    write = _delta(frame, arrow, description, hashes, where, parent) if parent is not None else None
+    arrow = to_arrow(frame, where)
+    write = _delta(frame, arrow, description, hashes, parent) if parent is not None else None
     if write is None:
         write = _snapshot(arrow, description)
     categories = _categories_blob(frame)
@@ -234,26 +241,31 @@ def _compatible(a: dict, b: dict) -> bool:
     return a["columns"] == b["columns"] and a["dtypes"] == b["dtypes"] and same_index
 
 
-def _delta(frame: Any, arrow: Any, description: dict, h1: Any, where: str, parent: ParentRows) -> TableWrite | None:
+def _delta(frame: Any, arrow: Any, description: dict, hashes: Any, parent: ParentRows) -> TableWrite | None:
     import numpy as np
+    import pandas as pd
 
     n = len(frame)
-    if n == 0 or len(parent.h1) == 0 or not _compatible(description, parent.description):
+    if n == 0 or parent.table.num_rows == 0 or not _compatible(description, parent.description):
         return None
-    h2 = row_hashes(frame, 1, where)
-    # every distinct parent row once (the first copy), sorted by its first hash
-    uniq, first = np.unique(parent.h1, return_index=True)
-    pos = np.minimum(np.searchsorted(uniq, h1), len(uniq) - 1)
-    cand = first[pos]
-    matched = (uniq[pos] == h1) & (parent.h2[cand] == h2)
-    src = np.where(matched, parent.stored_at[cand], -1)
+    if parent.key is not None and parent.key in frame.columns:
+        cand = parent.keys.get_indexer(pd.Index(frame[parent.key]))
+    elif parent.hashes is not None:
+        cand = _match(parent.hashes, hashes)
+    else:
+        return None
+    matched = cand >= 0
+    matched &= _rows_equal(arrow, parent.table, np.maximum(cand, 0))
+    src = np.where(matched, parent.stored_at[np.maximum(cand, 0)], -1)
 
     chunk_rows = np.asarray([r for _, r in parent.chunks], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(chunk_rows)])
     src_chunk = np.searchsorted(offsets, src, side="right") - 1
     # compaction: drop parent chunks the child barely uses; their rows are copied instead
-    used_rows = np.unique(src[matched])
-    used = np.bincount(np.searchsorted(offsets, used_rows, side="right") - 1, minlength=len(chunk_rows))
+    live = np.zeros(int(offsets[-1]), dtype=bool)
+    live[src[matched]] = True  # each stored row counts once, however many child rows use it
+    used = np.add.reduceat(live, np.minimum(offsets[:-1], len(live) - 1)) if len(live) else np.zeros(len(chunk_rows), dtype=np.int64)
+    used = np.where(chunk_rows > 0, used, 0)
     keep = used >= MIN_CHUNK_USE * np.maximum(chunk_rows, 1)
     reused = matched & keep[np.where(matched, src_chunk, 0)]
     new_pos = np.flatnonzero(~reused)
@@ -288,11 +300,66 @@ def _delta(frame: Any, arrow: Any, description: dict, h1: Any, where: str, paren
             part = patch.slice(start, size)
             write.files[chunk_name(len(kept) + j)] = (None, lambda part=part: _parquet_bytes(part))
             rows.append(int(part.num_rows))
-    row_map = _row_map_bytes(loc_chunk[starts], loc_off[starts], lengths)
-    write.files[ROW_MAP_FILE] = (None, lambda: row_map)
-    write.table = {"chunk_rows": rows, "pieces": int(len(starts)), "new_rows": int(len(new_pos)),
-                   "delta_of": parent.version_id}
+    whole_chunks = (len(starts) == len(rows) and (loc_chunk[starts] == np.arange(len(rows))).all()
+                    and not loc_off[starts].any() and (lengths == np.asarray(rows)).all())
+    if not whole_chunks:  # e.g. rows appended at the end need no row map: the chunks in order are the table
+        row_map = _row_map_bytes(loc_chunk[starts], loc_off[starts], lengths)
+        write.files[ROW_MAP_FILE] = (None, lambda: row_map)
+    write.table = {"chunk_rows": rows, "pieces": 0 if whole_chunks else int(len(starts)),
+                   "new_rows": int(len(new_pos)), "delta_of": parent.version_id}
     return write
+
+
+def _rows_equal(child: Any, parent: Any, cand: Any) -> Any:
+    """Per child row: is it cell for cell equal to parent row ``cand``? Missing equals missing;
+    floats compare bit for bit (-0.0 is not 0.0), so a reused row is the very same content."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    equal = np.ones(child.num_rows, dtype=bool)
+    taken = parent.take(pa.array(cand))
+    for name in child.column_names:
+        a, b = child.column(name), taken.column(name)
+        if a.type != b.type:
+            return np.zeros(child.num_rows, dtype=bool)
+        if pa.types.is_null(a.type):  # missing everywhere on both sides
+            continue
+        if pa.types.is_dictionary(a.type):
+            a, b = a.cast(a.type.value_type), b.cast(b.type.value_type)
+        if pa.types.is_floating(a.type):
+            x, y = a.to_numpy(), b.to_numpy()  # missing -> NaN
+            same = x.view(f"u{x.itemsize}") == y.view(f"u{y.itemsize}")
+            equal &= same | (np.isnan(x) & np.isnan(y))
+            continue
+        try:
+            same = pc.fill_null(pc.equal(a, b), False)
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # a type pyarrow cannot compare
+            return np.zeros(child.num_rows, dtype=bool)
+        both_missing = pc.and_(pc.is_null(a), pc.is_null(b))
+        equal &= pc.or_(same, both_missing).to_numpy(zero_copy_only=False)
+    return equal
+
+
+def _match(parent_h: Any, child_h: Any) -> Any:
+    """For each child row, a parent row with the same hash (-1: none). The k-th copy of a
+    duplicated row in the child gets the k-th copy in the parent (the first once the parent
+    runs out), so duplicates kept in order still form long runs."""
+    import numpy as np
+
+    if len(parent_h) == 0:
+        return np.full(len(child_h), -1, dtype=np.int64)
+    order_p = np.argsort(parent_h, kind="stable")  # stable: copies stay in row order
+    sorted_p = parent_h[order_p]
+    order_c = np.argsort(child_h, kind="stable")
+    sorted_c = child_h[order_c]
+    rank = np.empty(len(child_h), dtype=np.int64)
+    rank[order_c] = np.arange(len(sorted_c)) - np.searchsorted(sorted_c, sorted_c, side="left")
+    first = np.searchsorted(sorted_p, child_h, side="left")
+    count = np.searchsorted(sorted_p, child_h, side="right") - first
+    at = first + np.where(rank < count, rank, 0)
+    found = count > 0
+    return np.where(found, order_p[np.minimum(at, len(order_p) - 1)], -1)
 
 
 def _row_map_bytes(chunk: Any, start: Any, rows: Any) -> bytes:

@@ -174,7 +174,7 @@ def frame_content_hash(frame: Any, where: str = "frame") -> str:
     whatever wrote it or how it is chunked."""
     from .tables import content_hash, describe_frame, row_hashes
 
-    return content_hash(describe_frame(frame, where), row_hashes(frame, 0, where))
+    return content_hash(describe_frame(frame, where), row_hashes(frame, where))
 
 
 def data_version_id(content_hash: str, schema: dict, parent: str | None) -> str:
