@@ -225,7 +225,8 @@ def _data_lines(d: dict) -> list[str]:
         lines.append("  changed cells: " + ", ".join(f"{c} {n}" for c, n in rc["changed_columns"].items()))
     for what, keys in (rc.get("examples") or {}).items():
         if keys:
-            lines.append(f"  {what} keys: {', '.join(map(str, keys))}{' ...' if len(keys) >= 10 else ''}")
+            more = " ..." if (rc.get(what) or 0) > len(keys) else ""
+            lines.append(f"  {what} keys: {', '.join(map(str, keys))}{more}")
     if d["columns_added"]:
         lines.append(f"columns added: {', '.join(d['columns_added'])}")
     if d["columns_removed"]:
