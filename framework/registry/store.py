@@ -475,22 +475,27 @@ class Registry:
         info = parent.table
         if info.get("layout") != tables.LAYOUT:
             return None
-        if parent_frame is None:
-            parent_frame = self.load_frame(parent)
+        # the rows as Arrow are all a delta compares; pandas only when rows must be hashed
+        table = tables.to_arrow(parent_frame, f"{where} parent") if parent_frame is not None else self._load_table(parent)
         row_map = self.read_file(parent, tables.ROW_MAP_FILE) if tables.ROW_MAP_FILE in parent.files else None
         names = _chunk_files(parent)
         rows = tables.ParentRows(
             version_id=parent.id,
-            description=tables.describe_frame(parent_frame, f"{where} parent"),
+            description={k: info[k] for k in ("columns", "dtypes", "index")},
             chunks=[(parent.files[n], int(r)) for n, r in zip(names, info["chunk_rows"])],
-            table=tables.to_arrow(parent_frame, f"{where} parent"),
+            table=table,
             stored_at=tables.stored_positions(info, row_map, f"data {parent.ref} {tables.ROW_MAP_FILE}"),
         )
         # a declared, unique key finds each row's candidate without hashing the parent
-        keys = pd.Index(parent_frame[key]) if isinstance(key, str) and key in parent_frame.columns else None
+        keys = None
+        if isinstance(key, str) and key in info["columns"] and key in table.column_names:
+            keys = pd.Index(table.column(key).to_pandas())
         if keys is not None and keys.is_unique:
             rows.key, rows.keys = key, keys
         else:
+            if parent_frame is None:
+                categories = self.read_file(parent, tables.CATEGORIES_FILE) if tables.CATEGORIES_FILE in parent.files else None
+                parent_frame = tables.to_frame(table, info, categories, f"data {parent.ref}")
             rows.hashes = tables.row_hashes(parent_frame, f"{where} parent")
         return rows
 
@@ -703,14 +708,8 @@ class Registry:
 
         v = self._resolve(version, None if isinstance(version, Version) else "data")
         if v.kind == "data" and v.table.get("layout") == tables.LAYOUT:
-            names = _chunk_files(v)
-            if len(names) != len(v.table.get("chunk_rows", [])):
-                raise StoreError(f"corrupt manifest data/{v.name}/{v.id}: {len(names)} chunk files, "
-                                 f"{len(v.table.get('chunk_rows', []))} chunk sizes")
-            optional = {f: self.read_file(v, f) if f in v.files else None
-                        for f in (tables.ROW_MAP_FILE, tables.CATEGORIES_FILE)}
-            return tables.assemble(v.table, (self.read_file(v, n) for n in names),
-                                   optional[tables.ROW_MAP_FILE], optional[tables.CATEGORIES_FILE], f"data {v.ref}")
+            categories = self.read_file(v, tables.CATEGORIES_FILE) if tables.CATEGORIES_FILE in v.files else None
+            return tables.to_frame(self._load_table(v), v.table, categories, f"data {v.ref}")
         if v.kind != "data" or DATA_FILE not in v.files:
             raise StoreError(f"{v.kind} {v.ref} is not a data version: it has no {DATA_FILE} and no chunks")
         data = self.read_file(v, DATA_FILE)  # a version written before chunked tables
@@ -718,6 +717,15 @@ class Registry:
             return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
         except Exception as exc:  # pyarrow raises its own types on a bad file
             raise StoreError(f"data {v.ref}: cannot read {DATA_FILE}: {exc}") from exc
+
+    def _load_table(self, v: Version) -> Any:
+        """A chunked data version's rows as one Arrow table (chunks hash-checked)."""
+        names = _chunk_files(v)
+        if len(names) != len(v.table.get("chunk_rows", [])):
+            raise StoreError(f"corrupt manifest data/{v.name}/{v.id}: {len(names)} chunk files, "
+                             f"{len(v.table.get('chunk_rows', []))} chunk sizes")
+        row_map = self.read_file(v, tables.ROW_MAP_FILE) if tables.ROW_MAP_FILE in v.files else None
+        return tables.assemble_table(v.table, (self.read_file(v, n) for n in names), row_map, f"data {v.ref}")
 
     def diff(self, a: str, b: str, kind: str = "model") -> dict:
         """What changed from A to B.

@@ -31,7 +31,6 @@ categoricals with their exact categories and order) are restored from what the v
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -43,8 +42,10 @@ LAYOUT = "chunks/1"
 CHUNK_PREFIX = "chunk-"
 ROW_MAP_FILE = "rows.parquet"
 CATEGORIES_FILE = "categories.parquet"
-#: aim for chunks of about this much in-memory data (pyarrow's count), within the row bounds
-TARGET_CHUNK_BYTES = 64 * 1024 * 1024
+#: aim for chunks of about this much in-memory data (pyarrow's count), within the row bounds:
+#: large enough that Parquet's per-chunk dictionaries and footers cost little (a single file
+#: has row groups of 1Mi rows), small enough to write one chunk at a time
+TARGET_CHUNK_BYTES = 256 * 1024 * 1024
 MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 4096, 1 << 20
 #: a parent chunk the child uses less than this share of is compacted away (its rows copied)
 MIN_CHUNK_USE = 0.5
@@ -158,11 +159,12 @@ def to_arrow(frame: Any, where: str) -> Any:
 
 
 def _parquet_bytes(table: Any) -> bytes:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression=COMPRESSION)
-    return buf.getvalue()
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=COMPRESSION)
+    return sink.getvalue().to_pybytes()
 
 
 def _chunk_rows(table: Any) -> int:
@@ -315,18 +317,38 @@ def _rows_equal(child: Any, parent: Any, cand: Any) -> Any:
     floats compare bit for bit (-0.0 is not 0.0), so a reused row is the very same content."""
     import numpy as np
     import pyarrow as pa
+
+    n = min(child.num_rows, parent.num_rows)
+    if (cand[:n] == np.arange(n)).all() and not (cand[n:] >= 0).any():
+        # rows edited in place, or appended at the end: compare the rows as they lie (no copy)
+        equal = np.zeros(child.num_rows, dtype=bool)
+        equal[:n] = _columns_equal(child.slice(0, n), parent.slice(0, n))
+        return equal
+    return _columns_equal(child, parent.take(pa.array(cand)))
+
+
+def _columns_equal(child: Any, other: Any) -> Any:
+    """Row by row: are two tables of the same length equal in every column?"""
+    import numpy as np
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     equal = np.ones(child.num_rows, dtype=bool)
-    taken = parent.take(pa.array(cand))
     for name in child.column_names:
-        a, b = child.column(name), taken.column(name)
-        if a.type != b.type:
+        if name not in other.column_names:
             return np.zeros(child.num_rows, dtype=bool)
-        if pa.types.is_null(a.type):  # missing everywhere on both sides
-            continue
+        a, b = child.column(name), other.column(name)
         if pa.types.is_dictionary(a.type):
-            a, b = a.cast(a.type.value_type), b.cast(b.type.value_type)
+            a = a.cast(a.type.value_type)
+        if pa.types.is_dictionary(b.type):
+            b = b.cast(b.type.value_type)
+        if pa.types.is_null(a.type) and pa.types.is_null(b.type):  # missing everywhere on both sides
+            continue
+        if a.type != b.type:
+            try:
+                b = b.cast(a.type)  # e.g. a chunk that held only missing values, or string vs large_string
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return np.zeros(child.num_rows, dtype=bool)
         if pa.types.is_floating(a.type):
             x, y = a.to_numpy(), b.to_numpy()  # missing -> NaN
             same = x.view(f"u{x.itemsize}") == y.view(f"u{y.itemsize}")
@@ -401,9 +423,9 @@ def stored_positions(table_info: dict, row_map: bytes | None, what: str) -> Any:
     return np.repeat(begin - first_out, rows) + np.arange(n, dtype=np.int64)
 
 
-def assemble(table_info: dict, chunks: list[bytes], row_map: bytes | None, categories: bytes | None,
-             what: str) -> Any:
-    """The exact frame a version stored, from its chunk bytes (already hash-checked)."""
+def assemble_table(table_info: dict, chunks: Any, row_map: bytes | None, what: str) -> Any:
+    """The rows a version stored, as one Arrow table in the version's row order (categoricals
+    decoded to their values), from its chunk bytes (already hash-checked)."""
     import pyarrow as pa
 
     tables = [_read_parquet(data, f"{what} {chunk_name(i)}") for i, data in enumerate(chunks)]
@@ -417,7 +439,12 @@ def assemble(table_info: dict, chunks: list[bytes], row_map: bytes | None, categ
     positions = stored_positions(table_info, row_map, f"{what} {ROW_MAP_FILE}")
     if row_map is not None or whole.num_rows != len(positions):
         whole = whole.take(pa.array(positions))
-    return _to_frame(whole, table_info, categories, what)
+    return whole
+
+
+def to_frame(whole: Any, info: dict, categories: bytes | None, what: str) -> Any:
+    """The exact frame a version stored, from ``assemble_table``'s result."""
+    return _to_frame(whole, info, categories, what)
 
 
 def _decode_dictionaries(table: Any) -> Any:

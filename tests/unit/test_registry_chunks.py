@@ -386,3 +386,16 @@ def test_append_schema_may_depend_on_the_combined_rows(reg):
     reg.append_data("events", batch(0), lambda frame: {"rows_seen": len(frame)})
     v = reg.append_data("events", batch(1), lambda frame: {"rows_seen": len(frame)}).version
     assert v.schema == {"rows_seen": 80}
+
+
+def test_a_reused_row_is_the_same_content_bit_for_bit(reg, small_chunks):
+    base = pd.DataFrame({"id": np.arange(300), "x": np.zeros(300), "s": ["a"] * 300})
+    v1 = reg.put_data("z", base, {"key": "id"})
+    child = base.copy()
+    child.loc[7, "x"] = -0.0  # equal to 0.0 for ==, another value for a content address
+    child.loc[8, "s"] = None
+    v2 = reg.put_data("z", child, {"key": "id"}, parent=v1.id)
+    assert v2.table["new_rows"] == 2
+    back = reg.load_frame(v2)
+    assert np.signbit(back.loc[7, "x"]) and not np.signbit(back.loc[6, "x"])
+    assert_exact(back, child)
