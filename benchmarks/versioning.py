@@ -12,7 +12,7 @@ value, and that table is kept again: (a) as another full Parquet file, (b) as a 
 parent is the first (``put_data(..., parent=v1)``): extra disk as a share of the first version,
 time. ``--chain K`` repeats the 1% change K times (each on the previous version) to show the
 cost per version and the read time staying flat. Each stored version is read back and compared
-with the frame that was put (content hash).
+with the frame that was put (content hash); last, the first and the newest version are diffed.
 
     python benchmarks/versioning.py [--rows 4500000] [--chain 1] [--tmp /tmp]
 """
@@ -137,6 +137,11 @@ def main() -> None:
                   f"{extra / store_disk:.2%} | {kind} | {version.table.get('pieces', 0):,} | {reread_s:.2f} |")
             path.unlink()
             parent = version
+        d, diff_s = timed(lambda: reg.diff(v1.id, parent.id, kind="data"))
+        rc = d["row_changes"]
+        cells = ", ".join(f"{c} {n:,}" for c, n in (rc.get("changed_columns") or {}).items())
+        print(f"\nversions diff v1 -> v{args.chain + 1}: {diff_s:.1f} s; by {rc['by']}: {rc['changed']:,} changed"
+              f"{f' ({cells})' if cells else ''}, {rc['added']} added, {rc['removed']} removed")
         worst = max(extras) / store_disk
         print(f"\nworst extra disk per re-version: {worst:.2%} of the first version "
               f"(goal <= {GOAL_EXTRA_SHARE:.0%}: {'met' if worst <= GOAL_EXTRA_SHARE else 'NOT met'}); "

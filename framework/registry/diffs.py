@@ -17,8 +17,9 @@ from .versions import Version, dict_diff
 KS_POINTS = 100_000
 #: a text column with more distinct values than this is reported by its distinct count only
 MAX_CATEGORIES = 10_000
-#: per-column hashes (which columns a changed row changed in) are kept up to this many cells
-MAX_CELL_HASHES = 20_000_000
+#: per-cell hashes (which columns a changed row changed in) of the first version are kept, at
+#: 4 bytes a cell, up to this many cells; beyond, a keyed diff counts rows but not cells
+MAX_CELL_HASHES = 100_000_000
 #: how many example keys / categories a diff lists
 SHOWN = 10
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -31,6 +32,7 @@ class FrameProfile:
     nulls: dict[str, int]
     row_hashes: Any  # uint64 per row, over the compared columns
     keys: Any = None  # the key column's values, when diffing by key
+    keys_unique: bool = False
     cell_hashes: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, dict] = field(default_factory=dict)
 
@@ -66,28 +68,40 @@ def comparable_casts(dtypes_a: Mapping[str, str], dtypes_b: Mapping[str, str]) -
     return casts
 
 
+#: FNV-1a's 64-bit offset basis and prime: folds per-column hashes into one per row
+_BASIS, _PRIME = 0xCBF29CE484222325, 0x100000001B3
+
+
 def profile(frame: Any, columns: list[str], casts: Mapping[str, str], key: str | None) -> FrameProfile:
-    """What a diff needs of one version's frame, over the ``columns`` both versions share."""
+    """What a diff needs of one version's frame, over the ``columns`` both versions share.
+
+    Each column is hashed once; the row hash folds the column hashes together, and a keyed diff
+    keeps each cell's hash (truncated to 32 bits) to tell which columns a changed row changed."""
     import numpy as np
     import pandas as pd
 
-    part = frame[columns].copy() if columns else pd.DataFrame(index=frame.index)
-    for col, target in casts.items():
-        if col in part:
-            part[col] = part[col].astype(target) if target != "str" else part[col].map(lambda v: None if pd.isna(v) else str(v))
-    if columns:
-        hashes = pd.util.hash_pandas_object(part, index=False).to_numpy(dtype="<u8")
-    else:
-        hashes = np.zeros(len(frame), dtype="<u8")
+    keep_cells = key is not None and len(frame) * max(1, len(columns)) <= MAX_CELL_HASHES
+    hashes = np.full(len(frame), _BASIS, dtype=np.uint64)
     cells = {}
-    if key is not None and len(frame) * max(1, len(columns)) <= MAX_CELL_HASHES:
-        cells = {c: pd.util.hash_pandas_object(part[c], index=False).to_numpy(dtype="<u8") for c in columns if c != key}
+    for col in columns:
+        values = frame[col]
+        target = casts.get(col)
+        if target == "str":
+            values = values.map(lambda v: None if pd.isna(v) else str(v))
+        elif target is not None:
+            values = values.astype(target)
+        column_hash = pd.util.hash_pandas_object(values, index=False).to_numpy(dtype=np.uint64)
+        hashes = (hashes ^ column_hash) * np.uint64(_PRIME)  # uint64 arithmetic wraps, as FNV wants
+        if keep_cells and col != key:
+            cells[col] = column_hash.astype(np.uint32)
+    keys = frame[key].to_numpy() if key is not None else None
     return FrameProfile(
         rows=int(len(frame)),
         dtypes={c: str(t) for c, t in frame.dtypes.items()},
         nulls={c: int(frame[c].isna().sum()) for c in frame.columns},
         row_hashes=hashes,
-        keys=frame[key].to_numpy() if key is not None else None,
+        keys=keys,
+        keys_unique=bool(pd.Index(keys).is_unique) if keys is not None else False,
         cell_hashes=cells,
         columns={c: _column_summary(frame[c]) for c in frame.columns},
     )
@@ -105,15 +119,19 @@ def _column_summary(col: Any) -> dict:
             raw = values.astype("int64").to_numpy() if len(values) else np.asarray([], dtype=np.int64)
             out["min"] = str(values.min()) if len(values) else None
             out["max"] = str(values.max()) if len(values) else None
-        ordered = np.sort(raw.astype("float64"))
+        floats = raw.astype("float64")
+        ordered = np.sort(floats)
+        if kind == "numeric" and len(raw):
+            out["mean"] = float(floats.mean())
+            out["std"] = float(floats.std(ddof=1)) if len(floats) > 1 else 0.0
+            # linear interpolation between order statistics, as numpy's default quantile
+            at = np.asarray(QUANTILES) * (len(ordered) - 1)
+            low, high = np.floor(at).astype(np.int64), np.ceil(at).astype(np.int64)
+            values = ordered[low] + (ordered[high] - ordered[low]) * (at - low)
+            out["quantiles"] = {f"p{int(q * 100):02d}": float(v) for q, v in zip(QUANTILES, values)}
         if len(ordered) > KS_POINTS:  # evenly spaced order statistics: the ECDF within 1/KS_POINTS
             ordered = ordered[np.linspace(0, len(ordered) - 1, KS_POINTS).round().astype(np.int64)]
         out["sorted"] = ordered
-        if kind == "numeric" and len(raw):
-            floats = raw.astype("float64")
-            out["mean"] = float(floats.mean())
-            out["std"] = float(floats.std(ddof=1)) if len(floats) > 1 else 0.0
-            out["quantiles"] = {f"p{int(q * 100):02d}": float(v) for q, v in zip(QUANTILES, np.quantile(floats, QUANTILES))}
     else:
         counts = values.astype(str).value_counts() if str(values.dtype) not in ("str", "object") else values.value_counts()
         out["distinct"] = int(len(counts))
@@ -242,8 +260,7 @@ def data_diff(a: Version, b: Version, pa: FrameProfile, pb: FrameProfile, key: s
     common = [c for c in cols_a if c in set(cols_b)]
     rows = None
     if key is not None:
-        unique = len(np.unique(pa.keys)) == pa.rows and len(np.unique(pb.keys)) == pb.rows if pa.rows and pb.rows else True
-        if unique:
+        if pa.keys_unique and pb.keys_unique:
             rows = rows_by_key(pa, pb, key)
         else:
             key_note = f"key {key!r} is not unique in both versions: rows compared by content"
