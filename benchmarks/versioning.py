@@ -67,10 +67,22 @@ def disk(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+class Took(float):
+    """Wall seconds, carrying the process CPU seconds too: on a shared machine the wall time
+    moves with other people's load, the CPU time much less."""
+
+    cpu: float = 0.0
+
+    def __str__(self) -> str:
+        return f"{float(self):.2f} ({self.cpu:.2f})"
+
+
 def timed(fn):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - t0
+    took = Took(time.perf_counter() - t0)
+    took.cpu = time.process_time() - c0
+    return out, took
 
 
 def mb(n: int) -> str:
@@ -91,7 +103,8 @@ def main() -> None:
         frame, gen_s = timed(lambda: make_table(args.rows))
         mem = int(frame.memory_usage(deep=True).sum())
         print(f"table: {len(frame):,} rows x {frame.shape[1]} columns, {mb(mem)} MB in memory "
-              f"(generated in {gen_s:.1f} s); {free / 1e9:.0f} GB free in {args.tmp}")
+              f"(generated in {gen_s:.1f} s); {free / 1e9:.0f} GB free in {args.tmp}; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
         original = work / "original.parquet"
         _, write_s = timed(lambda: frame.to_parquet(original, compression="zstd"))
@@ -107,17 +120,18 @@ def main() -> None:
         assert frame_content_hash(back) == frame_content_hash(frame), "version 1 did not read back exactly"
         del back
 
-        print(f"\nfirst version ({len(v1.table['chunk_rows'])} chunks)")
+        print(f"\nfirst version ({len(v1.table['chunk_rows'])} chunks); times: wall s (process CPU s)")
         print("| | time s | disk MB |")
         print("|---|---:|---:|")
-        print(f"| one Parquet file written (zstd) | {write_s:.2f} | {mb(plain_disk)} |")
-        print(f"| (a) plain copy (shutil.copy of that file) | {copy_s:.2f} | {mb(plain_disk)} |")
-        print(f"| (b) put_data | {put_s:.2f} | {mb(store_disk)} |")
-        print(f"| **(b) / (a)** | {put_s / copy_s:.1f}x copy, {put_s / write_s:.2f}x write | {store_disk / plain_disk:.3f}x |")
-        print(f"| read back: load_frame / pd.read_parquet | {read_s:.2f} / {plain_read_s:.2f} | |")
+        print(f"| one Parquet file written (zstd) | {write_s} | {mb(plain_disk)} |")
+        print(f"| (a) plain copy (shutil.copy of that file) | {copy_s} | {mb(plain_disk)} |")
+        print(f"| (b) put_data | {put_s} | {mb(store_disk)} |")
+        print(f"| **(b) / (a)** | {put_s / copy_s:.0f}x the copy, {put_s / write_s:.2f}x the file's write "
+              f"(CPU {put_s.cpu / write_s.cpu:.2f}x) | {store_disk / plain_disk:.3f}x |")
+        print(f"| read back: load_frame / pd.read_parquet | {read_s} / {plain_read_s} | |")
 
         print(f"\nre-versions, each with {args.share:.0%} of rows changed (scattered)")
-        print("| version | rows changed | (a) new Parquet file: s, MB | (b) put_data(parent=...): s | (b) extra MB | (b) extra / first version | delta? | pieces | load_frame s |")
+        print("| version | rows changed | (a) new Parquet file: s, MB | (b) put_data(parent=...) s | (b) extra MB | (b) extra / first version | delta? | pieces | load_frame s |")
         print("|---|---:|---:|---:|---:|---:|---|---:|---:|")
         parent, current = v1, frame
         extras = []
@@ -133,14 +147,14 @@ def main() -> None:
             assert frame_content_hash(back) == frame_content_hash(current), f"version {k + 1} did not read back exactly"
             del back
             kind = f"delta of v{k}" if version.table.get("delta_of") else "snapshot"
-            print(f"| v{k + 1} | {n_changed:,} | {full_s:.2f}, {mb(disk(path))} | {reput_s:.2f} | {mb(extra)} | "
-                  f"{extra / store_disk:.2%} | {kind} | {version.table.get('pieces', 0):,} | {reread_s:.2f} |")
+            print(f"| v{k + 1} | {n_changed:,} | {full_s}, {mb(disk(path))} | {reput_s} | {mb(extra)} | "
+                  f"{extra / store_disk:.2%} | {kind} | {version.table.get('pieces', 0):,} | {reread_s} |")
             path.unlink()
             parent = version
         d, diff_s = timed(lambda: reg.diff(v1.id, parent.id, kind="data"))
         rc = d["row_changes"]
         cells = ", ".join(f"{c} {n:,}" for c, n in (rc.get("changed_columns") or {}).items())
-        print(f"\nversions diff v1 -> v{args.chain + 1}: {diff_s:.1f} s; by {rc['by']}: {rc['changed']:,} changed"
+        print(f"\nversions diff v1 -> v{args.chain + 1}: {diff_s} s; by {rc['by']}: {rc['changed']:,} changed"
               f"{f' ({cells})' if cells else ''}, {rc['added']} added, {rc['removed']} removed")
         worst = max(extras) / store_disk
         print(f"\nworst extra disk per re-version: {worst:.2%} of the first version "
