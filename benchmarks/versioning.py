@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -99,6 +100,8 @@ def main() -> None:
 
     free = shutil.disk_usage(args.tmp).free
     work = Path(tempfile.mkdtemp(prefix="versioning-bench-", dir=args.tmp))
+    # a stopped run must still delete its gigabytes of temp data (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         frame, gen_s = timed(lambda: make_table(args.rows))
         mem = int(frame.memory_usage(deep=True).sum())

@@ -458,10 +458,8 @@ class Registry:
                 del data  # one chunk in memory at a time
             files[fname] = digest
         table = {**write.table, "content": content, "new_bytes": new_bytes}
-        if batches is not None:
+        if batches is not None:  # the parent's batches (a parent not appended to is one), then this one
             history, batch = batches
-            if not history and parent_id is not None:  # a parent that was not appended: one batch
-                history = [{"version": parent_id, "start": 0, "stop": batch["start"], "rows": batch["start"], "content": None}]
             table["batches"] = [*history, {"version": vid, **batch}]
         metrics = {"rows": int(len(frame)), "columns": int(len(frame.columns))}
         return self._commit("data", name, vid, parent_id, files, metrics, {}, meta, schema, table)
