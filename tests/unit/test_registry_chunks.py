@@ -254,14 +254,18 @@ def test_a_corrupt_or_missing_chunk_is_named_with_version_file_and_path(tmp_path
 def test_a_consistent_but_wrong_row_map_is_refused(reg, small_chunks):
     v1 = reg.put_data("n", numbers(1000), {})
     v2 = reg.put_data("n", numbers(1010), {}, parent=v1.id)
-    bogus = tables._row_map_bytes(np.asarray([0]), np.asarray([0]), np.asarray([5]))
-    digest = sha256(bogus)
-    reg._backend.write_atomic(f"objects/{digest[:2]}/{digest}", bogus)
-    manifest = v2.manifest()
-    manifest["files"]["rows.parquet"] = digest
-    forged = type(v2).from_manifest(manifest)
-    with pytest.raises(StoreError, match=r"the row map does not describe 1010 rows of 11 chunks"):
-        reg.load_frame(forged)
+    for pieces, message in (
+        (([0], [0], [5]), r"the row map does not describe 1010 rows of 11 chunks"),
+        (([0], [0], [1010]), r"the row map points outside its chunks"),  # chunk 0 has 100 rows
+    ):
+        bogus = tables._row_map_bytes(*(np.asarray(p) for p in pieces))
+        digest = sha256(bogus)
+        reg._backend.write_atomic(f"objects/{digest[:2]}/{digest}", bogus)
+        manifest = v2.manifest()
+        manifest["files"]["rows.parquet"] = digest
+        forged = type(v2).from_manifest(manifest)  # what a manifest edited by hand would say
+        with pytest.raises(StoreError, match=message):
+            reg.load_frame(forged)
 
 
 def test_versions_written_as_one_parquet_file_still_read(tmp_path):
