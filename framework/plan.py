@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,35 @@ def this_run_rank(ref: str) -> int | None:
 
 
 @dataclass
+class DataWindow:
+    """``data.window``: which stored rows a run trains on (the split then cuts those rows).
+
+    ``versions: N`` keeps the rows added by the newest N appended batches (needs
+    ``data.append: true``); ``since`` / ``until`` keep rows whose time column (the source's
+    ``Dataset.time``) is ``>= since`` and ``< until`` (ISO dates or date-times). Both may be given.
+    """
+
+    versions: int | None = None
+    since: str | None = None
+    until: str | None = None
+
+    def describe(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class DataVersioning:
+    """The core's keys of the ``data`` section: how the loaded rows become a data version."""
+
+    #: store the loaded rows as a new batch on top of the newest version of the dataset
+    append: bool = False
+    window: DataWindow | None = None
+
+    def describe(self) -> dict:
+        return {"append": self.append, **({"window": self.window.describe()} if self.window else {})}
+
+
+@dataclass
 class PlannedComponent:
     key: str  # recipe key path, e.g. "checks[0]"
     type: str
@@ -54,6 +84,8 @@ class PlannedComponent:
     severity: str | None = None
     #: data checks only: keep the rows a ``quarantine`` check flags (still reported)
     readmit: bool = False
+    #: data sources only: ``data.append`` and ``data.window``
+    versioning: DataVersioning | None = None
 
     def build(self, *args: Any) -> Any:
         return self.cls(self.config, *args, refs=self.refs)
@@ -66,6 +98,8 @@ class PlannedComponent:
             described["severity"] = self.severity
         if self.readmit:
             described["readmit"] = True
+        if self.versioning and (self.versioning.append or self.versioning.window):
+            described["versioning"] = self.versioning.describe()
         return described
 
 
@@ -173,6 +207,9 @@ def _component(components: Components, kind: str, node: Any, key: str) -> Planne
         if readmit and severity != "quarantine":
             raise RecipeError(f"{key}.readmit: only a check with 'severity: quarantine' has rows to re-admit "
                               f"(this one has severity '{severity}')")
+    versioning = None
+    if kind == "data_source":  # core keys of the data section, not options of the source
+        versioning = _data_versioning(options, key)
     entry = components.get(kind, str(name), where=f"{key}.type")
     accepted = getattr(entry.cls, "severities", None)
     if severity is not None and accepted is not None and severity not in accepted:
@@ -181,8 +218,85 @@ def _component(components: Components, kind: str, node: Any, key: str) -> Planne
     refs = {field: components.get(ref_kind, str(getattr(config, field)), where=f"{key}.{field}").cls
             for field, ref_kind in entry.cls.references.items()}
     entry.cls.check_config(config, key, refs)  # cheap, plugin-specific validation (no heavy imports)
-    return PlannedComponent(key=key, type=str(name), plugin=entry.plugin, cls=entry.cls, config=config, refs=refs,
-                            severity=severity, readmit=readmit)
+    planned = PlannedComponent(key=key, type=str(name), plugin=entry.plugin, cls=entry.cls, config=config, refs=refs,
+                               severity=severity, readmit=readmit, versioning=versioning)
+    if versioning is not None and versioning.window is not None:
+        _check_time_column(planned)
+    return planned
+
+
+#: ``data.window`` keys
+WINDOW_KEYS = ("versions", "since", "until")
+
+
+def _data_versioning(options: dict, key: str) -> DataVersioning:
+    append = options.pop("append", False)
+    if not isinstance(append, bool):
+        raise RecipeError(f"{key}.append: expected true or false, got {append!r}")
+    raw = options.pop("window", None)
+    if raw is None:
+        return DataVersioning(append=append)
+    if not isinstance(raw, dict) or not raw:
+        raise RecipeError(f"{key}.window: expected a mapping with {', '.join(WINDOW_KEYS)}, "
+                          f"e.g. {{versions: 3}} or {{since: '2024-01-01'}}; got {raw!r}")
+    unknown = sorted(set(raw) - set(WINDOW_KEYS))
+    if unknown:
+        raise RecipeError(f"{key}.window.{unknown[0]}: unknown key; use {', '.join(WINDOW_KEYS)}")
+    versions = raw.get("versions")
+    if versions is not None:
+        if isinstance(versions, bool) or not isinstance(versions, int) or versions < 1:
+            raise RecipeError(f"{key}.window.versions: expected a whole number >= 1, got {versions!r}")
+        if not append:
+            raise RecipeError(f"{key}.window.versions: counts appended batches; set {key}.append: true "
+                              f"(or use since/until for a time window)")
+    bounds = {b: _iso_time(raw.get(b), f"{key}.window.{b}") for b in ("since", "until")}
+    since, until = bounds["since"], bounds["until"]
+    if since is not None and until is not None:
+        if (since.tzinfo is None) != (until.tzinfo is None):
+            raise RecipeError(f"{key}.window: give since and until both with or both without a time zone")
+        if since >= until:
+            raise RecipeError(f"{key}.window: since {since.isoformat()} is not before until {until.isoformat()}")
+    window = DataWindow(versions=versions, since=since.isoformat() if since else None,
+                        until=until.isoformat() if until else None)
+    return DataVersioning(append=append, window=window)
+
+
+def _iso_time(value: Any, key: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):  # a YAML loader may hand a bare date over as a date
+        return datetime(value.year, value.month, value.day)
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        raise RecipeError(f"{key}: expected an ISO date or date-time such as '2024-01-31' or "
+                          f"'2024-01-31T12:00:00+00:00', got {value!r}") from None
+
+
+def _check_time_column(planned: PlannedComponent) -> None:
+    """A time window needs the source's time column: refuse at plan time when the source says
+    (a ``time`` option, or ``describe()`` naming its time column) that it has none."""
+    window = planned.versioning.window
+    if window.since is None and window.until is None:
+        return
+    bound = "since" if window.since is not None else "until"
+    where = f"{planned.key}.window.{bound}"
+    fields = {f.name for f in dataclasses.fields(planned.cls.Config)} if dataclasses.is_dataclass(planned.cls.Config) else set()
+    if "time" in fields:
+        column = getattr(planned.config, "time")
+        if not column:
+            raise RecipeError(f"{where}: a time window needs the rows' time column; set {planned.key}.time")
+        return
+    described = planned.build().describe()
+    if described is None or not hasattr(described, "time"):
+        return  # not knowable before loading: the version stage checks Dataset.time
+    if not described.time:
+        raise RecipeError(f"{where}: a time window needs the rows' time column, and data source "
+                          f"'{planned.type}' declares none")
+    if described.names and described.time not in described.names:
+        raise RecipeError(f"{where}: the time column '{described.time}' is not among the source's columns")
 
 
 def build_plan(cfg: DictConfig, recipe_path: Path | None, components: Components) -> Plan:

@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("a")
     diff.add_argument("b")
     diff.add_argument("--kind", choices=KINDS)
+    diff.add_argument("--json", action="store_true", help="machine-readable output")
     alias = sub.add_parser("alias", help="point NAME@ALIAS at a version")
     alias.add_argument("target", metavar="NAME@ALIAS")
     alias.add_argument("version", metavar="ID")
@@ -61,7 +62,11 @@ def versions_command(argv: list[str], store_uri: str) -> int:
             return 0
         if args.command == "diff":
             kind = args.kind or _get_any(reg, args.a, None).kind
-            _print_diff(reg.diff(args.a, args.b, kind))
+            d = reg.diff(args.a, args.b, kind)
+            if args.json:
+                print(json.dumps(d, indent=2, sort_keys=True, default=str))
+            else:
+                print("\n".join(diff_report(d)))
             return 0
         if args.command == "alias":
             return _alias(reg, args.target, args.version, args.kind)
@@ -136,35 +141,146 @@ def _delta(value: Any) -> str:
     return f"{value:+.4g}"
 
 
-def _print_diff(d: dict) -> None:
-    print(f"{d['kind']} {d['a']} -> {d['b']}" + ("  (same version)" if d["same"] else ""))
+def _short(vid: str | None) -> str:
+    return vid[:12] if vid else "-"
+
+
+#: the shift report lists at most this many columns, the most moved first
+_SHIFT_LINES = 20
+
+
+def diff_report(d: dict, indent: str = "") -> list[str]:
+    """A diff as a short readable report, one line per fact."""
+    lines = [f"{d['kind']} {d['a']} -> {d['b']}" + ("  (same version)" if d["same"] else "")]
     if d["kind"] == "model":
         f = d["files"]
         changes = [f"{label} {', '.join(f[key])}" for key, label in
                    (("changed", "changed"), ("added", "added"), ("removed", "removed")) if f[key]]
-        print("files: " + ("; ".join(changes) if changes else "identical"))
+        lines.append("files: " + ("; ".join(changes) if changes else "identical"))
         if d["metrics"]:
-            print("metrics:")
+            lines.append("metrics:")
             width = max(len(k) for k in d["metrics"])
             for k, m in d["metrics"].items():
                 delta = f"  ({_delta(m['delta'])})" if m["delta"] is not None else ""
-                print(f"  {k:<{width}}  {_fmt(m['a'])} -> {_fmt(m['b'])}{delta}")
-        sections = ("lineage", "params", "meta")
+                lines.append(f"  {k:<{width}}  {_fmt(m['a'])} -> {_fmt(m['b'])}{delta}")
+        lines += _sections(d, ("lineage", "params", "meta"))
+        lines += _recipe_lines(d.get("recipe"))
+        lines += _training_data_lines(d.get("data"))
     else:
-        rows = d["rows"]
-        print(
-            f"rows: {rows['a']} -> {rows['b']} ({_delta(rows['b'] - rows['a'])}): "
-            f"{d['rows_added']} added, {d['rows_removed']} removed"
-        )
-        if d["columns_added"]:
-            print(f"columns added: {', '.join(d['columns_added'])}")
-        if d["columns_removed"]:
-            print(f"columns removed: {', '.join(d['columns_removed'])}")
-        for col, t in d["dtypes_changed"].items():
-            print(f"dtype {col}: {t['a']} -> {t['b']}")
-        sections = ("schema", "lineage", "meta")
+        lines += _data_lines(d)
+    return [indent + line for line in lines]
+
+
+def _sections(d: dict, sections: tuple[str, ...]) -> list[str]:
+    lines = []
     for section in sections:
-        if d[section]:
-            print(f"{section}:")
+        if d.get(section):
+            lines.append(f"{section}:")
             for path, change in d[section].items():
-                print(f"  {path}: {_fmt(change['a'])} -> {_fmt(change['b'])}")
+                lines.append(f"  {path}: {_fmt(change['a'])} -> {_fmt(change['b'])}")
+    return lines
+
+
+def _recipe_lines(recipe: dict | None) -> list[str]:
+    if not recipe:
+        return []
+    if "note" in recipe:
+        return [f"recipe: {recipe['note']}"]
+    changed = recipe.get("changed") or {}
+    if not changed:
+        return ["recipe: identical"]
+    return ["recipe:"] + [f"  {path}: {_fmt(c['a'])} -> {_fmt(c['b'])}" for path, c in changed.items()]
+
+
+def _training_data_lines(data: dict | None) -> list[str]:
+    if not data:
+        return []
+    if data.get("same") and "version" in data:
+        return [f"training data: the same version ({_short(data['version'])})"]
+    if "note" in data:
+        return [f"training data: {data['note']}"]
+    return ["training data:"] + diff_report(data, "  ")
+
+
+def _data_lines(d: dict) -> list[str]:
+    lines = []
+    anc = d.get("ancestry") or {}
+    if anc.get("a_is_ancestor_of_b") or anc.get("b_is_ancestor_of_a"):
+        older, newer = ("A", "B") if anc.get("a_is_ancestor_of_b") else ("B", "A")
+        path = anc["path"]
+        lines.append(f"ancestry: {older} is an ancestor of {newer}, {len(path) - 1} step(s): "
+                     + " -> ".join(_short(v) for v in path))
+    elif not d["same"]:
+        common = anc.get("common_ancestor")
+        lines.append("ancestry: " + (f"not in one line; nearest common ancestor {_short(common)}" if common
+                                     else "unrelated (no common ancestor)"))
+    rows, rc = d["rows"], d.get("row_changes") or {}
+    counts = f"{rc.get('added', d['rows_added'])} added, {rc.get('removed', d['rows_removed'])} removed"
+    if rc.get("changed") is not None:
+        counts += f", {rc['changed']} changed, {rc['unchanged']} unchanged"
+    lines.append(f"rows: {rows['a']} -> {rows['b']} ({_delta(rows['b'] - rows['a'])}), by {rc.get('by', 'content')}: {counts}")
+    if rc.get("note"):
+        lines.append(f"  ({rc['note']})")
+    if rc.get("changed_columns"):
+        lines.append("  changed cells: " + ", ".join(f"{c} {n}" for c, n in rc["changed_columns"].items()))
+    for what, keys in (rc.get("examples") or {}).items():
+        if keys:
+            more = " ..." if (rc.get(what) or 0) > len(keys) else ""
+            lines.append(f"  {what} keys: {', '.join(map(str, keys))}{more}")
+    if d["columns_added"]:
+        lines.append(f"columns added: {', '.join(d['columns_added'])}")
+    if d["columns_removed"]:
+        lines.append(f"columns removed: {', '.join(d['columns_removed'])}")
+    for col, t in d["dtypes_changed"].items():
+        lines.append(f"dtype {col}: {t['a']} -> {t['b']}")
+    for col, n in (d.get("nullable_changed") or {}).items():
+        lines.append(f"nullable {col}: {'yes' if n['a'] else 'no'} -> {'yes' if n['b'] else 'no'}")
+    lines += _shift_lines(d.get("shift") or {})
+    lines += _sections(d, ("schema", "lineage", "meta"))
+    return lines
+
+
+def _moved(s: dict) -> float:
+    return max(s.get("ks") or 0.0, s.get("tvd") or 0.0, abs(s["missing_rate"]["delta"] or 0.0),
+               1.0 if s.get("new_count") or s.get("vanished_count") else 0.0)
+
+
+def _shift_lines(shift: dict) -> list[str]:
+    moved = sorted(((c, s) for c, s in shift.items() if _moved(s) > 0), key=lambda cs: -_moved(cs[1]))
+    if not shift:
+        return []
+    if not moved:
+        return ["shift: no column's distribution moved"]
+    width = max(len(c) for c, _ in moved[:_SHIFT_LINES])
+    lines = ["shift (A -> B):"]
+    for col, s in moved[:_SHIFT_LINES]:
+        parts = []
+        if "mean" in s:
+            parts.append(f"mean {_fmt(s['mean']['a'])} -> {_fmt(s['mean']['b'])}")
+            parts.append(f"std {_fmt(s['std']['a'])} -> {_fmt(s['std']['b'])}")
+            p50 = s["quantiles"].get("p50")
+            if p50:
+                parts.append(f"p50 {_fmt(p50['a'])} -> {_fmt(p50['b'])}")
+        if "min" in s:
+            parts.append(f"range {s['min']['a']}..{s['max']['a']} -> {s['min']['b']}..{s['max']['b']}")
+        if s.get("ks") is not None:
+            parts.append(f"KS {s['ks']:.3f}")
+        if s.get("new_count"):
+            parts.append(f"new {', '.join(s['new'])}{' ...' if s['new_count'] > len(s['new']) else ''} ({s['new_count']})")
+        if s.get("vanished_count"):
+            parts.append(f"vanished {', '.join(s['vanished'])}{' ...' if s['vanished_count'] > len(s['vanished']) else ''}"
+                         f" ({s['vanished_count']})")
+        if s.get("tvd") is not None:
+            parts.append(f"TVD {s['tvd']:.3f}")
+        if s.get("note"):
+            parts.append(s["note"])
+        m = s["missing_rate"]
+        if m["delta"]:
+            parts.append(f"missing {m['a']:.1%} -> {m['b']:.1%}")
+        lines.append(f"  {col:<{width}}  {s['kind']:<11}  " + "  ".join(parts))
+    if len(moved) > _SHIFT_LINES:
+        lines.append(f"  ... {len(moved) - _SHIFT_LINES} more columns moved (--json lists all)")
+    unmoved = len(shift) - len(moved)
+    if unmoved:
+        lines.append(f"  ({unmoved} column(s) unchanged in distribution)")
+    return lines

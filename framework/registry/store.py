@@ -9,7 +9,8 @@ Layout under the store root::
 
 Write order is blobs -> manifest -> catalogue, each step atomic, so a crash at any point leaves
 either the previous state or a complete version; leftover temp files start with "." and are
-never read. On a local folder the SQLite catalogue is what readers see; on an fsspec URL the
+never read. A data version's blobs are Parquet chunks (and a row map) shared with the versions
+it shares rows with: see ``tables.py``. On a local folder the SQLite catalogue is what readers see; on an fsspec URL the
 manifests and alias files are the catalogue.
 """
 from __future__ import annotations
@@ -25,15 +26,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from dataclasses import dataclass
+
 from ..errors import StoreError
+from . import diffs, tables
 from .versions import (
+    RECIPE_FILE,
     DATA_FILE,
     KINDS,
     Version,
     canonical_json,
-    data_diff,
     data_version_id,
-    frame_content_hash,
     jsonable_dict,
     model_diff,
     model_version_id,
@@ -377,23 +380,122 @@ class Registry:
         meta: dict | None = None,
         parent: str | None = None,
     ) -> Version:
-        """Snapshot a frame as parquet. The same content, schema and parent give the same id."""
+        """Store a frame as a data version: Parquet chunks, a delta against ``parent`` when it
+        shares most rows with it (only new and changed rows cost disk). The same content, schema
+        and parent give the same id."""
         validate_name(name, "data name")
+        return self._put_data(name, frame, schema, meta, self._parent_id(parent, "data"))
+
+    def append_data(self, name: str, rows: Any, schema: dict | Any, meta: dict | None = None) -> "Appended":
+        """Data that keeps arriving: a new version of NAME holding its newest version's rows
+        followed by ``rows``, whose parent is that newest version; the version records which
+        rows each batch added (``batches(version)``). The first batch starts the dataset.
+
+        ``schema`` is a dict or a function of the combined frame returning one (what the
+        schema says, e.g. the classes, may depend on every batch). The same batch appended
+        twice in a row is stored once: the second call returns the existing version.
+        """
+        validate_name(name, "data name")
+        where = f"data {name!r} append"
+        description = tables.describe_frame(rows, f"{where} rows")
+        batch_content = tables.content_hash(description, tables.row_hashes(rows, f"{where} rows"))
+        latest = self._versions("data", name)
+        if not latest:
+            frame = rows
+            parent_frame = parent_id = None
+            history: list[dict] = []
+            start = 0
+        else:
+            parent = latest[0]
+            history = self.batches(parent)
+            parent_frame = self.load_frame(parent)
+            if history and history[-1].get("content") == batch_content:
+                return Appended(parent, parent_frame, history[-1], repeated=True)
+            parent_frame, rows = _conform_batch(parent_frame, rows, f"{where} onto {parent.ref}")
+            frame = _concat_rows(parent_frame, rows)
+            parent_id, start = parent.id, len(parent_frame)
+        resolved_schema = schema(frame) if callable(schema) else schema
+        batch = {"start": int(start), "stop": int(len(frame)), "rows": int(len(rows)), "content": batch_content}
+        version = self._put_data(name, frame, resolved_schema, meta, parent_id,
+                                 batches=(history, batch), parent_frame=parent_frame)
+        return Appended(version, frame, self.batches(version)[-1], repeated=False)
+
+    @staticmethod
+    def batches(version: Version) -> list[dict]:
+        """Which rows each batch added, oldest first: ``{version, start, stop, rows, content}``
+        (rows ``start:stop`` of this version's frame). A version not made by ``append_data`` is
+        one batch: all its rows."""
+        if version.kind != "data":
+            raise StoreError(f"{version.kind} {version.ref} is not a data version: it has no batches")
+        stored = version.table.get("batches")
+        if stored:
+            return [dict(b) for b in stored]
+        rows = int(version.table.get("rows", version.metrics.get("rows", 0)))
+        return [{"version": version.id, "start": 0, "stop": rows, "rows": rows, "content": version.table.get("content")}]
+
+    def _put_data(self, name: str, frame: Any, schema: dict, meta: dict | None, parent_id: str | None,
+                  batches: tuple[list[dict], dict] | None = None, parent_frame: Any = None) -> Version:
         where = f"data {name!r}"
         schema = jsonable_dict(schema, f"{where} schema")
         meta = jsonable_dict(meta, f"{where} meta")
-        parent_id = self._parent_id(parent, "data")
-        vid = data_version_id(frame_content_hash(frame, f"{where} frame"), schema, parent_id)
+        description = tables.describe_frame(frame, f"{where} frame")
+        hashes = tables.row_hashes(frame, f"{where} frame")
+        content = tables.content_hash(description, hashes)
+        vid = data_version_id(content, schema, parent_id)
         existing = self._existing("data", name, vid)
         if existing is not None:
             return existing
-        buf = io.BytesIO()
-        try:
-            frame.to_parquet(buf, engine="pyarrow", index=True)
-        except Exception as exc:  # pyarrow raises its own types (ArrowInvalid ...) besides ValueError
-            raise StoreError(f"{where}: cannot write the frame as parquet: {exc}") from exc
+        parent_rows = self._parent_rows(parent_id, parent_frame, schema.get("key"), where) if parent_id else None
+        write = tables.plan_write(frame, description, hashes, where, parent_rows)
+        files, new_bytes = {}, 0
+        for fname, (digest, produce) in write.files.items():
+            if digest is None:
+                data = produce()
+                digest = sha256(data)
+                if not self._backend.exists(blob_path(digest)):
+                    self._write(blob_path(digest), data)
+                    new_bytes += len(data)
+                del data  # one chunk in memory at a time
+            files[fname] = digest
+        table = {**write.table, "content": content, "new_bytes": new_bytes}
+        if batches is not None:  # the parent's batches (a parent not appended to is one), then this one
+            history, batch = batches
+            table["batches"] = [*history, {"version": vid, **batch}]
         metrics = {"rows": int(len(frame)), "columns": int(len(frame.columns))}
-        return self._commit("data", name, vid, parent_id, {DATA_FILE: buf.getvalue()}, metrics, {}, meta, schema)
+        return self._commit("data", name, vid, parent_id, files, metrics, {}, meta, schema, table)
+
+    def _parent_rows(self, parent_id: str, parent_frame: Any, key: Any, where: str) -> tables.ParentRows | None:
+        """The parent's rows and where they are stored, for a delta; None when the parent was
+        stored before chunked tables (the child is then a snapshot)."""
+        import pandas as pd
+
+        parent = self.get(parent_id, "data")
+        info = parent.table
+        if info.get("layout") != tables.LAYOUT:
+            return None
+        # the rows as Arrow are all a delta compares; pandas only when rows must be hashed
+        table = tables.to_arrow(parent_frame, f"{where} parent") if parent_frame is not None else self._load_table(parent)
+        row_map = self.read_file(parent, tables.ROW_MAP_FILE) if tables.ROW_MAP_FILE in parent.files else None
+        names = _chunk_files(parent)
+        rows = tables.ParentRows(
+            version_id=parent.id,
+            description={k: info[k] for k in ("columns", "dtypes", "index")},
+            chunks=[(parent.files[n], int(r)) for n, r in zip(names, info["chunk_rows"])],
+            table=table,
+            stored_at=tables.stored_positions(info, row_map, f"data {parent.ref} {tables.ROW_MAP_FILE}"),
+        )
+        # a declared, unique key finds each row's candidate without hashing the parent
+        keys = None
+        if isinstance(key, str) and key in info["columns"] and key in table.column_names:
+            keys = pd.Index(table.column(key).to_pandas())
+        if keys is not None and keys.is_unique:
+            rows.key, rows.keys = key, keys
+        else:
+            if parent_frame is None:
+                categories = self.read_file(parent, tables.CATEGORIES_FILE) if tables.CATEGORIES_FILE in parent.files else None
+                parent_frame = tables.to_frame(table, info, categories, f"data {parent.ref}")
+            rows.hashes = tables.row_hashes(parent_frame, f"{where} parent")
+        return rows
 
     def put_model(
         self,
@@ -423,7 +525,12 @@ class Registry:
         existing = self._existing("model", name, vid)
         if existing is not None:
             return existing
-        return self._commit("model", name, vid, parent_id, blobs, metrics, lineage, meta, {})
+        files = {}
+        for fname, data in blobs.items():
+            files[fname] = digest = sha256(data)
+            if not self._backend.exists(blob_path(digest)):
+                self._write(blob_path(digest), data)
+        return self._commit("model", name, vid, parent_id, files, metrics, lineage, meta, {})
 
     def set_alias(self, kind: str, name: str, alias: str, version_id: str) -> None:
         """Point NAME@ALIAS at a version of NAME (full id or a unique prefix)."""
@@ -446,16 +553,11 @@ class Registry:
         m = self._catalogue.get_exact(kind, name, vid)
         return None if m is None else self._version(m, self._alias_index(kind, name))
 
-    def _commit(self, kind, name, vid, parent, blobs, metrics, lineage, meta, schema) -> Version:
-        files = {}
-        for fname, data in blobs.items():
-            digest = sha256(data)
-            files[fname] = digest
-            if not self._backend.exists(blob_path(digest)):
-                self._write(blob_path(digest), data)
+    def _commit(self, kind, name, vid, parent, files, metrics, lineage, meta, schema, table=None) -> Version:
+        """Make a version visible; every blob in ``files`` (name -> digest) is already written."""
         version = Version(
             kind=kind, name=name, id=vid, parent=parent, created_at=_now(), files=files,
-            metrics=metrics, lineage=lineage, meta=meta, schema=schema,
+            metrics=metrics, lineage=lineage, meta=meta, schema=schema, table=table or {},
         )
         rel = manifest_path(kind, name, vid)
         # only now, with every blob in place, does the version become visible
@@ -598,26 +700,157 @@ class Registry:
         return data
 
     def load_frame(self, version: Version | str) -> Any:
-        """The stored frame of a data version (parquet, hash-checked on read)."""
+        """The stored frame of a data version, exactly as it was put (rows, order, dtypes,
+        index); every chunk is hash-checked on read."""
         import pandas as pd
 
         v = self._resolve(version, None if isinstance(version, Version) else "data")
+        if v.kind == "data" and v.table.get("layout") == tables.LAYOUT:
+            categories = self.read_file(v, tables.CATEGORIES_FILE) if tables.CATEGORIES_FILE in v.files else None
+            return tables.to_frame(self._load_table(v), v.table, categories, f"data {v.ref}")
         if v.kind != "data" or DATA_FILE not in v.files:
-            raise StoreError(f"{v.kind} {v.ref} is not a data version: it has no {DATA_FILE}")
-        data = self.read_file(v, DATA_FILE)
+            raise StoreError(f"{v.kind} {v.ref} is not a data version: it has no {DATA_FILE} and no chunks")
+        data = self.read_file(v, DATA_FILE)  # a version written before chunked tables
         try:
             return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
         except Exception as exc:  # pyarrow raises its own types on a bad file
             raise StoreError(f"data {v.ref}: cannot read {DATA_FILE}: {exc}") from exc
 
+    def _load_table(self, v: Version) -> Any:
+        """A chunked data version's rows as one Arrow table (chunks hash-checked)."""
+        names = _chunk_files(v)
+        if len(names) != len(v.table.get("chunk_rows", [])):
+            raise StoreError(f"corrupt manifest data/{v.name}/{v.id}: {len(names)} chunk files, "
+                             f"{len(v.table.get('chunk_rows', []))} chunk sizes")
+        row_map = self.read_file(v, tables.ROW_MAP_FILE) if tables.ROW_MAP_FILE in v.files else None
+        return tables.assemble_table(v.table, (self.read_file(v, n) for n in names), row_map, f"data {v.ref}")
+
     def diff(self, a: str, b: str, kind: str = "model") -> dict:
-        """What changed from A to B. Models: files, metric deltas (b - a), lineage, params, meta.
-        Data: row counts added/removed, columns added/removed, dtype and schema changes."""
+        """What changed from A to B.
+
+        Data: rows added / removed / changed (by the declared key, else by content), schema
+        changes, per-column shift and ancestry; one frame is in memory at a time. Models: files,
+        metric deltas (b - a), lineage, params and meta, plus the diff of the data versions they
+        were trained on and of their recipes (``recipe.yaml``)."""
         validate_kind(kind)
         va, vb = self.get(a, kind), self.get(b, kind)
         if kind == "data":
-            return data_diff(va, vb, self.load_frame(va), self.load_frame(vb))
-        return model_diff(va, vb)
+            return self._data_diff(va, vb)
+        out = model_diff(va, vb)
+        out["data"] = self._training_data_diff(va, vb)
+        out["recipe"] = self._recipe_diff(va, vb)
+        return out
+
+    def _data_diff(self, va: Version, vb: Version) -> dict:
+        frame_a = self.load_frame(va)
+        dtypes_a = {c: str(t) for c, t in frame_a.dtypes.items()}
+        dtypes_b = dict(vb.table.get("dtypes") or {})
+        frame_b = None
+        if not dtypes_b:  # a version stored before chunked tables records no dtypes: read it
+            frame_b = self.load_frame(vb)
+            dtypes_b = {c: str(t) for c, t in frame_b.dtypes.items()}
+        key, key_note = diffs.diff_key(va, vb, dtypes_a, dtypes_b)
+        common = [c for c in dtypes_a if c in dtypes_b]
+        casts = diffs.comparable_casts(dtypes_a, dtypes_b)
+        profile_a = diffs.profile(frame_a, common, casts, key)
+        del frame_a  # one frame in memory at a time
+        if frame_b is None:
+            frame_b = self.load_frame(vb)
+        profile_b = diffs.profile(frame_b, common, casts, key)
+        del frame_b
+        return diffs.data_diff(va, vb, profile_a, profile_b, key, key_note,
+                               diffs.ancestry(va, vb, lambda vid: self._parent_of("data", vid)))
+
+    def _parent_of(self, kind: str, vid: str) -> str | None:
+        found = self._catalogue.find(kind, None, vid)
+        return next((m.get("parent") for m in found if m.get("id") == vid), None)
+
+    def _training_data_diff(self, va: Version, vb: Version) -> dict:
+        ida, idb = va.lineage.get("data_version"), vb.lineage.get("data_version")
+        if not ida or not idb:
+            return {"note": "a version records no training data version"}
+        if ida == idb:
+            return {"same": True, "version": ida}
+        try:
+            return self._data_diff(self.get(ida, "data"), self.get(idb, "data"))
+        except StoreError as exc:
+            return {"note": f"cannot diff the training data: {exc.message}"}
+
+    def _recipe_diff(self, va: Version, vb: Version) -> dict:
+        import yaml
+
+        recipes = []
+        for v in (va, vb):
+            if RECIPE_FILE not in v.files:
+                return {"note": f"{v.ref} has no {RECIPE_FILE} (registered before recipes were stored)"}
+            try:
+                recipes.append(yaml.safe_load(self.read_file(v, RECIPE_FILE)) or {})
+            except yaml.YAMLError as exc:
+                raise StoreError(f"model {v.ref}: {RECIPE_FILE} is not valid YAML: {exc}") from None
+        return {"changed": diffs.recipe_diff(*recipes)}
 
 
-__all__ = ["Registry", "Version"]
+def _chunk_files(v: Version) -> list[str]:
+    return sorted(f for f in v.files if f.startswith(tables.CHUNK_PREFIX))
+
+
+@dataclass
+class Appended:
+    """What ``append_data`` did: the version, its whole frame, the batch it added, and whether
+    that batch was already the newest one (then nothing was stored)."""
+
+    version: Version
+    frame: Any
+    batch: dict
+    repeated: bool = False
+
+
+def _conform_batch(parent: Any, rows: Any, where: str) -> tuple[Any, Any]:
+    """The new rows in the parent's column order and dtypes; categoricals get the union of
+    both sides' categories (parent's first). Refuses what cannot be appended, naming columns."""
+    import pandas as pd
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    missing = [c for c in parent.columns if c not in rows.columns]
+    extra = [c for c in rows.columns if c not in parent.columns]
+    if missing or extra:
+        raise StoreError(f"{where}: the new rows have other columns (missing: {missing or 'none'}; "
+                         f"extra: {extra or 'none'}); a changed table is a new version, not an append")
+    rows = rows[list(parent.columns)].copy()
+    parent = parent.copy()
+    for col in parent.columns:
+        pt, rt = parent[col].dtype, rows[col].dtype
+        if isinstance(pt, pd.CategoricalDtype) or isinstance(rt, pd.CategoricalDtype):
+            old = list(pt.categories) if isinstance(pt, pd.CategoricalDtype) else []
+            seen = rows[col].cat.categories if isinstance(rt, pd.CategoricalDtype) else pd.unique(rows[col].dropna())
+            union = pd.CategoricalDtype(old + [c for c in seen if c not in set(old)],
+                                        ordered=bool(getattr(pt, "ordered", False)))
+            if isinstance(pt, pd.CategoricalDtype) and list(union.categories) != old:
+                parent[col] = parent[col].astype(union)
+            rows[col] = rows[col].astype(union)
+            continue
+        if pt == rt:
+            continue
+        numeric = all(is_numeric_dtype(t) and not is_bool_dtype(t) for t in (pt, rt))
+        texts = all(str(t) in ("object", "str", "string") for t in (pt, rt))
+        if not (numeric or texts):
+            raise StoreError(f"{where}: column {col!r} is {pt} in the stored rows but {rt} in the new ones")
+        cast = rows[col].astype(pt)
+        if numeric and not (cast.astype("float64").fillna(0).to_numpy() == rows[col].astype("float64").fillna(0).to_numpy()).all():
+            raise StoreError(f"{where}: column {col!r} is {pt} in the stored rows; the new {rt} values do not fit it")
+        rows[col] = cast
+    return parent, rows
+
+
+def _concat_rows(parent: Any, rows: Any) -> Any:
+    import pandas as pd
+
+    if tables.is_range_index(parent.index):
+        combined = pd.concat([parent, rows], ignore_index=True)
+        start, step = parent.index.start, parent.index.step
+        combined.index = pd.RangeIndex(start, start + step * len(combined), step, name=parent.index.name)
+        return combined
+    return pd.concat([parent, rows])
+
+
+__all__ = ["Appended", "Registry", "Version"]

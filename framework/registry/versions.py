@@ -9,7 +9,6 @@ import hashlib
 import json
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Mapping
@@ -17,10 +16,14 @@ from typing import Any, Mapping
 from ..errors import StoreError
 
 KINDS = ("data", "model")
-#: the blob name of a data snapshot inside its version
+#: the blob name of a data snapshot inside a version written before chunked tables
 DATA_FILE = "data.parquet"
-#: bump when the manifest layout changes incompatibly; readers refuse newer formats
-MANIFEST_FORMAT = 1
+#: a model version's resolved recipe (YAML), stored by the register stage; lineage, so the
+#: version id does not cover it (the same model from an equivalent recipe is one version)
+RECIPE_FILE = "recipe.yaml"
+#: bump when the manifest layout changes incompatibly; readers refuse newer formats.
+#: 2: data versions stored as chunks (``table``); models and format-1 data are still written as 1
+MANIFEST_FORMAT = 2
 #: shorter prefixes collide too easily to be a safe way of naming a version
 MIN_PREFIX = 6
 
@@ -48,6 +51,9 @@ class Version:
     aliases: list[str] = field(default_factory=list)
     #: data versions: the schema given to ``put_data`` (part of the id); empty for models
     schema: dict[str, Any] = field(default_factory=dict)
+    #: data versions: how the rows are stored (chunks, row map, index, dtypes), the content
+    #: hash, and the batches that added them (``framework.registry.tables``); empty otherwise
+    table: dict[str, Any] = field(default_factory=dict)
 
     # dict fields make the generated hash fail; identity is (kind, name, id)
     def __hash__(self) -> int:
@@ -64,7 +70,10 @@ class Version:
         """The stored JSON: everything but aliases, which change after the version is written."""
         data = self.to_dict()
         data.pop("aliases")
-        data["format"] = MANIFEST_FORMAT
+        # only what older readers cannot read gets the newer format number
+        data["format"] = 2 if self.table else 1
+        if not self.table:
+            data.pop("table")
         return data
 
     @classmethod
@@ -88,6 +97,7 @@ class Version:
                 meta=dict(data.get("meta") or {}),
                 aliases=sorted(aliases or []),
                 schema=dict(data.get("schema") or {}),
+                table=dict(data.get("table") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"corrupt manifest {where or '?'}: {exc!r}") from exc
@@ -159,28 +169,12 @@ def sha256(data: bytes) -> str:
 # Content addresses
 # ---------------------------------------------------------------------------------------------
 def frame_content_hash(frame: Any, where: str = "frame") -> str:
-    """Hash of a frame's content independent of how parquet encodes it.
+    """Hash of a frame's content independent of how Parquet encodes it: its columns, dtypes
+    (categories included), index and one hash per row, so the same table gets the same id
+    whatever wrote it or how it is chunked."""
+    from .tables import content_hash, describe_frame, row_hashes
 
-    Parquet bytes vary with writer version and compression; row hashes plus column names and
-    dtypes do not, so the same table gets the same id whatever wrote it.
-    """
-    import pandas as pd
-
-    if not isinstance(frame, pd.DataFrame):
-        raise StoreError(f"{where}: expected a pandas.DataFrame, got {type(frame).__name__}")
-    header = {
-        "columns": [str(c) for c in frame.columns],
-        "dtypes": [str(t) for t in frame.dtypes],
-        "index_names": [None if n is None else str(n) for n in frame.index.names],
-        "rows": int(len(frame)),
-    }
-    try:
-        rows = pd.util.hash_pandas_object(frame, index=True).to_numpy(dtype="<u8")
-    except TypeError as exc:
-        raise StoreError(f"{where}: a cell cannot be hashed ({exc}); store scalar values only") from exc
-    h = hashlib.sha256(canonical_json(header))
-    h.update(rows.tobytes())
-    return h.hexdigest()
+    return content_hash(describe_frame(frame, where), row_hashes(frame, where))
 
 
 def data_version_id(content_hash: str, schema: dict, parent: str | None) -> str:
@@ -188,8 +182,10 @@ def data_version_id(content_hash: str, schema: dict, parent: str | None) -> str:
 
 
 def model_version_id(file_hashes: Mapping[str, str], parent: str | None) -> str:
-    # metrics and lineage stay out: re-registering the same artefact must not fork a new version
-    return sha256(canonical_json({"kind": "model", "files": dict(file_hashes), "parent": parent}))
+    # metrics and lineage (the recipe file too) stay out: re-registering the same artefact must
+    # not fork a new version
+    files = {f: h for f, h in file_hashes.items() if f != RECIPE_FILE}
+    return sha256(canonical_json({"kind": "model", "files": files, "parent": parent}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,56 +290,5 @@ def model_diff(a: Version, b: Version) -> dict:
         "lineage": dict_diff(a.lineage, b.lineage),
         "params": dict_diff(_params(a), _params(b)),
         "meta": dict_diff(meta_a, meta_b),
-        "parent": {"a": a.parent, "b": b.parent},
-    }
-
-
-def _comparable(left: Any, right: Any) -> tuple[Any, Any]:
-    """Cast columns whose dtype changed to one type, so 1 (int) and 1.0 (float) count as the
-    same value and a dtype-only change does not report every row as replaced."""
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-    left, right = left.copy(), right.copy()
-    for col in left.columns:
-        ta, tb = left[col].dtype, right[col].dtype
-        if ta == tb:
-            continue
-        numeric = all(is_numeric_dtype(t) and not is_bool_dtype(t) for t in (ta, tb))
-        target = "float64" if numeric else str
-        left[col], right[col] = left[col].astype(target), right[col].astype(target)
-    return left, right
-
-
-def data_diff(a: Version, b: Version, frame_a: Any, frame_b: Any) -> dict:
-    """Rows are compared by value on the columns both sides share, as multisets.
-
-    A changed cell therefore counts as one row removed plus one row added.
-    """
-    import pandas as pd
-
-    cols_a, cols_b = [str(c) for c in frame_a.columns], [str(c) for c in frame_b.columns]
-    common = [c for c in cols_a if c in set(cols_b)]
-    if common:
-        left, right = _comparable(frame_a[common], frame_b[common])
-        ha = Counter(pd.util.hash_pandas_object(left, index=False).tolist())
-        hb = Counter(pd.util.hash_pandas_object(right, index=False).tolist())
-        added, removed = sum((hb - ha).values()), sum((ha - hb).values())
-    else:
-        added, removed = len(frame_b), len(frame_a)
-    dtypes_a, dtypes_b = frame_a.dtypes.astype(str).to_dict(), frame_b.dtypes.astype(str).to_dict()
-    return {
-        "kind": "data",
-        "a": a.ref,
-        "b": b.ref,
-        "same": a.id == b.id,
-        "rows": {"a": int(len(frame_a)), "b": int(len(frame_b))},
-        "rows_added": int(added),
-        "rows_removed": int(removed),
-        "columns_added": [c for c in cols_b if c not in set(cols_a)],
-        "columns_removed": [c for c in cols_a if c not in set(cols_b)],
-        "dtypes_changed": {c: {"a": dtypes_a[c], "b": dtypes_b[c]} for c in common if dtypes_a[c] != dtypes_b[c]},
-        "schema": dict_diff(a.schema, b.schema),
-        "lineage": dict_diff(a.lineage, b.lineage),
-        "meta": dict_diff(a.meta, b.meta),
         "parent": {"a": a.parent, "b": b.parent},
     }

@@ -14,6 +14,8 @@ from ..evaluation import onnx_session
 from ..plan import Plan, PlannedStage
 from ..plugins import Components
 from ..registry.models import MODEL_FILE, SERVING_MANIFEST
+from ..registry.versions import RECIPE_FILE
+from .data import window_lineage
 from .state import RunState, trainer_label
 
 
@@ -59,6 +61,8 @@ def register_export(plan: Plan, state: RunState, exported: ExportedModel, traine
     card = model_card(plan, state, exported, onnx_bytes, {**trained.metrics, **exported.metrics}, trained)
     files = {
         MODEL_FILE: onnx_bytes,
+        # what made the model, diffed by `versions diff`; lineage: the version id does not cover it
+        RECIPE_FILE: recipe_yaml(plan),
         SERVING_MANIFEST: json.dumps(manifest, sort_keys=True).encode(),
         "model_card.json": json.dumps(card, sort_keys=True, default=str).encode(),
         "model_card.md": render_markdown(card).encode(),
@@ -72,12 +76,15 @@ def register_export(plan: Plan, state: RunState, exported: ExportedModel, traine
         "trainer": trainer_label(plan),
         "hyperparameters": trained.hyperparameters,
         "seed": plan.recipe.seed,
+        **({"data_window": window} if (window := window_lineage(plan, state)) else {}),
         **lineage_extra,
     }
     registry = state.registry
     name = plan.recipe.register.model_name
-    hashes = {f: hashlib.sha256(b).hexdigest() for f, b in files.items()}
-    existing = next((v for v in registry.list(kind="model", name=name) if v.files == hashes), None)
+    # the recipe file is lineage: the same model from an equivalent recipe is the same version
+    hashes = {f: hashlib.sha256(b).hexdigest() for f, b in files.items() if f != RECIPE_FILE}
+    existing = next((v for v in registry.list(kind="model", name=name)
+                     if {f: h for f, h in v.files.items() if f != RECIPE_FILE} == hashes), None)
     if existing is not None:  # an identical re-run reuses its version
         version = existing
     else:
@@ -90,6 +97,13 @@ def register_export(plan: Plan, state: RunState, exported: ExportedModel, traine
     version = registry.get(f"{name}:{version.id}")
     components.hooks.model_registered(version)
     return version
+
+
+def recipe_yaml(plan: Plan) -> bytes:
+    """The resolved recipe as YAML (plain data: safe_dump, read back with safe_load)."""
+    import yaml
+
+    return yaml.safe_dump(json.loads(json.dumps(plan.resolved, default=str)), sort_keys=True).encode()
 
 
 def model_card(plan: Plan, state: RunState, exported: ExportedModel, onnx_bytes: bytes, metrics: dict, trained: TrainedModel) -> dict:

@@ -72,7 +72,7 @@ def test_same_frame_twice_is_one_version_and_one_blob(reg):
     assert a.created_at == b.created_at  # the existing version came back, not a new one
     assert len(blobs(reg)) == 1
     assert [v.id for v in reg.list("data")] == [a.id]
-    assert a.files["data.parquet"] == blobs(reg)[0].rsplit("/", 1)[-1]
+    assert a.files["chunk-000000.parquet"] == blobs(reg)[0].rsplit("/", 1)[-1]  # small: one chunk
     assert a.metrics == {"rows": 5, "columns": 3}
 
 
@@ -279,9 +279,9 @@ def test_read_file_detects_a_corrupt_blob_on_disk(local, tmp_path):
 
 def test_load_frame_detects_corruption_on_memory_store(reg):
     v = reg.put_data("iris", frame(), SCHEMA)
-    digest = v.files["data.parquet"]
+    digest = v.files["chunk-000000.parquet"]
     reg._backend.write_atomic(f"objects/{digest[:2]}/{digest}", b"PAR1 junk")
-    with pytest.raises(StoreError, match=rf"corrupt artifact: data {v.ref} file 'data.parquet'.*expected {digest}"):
+    with pytest.raises(StoreError, match=rf"corrupt artifact: data {v.ref} file 'chunk-000000.parquet'.*expected {digest}"):
         reg.load_frame(v)
     with pytest.raises(StoreError, match=r"not a data version"):
         reg.load_frame(put_model(reg))
