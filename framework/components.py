@@ -188,6 +188,9 @@ class SourceSchema:
     target: str | None = None
     features: list[str] | None = None
     rows: int | None = None
+    #: the row key and time columns the loaded Dataset will name (None: none)
+    key: str | None = None
+    time: str | None = None
 
     @property
     def names(self) -> list[str]:

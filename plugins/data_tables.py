@@ -188,7 +188,8 @@ def source_schema(config: TableOptions, columns: list[ColumnInfo], rows: int | N
             )
         typed.append(info)
     names = [c.name for c in typed]
-    return SourceSchema(columns=typed, target=config.target or None, features=resolve_features(config, names), rows=rows)
+    return SourceSchema(columns=typed, target=config.target or None, features=resolve_features(config, names), rows=rows,
+                        key=getattr(config, "key", None) or None, time=getattr(config, "time", None) or None)
 
 
 def column_info(name: str, column: Any, nullable: bool | None = None) -> ColumnInfo:
