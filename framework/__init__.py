@@ -15,6 +15,7 @@ from .components import (  # noqa: F401  (the public contract surface)
     Feedback,
     FeatureSpec,
     InputSchema,
+    LabelSet,
     Labeler,
     Model,
     Monitor,

@@ -385,11 +385,56 @@ class DataCheck(Component):
         return cls.check_splits is not DataCheck.check_splits
 
 
+@dataclass
+class LabelSet:
+    """What a labeler made of a dataset's labels: the new label column and how it came about.
+
+    ``labels``: a pandas Series on the dataset frame's index, one label (a class of ``classes``)
+    per row, missing where the row has none (no labeling function voted, nobody answered yet): such
+    rows leave the training data. ``probabilities``: optional float array rows x ``classes`` (the
+    label model's posterior, the learner's estimate), NaN rows where unknown. ``sources``:
+    optional Series of who gave each label (``gold``, ``label_model``, ``annotator``,
+    ``migration`` ...). ``report`` (coverage, conflicts, accuracies, learning curves) and
+    ``lineage`` (the functions, the label model, the Label Studio files, the migration) are JSON-able
+    and land in the stage's folder and the label version. ``queued``: rows waiting for people.
+    ``comparison``: for a schema migration, class -> class the old and the new schema are judged
+    in (what ``serve.label_mapping`` takes).
+    """
+
+    labels: Any
+    classes: list[Any]
+    probabilities: Any = None
+    sources: Any = None
+    report: dict = field(default_factory=dict)
+    lineage: dict = field(default_factory=dict)
+    queued: list = field(default_factory=list)
+    comparison: dict = field(default_factory=dict)
+
+
 class Labeler(Component):
+    """Produces or changes the labels of the data version (recipe key ``label``), between the
+    version stage and training.
+
+    ``label(dataset, ctx)`` gets the stored rows (with the source's target column; labels the
+    recipe hides for a simulation, ``label.hide``, are missing) and returns a :class:`LabelSet`
+    (the core stores it as a label version with lineage, and training uses it) or, for a labeler
+    that only rewrites the target, a Dataset. The context may carry, beside the usual:
+
+    * ``ctx.parts``: a Series on the frame's index naming each row's split part (train/val/test):
+      a labeler must not learn from test rows' labels;
+    * ``ctx.annotator``: people (or, in a simulation, a stand-in answering from the hidden true
+      labels) reached through Label Studio files: ``ctx.annotator.ask(frame, rows, classes,
+      probabilities=None, tag="")`` writes the task JSON, and returns ``{row: label}`` from the
+      export it reads back (empty when the answers come later: ``python -m framework labels
+      import``); None when the recipe declares no annotator;
+    * ``ctx.registered_labels(ref)``: a stored label version (``NAME@latest``, ``NAME:ID``) as a
+      frame on the data's index (``label``, ``source``, ``p:CLASS`` columns) with its schema.
+    """
+
     kind = "labeler"
     recipe_key = "label"
 
-    def label(self, dataset: Dataset, ctx: StageContext) -> Dataset:
+    def label(self, dataset: Dataset, ctx: StageContext) -> "LabelSet | Dataset":
         raise NotImplementedError
 
 

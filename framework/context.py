@@ -45,6 +45,18 @@ class RegisteredData:
     created_at: str
 
 
+@dataclass(frozen=True)
+class RegisteredLabels:
+    """A stored label version as a labeler reads it (``StageContext.registered_labels``)."""
+
+    ref: str  # NAME:ID (short id)
+    name: str
+    id: str
+    frame: Any  # pandas.DataFrame on the data version's index: label, source, p:CLASS
+    schema: dict  # classes, schema_id, target
+    lineage: dict
+
+
 @dataclass
 class RunStageContext:
     stage: str
@@ -55,6 +67,10 @@ class RunStageContext:
     progress_factory: Callable[[str, int], Callable[[int, int, str], None]] | None = None
     #: the run's model registry (None outside a run: tests, notebooks)
     registry: Any = None
+    #: label stage only: each row's split part (a Series on the frame's index), and the people (or
+    #: their simulated stand-in) a labeler asks through Label Studio files (None: no annotator)
+    parts: Any = None
+    annotator: Any = None
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -86,6 +102,18 @@ class RunStageContext:
             raise StageError(f"{self.stage}: {exc}") from None
         return RegisteredData(version.ref, version.name, version.id, frame, dict(version.schema), dict(version.meta),
                               version.created_at)
+
+    def registered_labels(self, ref: str) -> RegisteredLabels:
+        """A stored label version (``NAME@latest``, ``NAME:ID``) with its frame. StageError when it
+        is missing or this context has no registry."""
+        if self.registry is None:
+            raise StageError(f"{self.stage}: '{ref}' names a label version, but this stage runs without a registry")
+        try:
+            version = self.registry.get(ref, kind="label")
+            frame = self.registry.load_labels(version)
+        except StoreError as exc:
+            raise StageError(f"{self.stage}: {exc}") from None
+        return RegisteredLabels(version.ref, version.name, version.id, frame, dict(version.schema), dict(version.lineage))
 
     def progress(self, total: int, description: str) -> ConsoleProgress:
         hook = self.progress_factory(description, total) if self.progress_factory else None

@@ -36,7 +36,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("data", "data", "data_source", False, False, "data:run_data", "load the table from the data source"),
     StageSpec("checks", "checks", "data_check", True, False, "data:run_checks", "data checks; a failed 'fail' check stops the run"),
     StageSpec("version", None, None, False, False, "data:run_version", "store a content-addressed data version; split it"),
-    StageSpec("label", "label", "labeler", False, False, "data:run_label", "produce or change labels"),
+    StageSpec("label", "label", "labeler", False, False, "label:run_label", "produce or change labels; store them as a label version"),
     StageSpec("train", "train", "trainer", False, True, "train:run_train", "train (and tune) a model"),
     StageSpec("compress", "compress", "compressor", True, True, "train:run_compress", "model-level compression steps"),
     StageSpec("export", "export", "exporter", False, False, "export:run_export", "export to ONNX; ONNX-level compression"),

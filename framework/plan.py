@@ -71,6 +71,39 @@ class DataVersioning:
 
 
 @dataclass
+class HiddenLabels:
+    """``label.hide``: a simulation. The labels of the rows of ``parts`` are hidden from the
+    labeler, except ``keep`` of them (a fraction < 1, or a number of rows); the hidden labels are
+    what the simulated annotator answers from and what the stored labels are scored against."""
+
+    parts: list[str] = field(default_factory=lambda: ["train"])
+    keep: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class Annotator:
+    """``label.annotator``: who labels the rows a labeler queues. ``simulated``: a stand-in that
+    answers from the hidden true labels through real Label Studio files (``error_rate`` of its
+    answers wrong); ``files``: the tasks are written for people and nobody answers in the run
+    (``python -m framework labels import`` brings their export back as a label version)."""
+
+    type: str = "simulated"
+    error_rate: float = 0.0
+
+
+@dataclass
+class Labeling:
+    """The core's keys of the ``label`` section."""
+
+    hide: HiddenLabels | None = None
+    annotator: Annotator | None = None
+
+    def describe(self) -> dict:
+        return {k: dataclasses.asdict(v) for k, v in (("hide", self.hide), ("annotator", self.annotator)) if v}
+
+
+@dataclass
 class PlannedComponent:
     key: str  # recipe key path, e.g. "checks[0]"
     type: str
@@ -86,6 +119,8 @@ class PlannedComponent:
     readmit: bool = False
     #: data sources only: ``data.append`` and ``data.window``
     versioning: DataVersioning | None = None
+    #: labelers only: ``label.hide`` and ``label.annotator``
+    labeling: Labeling | None = None
 
     def build(self, *args: Any) -> Any:
         return self.cls(self.config, *args, refs=self.refs)
@@ -100,6 +135,8 @@ class PlannedComponent:
             described["readmit"] = True
         if self.versioning and (self.versioning.append or self.versioning.window):
             described["versioning"] = self.versioning.describe()
+        if self.labeling and self.labeling.describe():
+            described["labeling"] = self.labeling.describe()
         return described
 
 
@@ -210,6 +247,7 @@ def _component(components: Components, kind: str, node: Any, key: str) -> Planne
     versioning = None
     if kind == "data_source":  # core keys of the data section, not options of the source
         versioning = _data_versioning(options, key)
+    labeling = _labeling(options, key) if kind == "labeler" else None  # core keys of the label section
     entry = components.get(kind, str(name), where=f"{key}.type")
     accepted = getattr(entry.cls, "severities", None)
     if severity is not None and accepted is not None and severity not in accepted:
@@ -219,7 +257,7 @@ def _component(components: Components, kind: str, node: Any, key: str) -> Planne
             for field, ref_kind in entry.cls.references.items()}
     entry.cls.check_config(config, key, refs)  # cheap, plugin-specific validation (no heavy imports)
     planned = PlannedComponent(key=key, type=str(name), plugin=entry.plugin, cls=entry.cls, config=config, refs=refs,
-                               severity=severity, readmit=readmit, versioning=versioning)
+                               severity=severity, readmit=readmit, versioning=versioning, labeling=labeling)
     if versioning is not None and versioning.window is not None:
         _check_time_column(planned)
     return planned
@@ -227,6 +265,41 @@ def _component(components: Components, kind: str, node: Any, key: str) -> Planne
 
 #: ``data.window`` keys
 WINDOW_KEYS = ("versions", "since", "until")
+#: the parts ``label.hide.parts`` may name, and the annotators ``label.annotator.type`` may name
+SPLIT_PARTS = ("train", "val", "test")
+ANNOTATORS = ("simulated", "files")
+
+
+def _labeling(options: dict, key: str) -> Labeling:
+    """``label.hide`` and ``label.annotator`` taken out of the labeler's options and checked."""
+    out = Labeling()
+    raw = options.pop("hide", None)
+    if raw is not None:
+        hide = _core_section(HiddenLabels, raw, f"{key}.hide")
+        unknown = [p for p in hide.parts if p not in SPLIT_PARTS]
+        if unknown or not hide.parts:
+            raise RecipeError(f"{key}.hide.parts: name parts among {', '.join(SPLIT_PARTS)}, got {list(hide.parts)}")
+        if hide.keep < 0 or (hide.keep >= 1 and hide.keep != int(hide.keep)):
+            raise RecipeError(f"{key}.hide.keep: a fraction in [0, 1) or a whole number of rows, got {hide.keep}")
+        out.hide = hide
+    raw = options.pop("annotator", None)
+    if raw is not None:
+        annotator = _core_section(Annotator, raw, f"{key}.annotator")
+        if annotator.type not in ANNOTATORS:
+            raise RecipeError(f"{key}.annotator.type: one of {', '.join(ANNOTATORS)}, got '{annotator.type}'")
+        if not 0.0 <= annotator.error_rate < 1.0:
+            raise RecipeError(f"{key}.annotator.error_rate: a fraction in [0, 1), got {annotator.error_rate}")
+        out.annotator = annotator
+    return out
+
+
+def _core_section(schema: type, raw: Any, key: str) -> Any:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{key}: expected a mapping, got {raw!r}")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw))
+    except OmegaConfBaseException as exc:
+        raise RecipeError(describe_omegaconf_error(exc, prefix=key)) from None
 
 
 def _data_versioning(options: dict, key: str) -> DataVersioning:

@@ -63,7 +63,8 @@ class TableOptions:
     time: Optional[str] = None
     #: classification | regression | ranking
     task: str = "classification"
-    #: column name -> {dtype, nullable}; columns not named here are inferred
+    #: column name -> {dtype, nullable}; columns not named here are inferred. A column named here
+    #: that is not a feature stays in the table (text a labeling function reads, say)
     columns: Dict[str, ColumnType] = field(default_factory=dict)
     #: rows without a target: "error" stops the load naming them; "drop" drops and counts them
     missing_target: str = "error"
@@ -305,7 +306,8 @@ def to_dataset(frame: Any, config: TableOptions, *, name: str, where: str, descr
     if not features:
         raise RecipeError(f"{key}.features: {where} has no column left to learn from besides the target, key and time")
     target = config.target
-    used = [c for c in names if c in set(features) | {target, config.key, config.time}]
+    # a column typed in `columns` but not a feature is kept as well: a labeling function reads it
+    used = [c for c in names if c in set(features) | {target, config.key, config.time} | set(config.columns)]
     frame = frame[used]
 
     for column, declared in config.columns.items():

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ..errors import StoreError
+from .labels import diff_lines as label_diff_lines
 from .store import Registry
 from .versions import KINDS, Version
 
@@ -24,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m framework versions", description="Data and model versions in the store.")
+    p = _Parser(prog="python -m framework versions", description="Data, label and model versions in the store.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     ls = sub.add_parser("list", help="versions, newest first")
     ls.add_argument("--kind", choices=KINDS)
@@ -58,7 +59,10 @@ def versions_command(argv: list[str], store_uri: str) -> int:
             return _list(reg, args.kind, args.name)
         if args.command == "show":
             v = _get_any(reg, args.ref, args.kind)
-            print(json.dumps(v.to_dict(), indent=2, sort_keys=True))
+            shown = v.to_dict()
+            if reg.schema_flags(v):
+                shown["flags"] = reg.schema_flags(v)
+            print(json.dumps(shown, indent=2, sort_keys=True))
             return 0
         if args.command == "diff":
             kind = args.kind or _get_any(reg, args.a, None).kind
@@ -77,7 +81,7 @@ def versions_command(argv: list[str], store_uri: str) -> int:
 
 
 def _get_any(reg: Registry, ref: str, kind: str | None) -> Version:
-    """Without --kind, a ref may name a model or a data version; both matching is ambiguous."""
+    """Without --kind, a ref may name a model, a data or a label version; two matching is ambiguous."""
     if kind:
         return reg.get(ref, kind)
     found, errors = [], []
@@ -89,7 +93,7 @@ def _get_any(reg: Registry, ref: str, kind: str | None) -> Version:
     if len(found) == 1:
         return found[0]
     if found:
-        raise StoreError(f"ref {ref!r} matches a data and a model version; add --kind data or --kind model")
+        raise StoreError(f"ref {ref!r} matches {' and '.join(f'a {v.kind}' for v in found)} version; add --kind {' or --kind '.join(v.kind for v in found)}")
     raise StoreError(errors[-1] if len(set(errors)) == 1 else " / ".join(errors))
 
 
@@ -115,7 +119,8 @@ def _list(reg: Registry, kind: str | None, name: str | None) -> int:
         keys = sorted(v.metrics, key=lambda k: (not k.startswith(("test_", "val_", "rows")), k.startswith("val_")))
         metrics = ", ".join(f"{k}={_fmt(v.metrics[k])}" for k in keys[:_MAIN_METRICS])
         created = v.created_at[:19].replace("T", " ")
-        table.add_row(v.name, v.id[:12], v.kind, created, ", ".join(v.aliases), metrics)
+        flagged = " [outdated label schema]" if reg.schema_flags(v) else ""
+        table.add_row(v.name, v.id[:12], v.kind, created, ", ".join(v.aliases), metrics + flagged)
     # a pipe or capture has no terminal width; do not squeeze the table into 80 columns
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
     console.print(table)
@@ -166,6 +171,8 @@ def diff_report(d: dict, indent: str = "") -> list[str]:
         lines += _sections(d, ("lineage", "params", "meta"))
         lines += _recipe_lines(d.get("recipe"))
         lines += _training_data_lines(d.get("data"))
+    elif d["kind"] == "label":
+        return [indent + line for line in label_diff_lines(d)]
     else:
         lines += _data_lines(d)
     return [indent + line for line in lines]

@@ -29,7 +29,7 @@ from typing import Any, Iterator, Mapping
 from dataclasses import dataclass
 
 from ..errors import StoreError
-from . import diffs, tables
+from . import diffs, labels, tables
 from .versions import (
     RECIPE_FILE,
     DATA_FILE,
@@ -38,6 +38,7 @@ from .versions import (
     canonical_json,
     data_version_id,
     jsonable_dict,
+    label_version_id,
     model_diff,
     model_version_id,
     parse_ref,
@@ -532,6 +533,53 @@ class Registry:
                 self._write(blob_path(digest), data)
         return self._commit("model", name, vid, parent_id, files, metrics, lineage, meta, {})
 
+    def put_labels(self, name: str, frame: Any, schema: dict, lineage: dict, meta: dict | None = None,
+                   parent: str | None = None) -> Version:
+        """Store a label version (``labels.labels_frame``: ``label``, ``source``, ``p:CLASS`` on
+        the data version's index). ``lineage["data_version"]`` names the data version whose rows
+        it labels; the id covers the labels, schema, parent and that data version."""
+        validate_name(name, "label name")
+        where = f"label {name!r}"
+        schema = jsonable_dict(schema, f"{where} schema")
+        lineage = jsonable_dict(lineage, f"{where} lineage")
+        meta = jsonable_dict(meta, f"{where} meta")
+        parent_id = self._parent_id(parent, "label")
+        content = tables.content_hash(tables.describe_frame(frame, f"{where} frame"), tables.row_hashes(frame, f"{where} frame"))
+        vid = label_version_id(content, schema, parent_id, lineage.get("data_version"))
+        existing = self._existing("label", name, vid)
+        if existing is not None:
+            return existing
+        data = labels.to_parquet(frame)
+        digest = sha256(data)
+        if not self._backend.exists(blob_path(digest)):
+            self._write(blob_path(digest), data)
+        labeled = int(frame[labels.LABEL_COLUMN].notna().sum())
+        metrics = {"rows": int(len(frame)), "labeled": labeled, "unlabeled": int(len(frame)) - labeled}
+        return self._commit("label", name, vid, parent_id, {labels.LABELS_FILE: digest}, metrics, lineage, meta, schema)
+
+    def load_labels(self, version: Version | str) -> Any:
+        """A label version's frame (``label``, ``source``, ``p:CLASS``), hash-checked on read."""
+        v = self._resolve(version, None if isinstance(version, Version) else "label")
+        if v.kind != "label":
+            raise StoreError(f"{v.kind} {v.ref} is not a label version")
+        return labels.from_parquet(self.read_file(v, labels.LABELS_FILE), f"label {v.ref}")
+
+    def schema_flags(self, version: Version) -> list[str]:
+        """Why a model version is flagged: it was trained on a label schema that a stored
+        migration has since replaced (empty: not flagged)."""
+        if version.kind != "model":
+            return []
+        trained_on = (version.lineage.get("label_schema") or {}).get("id")
+        if not trained_on:
+            return []
+        flags = []
+        for v in self._versions("label"):
+            migration = v.lineage.get("migration") or {}
+            if migration.get("from_schema") == trained_on:
+                flags.append(f"trained on label schema {trained_on}, replaced by {migration.get('to_schema')} "
+                             f"(label version {v.ref}: {migration.get('summary', 'migration')})")
+        return flags
+
     def set_alias(self, kind: str, name: str, alias: str, version_id: str) -> None:
         """Point NAME@ALIAS at a version of NAME (full id or a unique prefix)."""
         validate_kind(kind)
@@ -672,7 +720,10 @@ class Registry:
         try:
             return self.get(version, "model")
         except StoreError:
-            return self.get(version, "data")
+            try:
+                return self.get(version, "data")
+            except StoreError:
+                return self.get(version, "label")
 
     def read_file(self, version: Version | str, filename: str) -> bytes:
         """The bytes of one file of a version, checked against the sha256 in its manifest."""
@@ -736,6 +787,8 @@ class Registry:
         va, vb = self.get(a, kind), self.get(b, kind)
         if kind == "data":
             return self._data_diff(va, vb)
+        if kind == "label":
+            return labels.label_diff(va, vb, self.load_labels(va), self.load_labels(vb))
         out = model_diff(va, vb)
         out["data"] = self._training_data_diff(va, vb)
         out["recipe"] = self._recipe_diff(va, vb)

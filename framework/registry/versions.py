@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from ..errors import StoreError
 
-KINDS = ("data", "model")
+KINDS = ("data", "model", "label")
 #: the blob name of a data snapshot inside a version written before chunked tables
 DATA_FILE = "data.parquet"
 #: a model version's resolved recipe (YAML), stored by the register stage; lineage, so the
@@ -179,6 +179,13 @@ def frame_content_hash(frame: Any, where: str = "frame") -> str:
 
 def data_version_id(content_hash: str, schema: dict, parent: str | None) -> str:
     return sha256(canonical_json({"kind": "data", "content": content_hash, "schema": schema, "parent": parent}))
+
+
+def label_version_id(content_hash: str, schema: dict, parent: str | None, data_version: str | None) -> str:
+    """A label version's id: its labels (and probabilities), schema, parent and the data version
+    whose rows it labels."""
+    return sha256(canonical_json({"kind": "label", "content": content_hash, "schema": schema, "parent": parent,
+                                  "data_version": data_version}))
 
 
 def model_version_id(file_hashes: Mapping[str, str], parent: str | None) -> str:

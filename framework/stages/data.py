@@ -1,4 +1,4 @@
-"""Data stages: load, check, version (and split), label."""
+"""Data stages: load, check, version (and split); labeling is ``label.py``."""
 from __future__ import annotations
 
 import dataclasses
@@ -548,9 +548,3 @@ def _bound(iso: str, times: Any) -> Any:
     if tz is None and bound.tzinfo is not None:
         return bound.tz_convert("UTC").tz_localize(None)
     return bound
-
-
-def run_label(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
-    state.dataset = stage.component.build().label(state.dataset, ctx)
-    state.splits = split(plan, state.dataset)
-    ctx.metric("rows", len(state.dataset.frame))

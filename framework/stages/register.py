@@ -11,6 +11,7 @@ from ..components import ExportedModel, TrainedModel
 from ..context import RunStageContext
 from ..errors import StageError
 from ..evaluation import onnx_session
+from ..labels import LabelSchema
 from ..plan import Plan, PlannedStage
 from ..plugins import Components
 from ..registry.models import MODEL_FILE, SERVING_MANIFEST
@@ -77,6 +78,9 @@ def register_export(plan: Plan, state: RunState, exported: ExportedModel, traine
         "hyperparameters": trained.hyperparameters,
         "seed": plan.recipe.seed,
         **({"data_window": window} if (window := window_lineage(plan, state)) else {}),
+        # which classes it predicts: a label schema migration flags the models of the old one
+        **({"label_schema": LabelSchema(list(exported.classes)).describe()} if exported.classes else {}),
+        **({"label_version": state.label_version.id} if state.label_version is not None else {}),
         **lineage_extra,
     }
     registry = state.registry

@@ -14,6 +14,8 @@ class RunState:
     dataset: Any = None
     splits: DataSplits | None = None
     data_version: Any = None
+    #: the label version the label stage stored (None: the source's labels were used as they are)
+    label_version: Any = None
     trained: TrainedModel | None = None
     exported: ExportedModel | None = None
     model_version: Any = None
