@@ -98,9 +98,12 @@ class Labeling:
 
     hide: HiddenLabels | None = None
     annotator: Annotator | None = None
+    #: aliases the stored label version gets (``NAME.labels@ALIAS``), beside ``@latest``
+    aliases: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
-        return {k: dataclasses.asdict(v) for k, v in (("hide", self.hide), ("annotator", self.annotator)) if v}
+        out: dict = {k: dataclasses.asdict(v) for k, v in (("hide", self.hide), ("annotator", self.annotator)) if v}
+        return {**out, **({"aliases": list(self.aliases)} if self.aliases else {})}
 
 
 @dataclass
@@ -290,6 +293,10 @@ def _labeling(options: dict, key: str) -> Labeling:
         if not 0.0 <= annotator.error_rate < 1.0:
             raise RecipeError(f"{key}.annotator.error_rate: a fraction in [0, 1), got {annotator.error_rate}")
         out.annotator = annotator
+    aliases = options.pop("aliases", None) or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and re.match(r"^[A-Za-z0-9_.-]{1,128}$", a) for a in aliases):
+        raise RecipeError(f"{key}.aliases: a list of alias names (letters, digits, '_', '.', '-'), got {aliases!r}")
+    out.aliases = list(aliases)
     return out
 
 

@@ -99,6 +99,10 @@ class ServeConfig:
     admin_token: Optional[str] = None
     #: fault injection for demos and tests only: arm -> {error_rate, extra_latency_ms, seed}
     faults: Dict[str, Any] = field(default_factory=dict)
+    #: arms that predict different classes (an old and a new label schema) are compared through
+    #: this mapping, class -> class both are judged in (a split's new classes -> the old one);
+    #: without it such arms are refused in one comparison
+    label_mapping: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

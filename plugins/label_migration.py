@@ -12,7 +12,7 @@ the registry, and says how old and new models compare (``serve.label_mapping``).
 ```yaml
 label:
   type: schema_migration
-  from_labels: seattle-weather.labels@latest
+  from_labels: seattle_weather.labels@coarse
   migration: {split: {wet: [rain, drizzle]}}
   annotator: {type: simulated}
 ```

@@ -119,8 +119,9 @@ def _list(reg: Registry, kind: str | None, name: str | None) -> int:
         keys = sorted(v.metrics, key=lambda k: (not k.startswith(("test_", "val_", "rows")), k.startswith("val_")))
         metrics = ", ".join(f"{k}={_fmt(v.metrics[k])}" for k in keys[:_MAIN_METRICS])
         created = v.created_at[:19].replace("T", " ")
-        flagged = " [outdated label schema]" if reg.schema_flags(v) else ""
-        table.add_row(v.name, v.id[:12], v.kind, created, ", ".join(v.aliases), metrics + flagged)
+        # a model trained on a label schema a migration replaced
+        flagged = ["OUTDATED label schema"] if reg.schema_flags(v) else []
+        table.add_row(v.name, v.id[:12], v.kind, created, ", ".join([*v.aliases, *flagged]), metrics)
     # a pipe or capture has no terminal width; do not squeeze the table into 80 columns
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
     console.print(table)

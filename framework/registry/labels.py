@@ -72,8 +72,11 @@ def from_parquet(data: bytes, where: str) -> Any:
 
 def typed_labels(frame: Any, classes: list) -> Any:
     """The ``label`` column with each value as its class (labels are stored as text)."""
+    import pandas as pd
+
     by_text = {str(c): c for c in classes}
-    return frame[LABEL_COLUMN].map(lambda v: None if v is None else by_text.get(str(v), v))
+    return pd.Series([None if _missing(v) else by_text.get(str(v), v) for v in frame[LABEL_COLUMN]],
+                     index=frame.index, dtype="object")
 
 
 def label_diff(a: Version, b: Version, frame_a: Any, frame_b: Any) -> dict:

@@ -50,6 +50,7 @@ def deploy(
     feedback_memory: int = 100_000,
     autoscaling: Mapping[str, Any] | None = None,
     batching: Mapping[str, Any] | None = None,
+    label_mapping: Mapping[str, str] | None = None,
 ) -> ServingApp:
     """Deploy ``models`` behind one ingress that routes with ``strategy_cls``; wait until healthy.
 
@@ -76,8 +77,11 @@ def deploy(
     above of several ingress replicas applies as soon as it scales past one).
     ``batching``: ``{max_batch_size, batch_wait_timeout_s}`` (see ``validate_batching``); when on,
     requests in flight on one replica for the same arm are answered by one onnxruntime call.
-    Raises RecipeError (the strategy rejects the arms, a bad autoscaling / batching key) or
-    ServingError (anything else).
+    ``label_mapping``: arms whose models predict different classes (trained on an old and a new
+    label schema) are refused in one comparison unless this maps each class to the class both
+    are judged in; feedback then scores every arm through it (see ``check_label_schemas``).
+    Raises RecipeError (the strategy rejects the arms, a bad autoscaling / batching key, arms of
+    different label schemas without a mapping) or ServingError (anything else).
     """
     where = f"app '{app_name}' on http://{host}:{port}{route_prefix}"
     _validate(models, placement, replicas, route_prefix, where)
@@ -92,6 +96,7 @@ def deploy(
     _validate_rank_class(models, rank_class, where)
     if int(feedback_memory) < 1:
         raise ServingError(f"{where}: feedback_memory must be >= 1, got {feedback_memory}")
+    label_mapping = check_label_schemas(models, label_mapping)
     arms = {m.arm: m.version for m in models}
     strategy_cls.arm_names(strategy_config, arms)  # RecipeError naming the recipe keys
     try:  # pure Python and cheap: a broken config fails here, not after replicas were scheduled
@@ -117,7 +122,8 @@ def deploy(
         start_ray()
     ensure_serve(host, port)
     common = {"ray_actor_options": {"num_cpus": num_cpus}, "max_constructor_retry_count": 2}
-    extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory), "batching": batching}
+    extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory), "batching": batching,
+             **({"label_mapping": label_mapping} if label_mapping else {})}
     # Ray refuses num_replicas next to autoscaling_config: one or the other.
     scale = {"autoscaling_config": dict(autoscaling)} if autoscaling else {"num_replicas": replicas}
     # A replica must accept at least a batch's worth of calls, or batches could never fill.
@@ -147,6 +153,30 @@ def deploy(
     _wait_healthy(served, where)
     log.info("serving %s at %s", arms, served.url)
     return served
+
+
+def check_label_schemas(models: list[ServedModel], label_mapping: Mapping[str, str] | None) -> dict:
+    """Arms must predict the same classes to be compared, unless ``label_mapping`` says how: every
+    class it names must be a class of some arm, and mapped through it the arms' classes must
+    overlap. Returns the mapping to judge feedback with ({} when the arms share their classes)."""
+    mapping = {str(k): str(v) for k, v in (label_mapping or {}).items()}
+    schemas = {m.arm: [str(c) for c in m.classes] for m in models}
+    if len({tuple(sorted(c)) for c in schemas.values()}) <= 1:
+        return mapping
+    described = "; ".join(f"{arm}: {', '.join(c)}" for arm, c in schemas.items())
+    if not mapping:
+        raise RecipeError(
+            f"serve.models: the arms predict different classes (different label schemas: {described}); an A/B "
+            "comparison of them means nothing unless serve.label_mapping says how classes of one schema map to the "
+            "other, e.g. after a split of 'wet' into 'rain' and 'drizzle': {rain: wet, drizzle: wet}")
+    known = {c for classes in schemas.values() for c in classes}
+    unknown = sorted(k for k in mapping if k not in known)
+    if unknown:
+        raise RecipeError(f"serve.label_mapping: {', '.join(unknown)} not a class of any arm ({described})")
+    mapped = [{mapping.get(c, c) for c in classes} for classes in schemas.values()]
+    if not set.intersection(*mapped):
+        raise RecipeError(f"serve.label_mapping: mapped through it the arms share no class ({described})")
+    return mapping
 
 
 def ensure_serve(host: str, port: int) -> None:

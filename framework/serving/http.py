@@ -56,6 +56,7 @@ class Ingress:
         rank_class: Any = None,
         feedback_memory: int = FEEDBACK_MEMORY,
         batching: Mapping[str, Any] | None = None,
+        label_mapping: Mapping[str, str] | None = None,
     ):
         self.versions = {m.arm: m.version for m in models}
         self.schema: InputSchema = models[0].schema
@@ -66,7 +67,7 @@ class Ingress:
             models, self.host.observe, handles=arm_handles, faults=faults, rank_class=rank_class, batching=batching
         )
         self.labeler = self.arms.labeler
-        self.ledger = FeedbackLedger(self.versions, memory=feedback_memory)
+        self.ledger = FeedbackLedger(self.versions, memory=feedback_memory, label_mapping=label_mapping)
         self.records = RecordBuffer(self.schema.names, record_buffer)
         self._health = json.dumps({"status": "ok", "models": self.versions}).encode()
         self._post = {

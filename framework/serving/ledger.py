@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict, deque
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from ..components import Feedback
 from ..errors import RequestError
@@ -30,7 +30,8 @@ class Accepted(NamedTuple):
 class FeedbackLedger:
     """Served request ids (at most ``memory``) and the feedback recorded against them, per arm."""
 
-    def __init__(self, arms: Iterable[str], memory: int = FEEDBACK_MEMORY, log_kept: int = FEEDBACK_LOG):
+    def __init__(self, arms: Iterable[str], memory: int = FEEDBACK_MEMORY, log_kept: int = FEEDBACK_LOG,
+                 label_mapping: Mapping[str, str] | None = None):
         self.arms = list(arms)
         if not self.arms:
             raise ValueError("a feedback ledger needs at least one arm")
@@ -42,6 +43,8 @@ class FeedbackLedger:
         self._log: deque[dict] = deque(maxlen=max(1, int(log_kept)))
         self._per_arm = {arm: _ArmCounters() for arm in self.arms}
         self.counts = {"accepted": 0, "duplicates": 0, "unknown": 0}
+        #: arms of different label schemas: labels and predictions are judged in mapped classes
+        self.label_mapping = {str(k): v for k, v in (label_mapping or {}).items()}
 
     def __len__(self) -> int:
         return len(self._served)
@@ -89,10 +92,10 @@ class FeedbackLedger:
             feedback = Feedback(
                 item.request_id,
                 entry.arm,
-                label=item.label if "label" in new else None,
+                label=self._mapped(item.label) if "label" in new else None,
                 reward=item.reward if "reward" in new else None,
                 clicks=tuple(item.clicks) if "clicks" in new else (),
-                prediction=entry.prediction,
+                prediction=self._mapped(entry.prediction) if entry.kind == "predict" else entry.prediction,
             )
             self._count(feedback, entry.kind)
             accepted.append(feedback)
@@ -103,6 +106,14 @@ class FeedbackLedger:
         if not batch:
             body.update(request_id=items[0].request_id, arm=resolved[0][1].arm, duplicate=duplicates == 1)
         return Accepted(accepted, body)
+
+    def _mapped(self, value: Any) -> Any:
+        """A label or prediction in the classes the arms are compared in (``label_mapping``)."""
+        if not self.label_mapping or value is None:
+            return value
+        if isinstance(value, list):
+            return [self._mapped(v) for v in value]
+        return self.label_mapping.get(str(value), value)
 
     def summary(self) -> dict:
         """Counts, per-arm accuracy / reward / clicks, and the ten latest entries (JSON-able)."""

@@ -152,7 +152,9 @@ def _checked_labels(labelset: LabelSet, index: Any, labeler: str) -> Any:
     unknown = sorted({str(v) for v in labels.dropna()} - set(by_text))
     if unknown:
         raise StageError(f"label ({labeler}): labels {unknown[:5]} are not among its classes {list(by_text)}")
-    typed = labels.astype("object").map(lambda v: None if v is None or (not isinstance(v, str) and pd.isna(v)) else by_text[str(v)])
+    # a list, not Series.map: map would turn int classes with gaps into floats (1 -> 1.0)
+    typed = pd.Series([None if v is None or (not isinstance(v, str) and pd.isna(v)) else by_text[str(v)] for v in labels],
+                      index=labels.index, dtype="object")
     if labelset.probabilities is not None and len(labelset.probabilities) != len(labelset.labels):
         raise StageError(f"label ({labeler}): {len(labelset.probabilities)} probability rows for {len(labelset.labels)} labels")
     return typed
@@ -187,7 +189,9 @@ def _store(plan: Plan, state: RunState, planned: Any, labeling: Labeling, labels
     version = state.registry.put_labels(labels_name(dataset.name), frame, schema=schema, lineage=lineage,
                                         meta={"description": f"labels of {state.data_ref} by {planned.type}"},
                                         parent=parent)
-    return version
+    for alias in labeling.aliases:
+        state.registry.set_alias("label", version.name, alias, version.id)
+    return state.registry.get(f"{version.name}:{version.id}", kind="label")
 
 
 def _apply(state: RunState, dataset: Dataset, labelset: LabelSet, labels: Any) -> None:

@@ -43,6 +43,7 @@ def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
         **({"faults": dict(serve_cfg.faults)} if serve_cfg.faults else {}),
         autoscaling=dict(serve_cfg.autoscaling or {}),
         batching=dict(serve_cfg.batching or {}),
+        **({"label_mapping": dict(serve_cfg.label_mapping)} if serve_cfg.label_mapping else {}),
     )
     ctx.metric("url", state.app.predict_url)
     ctx.metric("arms", {m.arm: m.version for m in models})
