@@ -16,7 +16,9 @@ verbs:
   recipes [recipes_dir=PATH]          list the recipes that +recipe= can name
   stages                              the stages of a run, in order, and what configures each
   plugins                             every hook and component, and which plugin provides it
-  versions [--store URI] list|show|diff|alias ...   data and model versions in the store
+  versions [--store URI] list|show|diff|alias ...   data, label and model versions in the store
+  labels [--store URI] export LABELS --out tasks.json | import EXPORT.json --labels LABELS
+                                      the Label Studio round trip of a label version
 
 A recipe is recipes/NAME.yaml, or NAME.yaml in a folder given by recipes_dir=PATH or the
 FRAMEWORK_RECIPES environment variable. Any key can be overridden: train.max_epochs=5.
@@ -156,6 +158,20 @@ def cmd_versions(args: list[str]) -> int:
     return versions_command(args, store)
 
 
+def cmd_labels(args: list[str]) -> int:
+    from .recipe import StoreConfig
+    from .registry.labels_cli import labels_command
+
+    store = StoreConfig().uri
+    if "--store" in args:
+        i = args.index("--store")
+        if i + 1 >= len(args):
+            return _fail("--store needs a path or URL")
+        store = args[i + 1]
+        args = args[:i] + args[i + 2:]
+    return labels_command(args, store)
+
+
 VERBS = {
     "run": cmd_run,
     "serve": lambda a: cmd_run(a, keep_serving=True),
@@ -164,6 +180,7 @@ VERBS = {
     "stages": cmd_stages,
     "plugins": cmd_plugins,
     "versions": cmd_versions,
+    "labels": cmd_labels,
 }
 
 
