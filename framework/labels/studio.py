@@ -177,3 +177,45 @@ def simulate_annotator(tasks_path: Path, export_path: Path, truth: Mapping[str, 
     export_path.parent.mkdir(parents=True, exist_ok=True)
     export_path.write_text(json.dumps(exported, indent=1))
     return export_path
+
+
+class StudioAnnotator:
+    """People reached through Label Studio files. Each ``ask`` writes a task JSON (with the
+    model's pre-annotations) into its own folder; ``simulated`` then answers it from the hidden
+    true labels as Label Studio's JSON export and reads that file back, ``files`` leaves it for
+    people (their export comes back with ``python -m framework labels import``)."""
+
+    def __init__(self, out_dir: Path, mode: str, truth: Any = None, columns: Sequence[str] = (), error_rate: float = 0.0,
+                 seed: int = 0):
+        self.out_dir = Path(out_dir)
+        self.mode = mode
+        self.truth = {str(k): v for k, v in truth.items()} if truth is not None else {}
+        self.columns = list(columns)
+        self.error_rate = error_rate
+        self.seed = seed
+        self.asked = 0
+        self.answered = 0
+        self.files: list[dict] = []
+
+    def ask(self, frame: Any, rows: Sequence[Any], classes: Sequence[Any], probabilities: Any = None, tag: str = "",
+            scores: Sequence[float] | None = None) -> dict:
+        """Labels for ``rows`` (index labels of ``frame``) as ``{row: class}``; the rows nobody
+        answered are missing from it."""
+        rows = list(rows)
+        if not rows:
+            return {}
+        folder = self.out_dir / f"{len(self.files) + 1:02d}-{tag or 'queue'}"
+        tasks = export_tasks(frame, rows, classes, folder / "tasks.json", columns=self.columns,
+                                    probabilities=probabilities, model_version=tag, batch=len(self.files) + 1, scores=scores)
+        entry = {"tag": tag, "tasks": str(tasks), "rows": len(rows)}
+        self.files.append(entry)
+        self.asked += len(rows)
+        if self.mode != "simulated":
+            return {}
+        export = simulate_annotator(tasks, folder / "export.json", self.truth, error_rate=self.error_rate,
+                                           seed=self.seed + len(self.files), classes=classes)
+        imported = read_export(export, classes)
+        entry.update(export=str(export), answered=len(imported.labels), skipped=len(imported.skipped))
+        by_text = {str(r): r for r in rows}
+        self.answered += len(imported.labels)
+        return {by_text[r]: label for r, label in imported.labels.items()}

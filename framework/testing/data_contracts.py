@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -36,7 +37,7 @@ from ..components import CheckReport, DataCheck, Dataset, DataSource, Labeler
 from ..errors import DataCheckError
 from .component_contract import ComponentContract, assert_jsonable
 
-__all__ = ["DataCheckContract", "DataSourceContract", "LabelerContract", "assert_valid_dataset"]
+__all__ = ["DataCheckContract", "DataSourceContract", "LabelerContract", "assert_valid_dataset", "assert_valid_labelset"]
 
 
 def assert_valid_dataset(dataset: Any, what: str) -> None:
@@ -177,7 +178,13 @@ class DataCheckContract(ComponentContract):
 
 # ---------------------------------------------------------------------------------------------
 class LabelerContract(ComponentContract):
-    """Subclass, set ``labeler_cls``; override ``make_dataset()`` if needed."""
+    """Subclass, set ``labeler_cls``; override ``make_config()``, ``make_dataset()`` or
+    ``hidden_fraction()`` if needed.
+
+    The kit hands ``label`` what the core does: the dataset with the labels of part of its train
+    rows hidden (``hidden_fraction``), ``ctx.parts`` (a seeded train/val/test split) and
+    ``ctx.annotator``, a simulated person answering from the hidden true labels through real Label
+    Studio task and export files. The result must be a LabelSet (or a Dataset) the core can use."""
 
     kind = "labeler"
     component_attr = "labeler_cls"
@@ -186,6 +193,82 @@ class LabelerContract(ComponentContract):
     def make_dataset(self) -> Dataset:
         return default_dataset()
 
-    def test_label_returns_a_dataset_the_core_can_use(self, tmp_path):
-        labeled = self.new_component().label(self.make_dataset(), self.make_context(tmp_path))
-        assert_valid_dataset(labeled, f"{self.labeler_cls.__name__}.label()")
+    def hidden_fraction(self) -> float:
+        """The share of the train rows whose labels the labeler does not see."""
+        return 0.5
+
+    def make_labeling(self, tmp_path) -> tuple[Dataset, Any, Any]:
+        """(the dataset as the labeler sees it, the context, the true labels)."""
+        import numpy as np
+        import pandas as pd
+
+        from ..labels.studio import StudioAnnotator
+
+        dataset = self.make_dataset()
+        frame = dataset.frame
+        rng = np.random.default_rng(0)
+        parts = pd.Series(rng.choice(["train", "val", "test"], size=len(frame), p=[0.7, 0.15, 0.15]), index=frame.index)
+        train = frame.index[(parts == "train").to_numpy()]
+        hidden = train[rng.random(len(train)) < self.hidden_fraction()]
+        truth = frame[dataset.target].copy()
+        shown = frame.copy()
+        shown[dataset.target] = shown[dataset.target].astype("object")
+        shown.loc[hidden, dataset.target] = None
+        ctx = self.make_context(tmp_path)
+        ctx.parts = parts
+        ctx.annotator = StudioAnnotator(Path(tmp_path) / "label_studio", "simulated", truth,
+                                        [c for c in frame.columns if c != dataset.target])
+        return dataclasses.replace(dataset, frame=shown), ctx, truth
+
+    def test_label_returns_labels_the_core_can_use(self, tmp_path):
+        dataset, ctx, _ = self.make_labeling(tmp_path)
+        before = dataset.frame.copy()
+        result = self.new_component().label(dataset, ctx)
+        what = f"{self.labeler_cls.__name__}.label()"
+        if isinstance(result, Dataset):  # rows whose label stays hidden are left out of training
+            labeled = result.frame[result.frame[result.target].notna()] if result.target in result.frame else result.frame
+            assert_valid_dataset(dataclasses.replace(result, frame=labeled), what)
+        else:
+            assert_valid_labelset(result, dataset, what)
+        assert dataset.frame.equals(before), f"{what} modified the dataset it was given"
+
+    def test_label_studio_files_it_asked_through_are_real_json(self, tmp_path):
+        import json
+
+        dataset, ctx, _ = self.make_labeling(tmp_path)
+        self.new_component().label(dataset, ctx)
+        for entry in ctx.annotator.files:
+            tasks = json.loads(Path(entry["tasks"]).read_text())
+            assert all("data" in t and "row_id" in t["data"] for t in tasks), f"{entry['tasks']}: tasks without data.row_id"
+
+
+def assert_valid_labelset(labelset: Any, dataset: Dataset, what: str) -> None:
+    """What the core relies on in a LabelSet: labels on the dataset's rows, each a class or
+    missing; probabilities rows x classes in [0, 1]; a JSON-able report and lineage."""
+    import numpy as np
+    import pandas as pd
+
+    from ..components import LabelSet
+
+    assert isinstance(labelset, LabelSet), f"{what} returned a {type(labelset).__name__}, not a LabelSet or a Dataset"
+    assert isinstance(labelset.labels, pd.Series), f"{what}: labels must be a pandas Series on the dataset's index"
+    strangers = labelset.labels.index.difference(dataset.frame.index)
+    assert not len(strangers), f"{what}: labels for rows {list(strangers[:5])} that are not the dataset's"
+    assert isinstance(labelset.classes, list) and labelset.classes, f"{what}: classes must be a non-empty list"
+    assert len(set(map(str, labelset.classes))) == len(labelset.classes), f"{what}: a class is listed twice"
+    known = {str(c) for c in labelset.classes}
+    unknown = sorted({str(v) for v in labelset.labels.dropna()} - known)
+    assert not unknown, f"{what}: labels {unknown[:5]} are not among classes {labelset.classes}"
+    assert labelset.labels.notna().any(), f"{what}: no row got a label"
+    if labelset.probabilities is not None:
+        probs = np.asarray(labelset.probabilities, dtype=float)
+        assert probs.shape == (len(labelset.labels), len(labelset.classes)), \
+            f"{what}: probabilities have shape {probs.shape}, expected {(len(labelset.labels), len(labelset.classes))}"
+        rows = ~np.isnan(probs).any(axis=1)
+        assert ((probs[rows] >= 0) & (probs[rows] <= 1)).all(), f"{what}: probabilities outside [0, 1]"
+        assert np.allclose(probs[rows].sum(axis=1), 1.0, atol=1e-6), f"{what}: probability rows do not sum to 1"
+    if labelset.sources is not None:
+        assert labelset.sources.index.isin(dataset.frame.index).all(), f"{what}: sources for rows that are not the dataset's"
+    assert_jsonable(labelset.report, f"{what}: report")
+    assert_jsonable(labelset.lineage, f"{what}: lineage")
+    assert_jsonable(labelset.comparison, f"{what}: comparison")

@@ -1,4 +1,4 @@
-"""The labeler kit, on a small labeler defined here (there is no built-in labeler yet)."""
+"""The labeler kit: on a small labeler defined here (it rewrites the target) and on every built-in one."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,6 +7,10 @@ from typing import Dict
 
 from framework import Dataset, Labeler, RecipeError
 from framework.testing import LabelerContract
+
+from plugins.label_active import ActiveLearning
+from plugins.label_migration import SchemaMigration
+from plugins.label_weak import WeakSupervision
 
 
 class RenameClasses(Labeler):
@@ -45,3 +49,37 @@ def test_the_small_labeler_really_relabels():
     labeled = RenameClasses().label(dataset, None)
     assert labeled.classes == ["negative", "positive"]
     assert set(labeled.frame[labeled.target]) == {"negative", "positive"}
+
+
+class TestWeakSupervisionContract(LabelerContract):
+    labeler_cls = WeakSupervision
+
+    def make_config(self):
+        return WeakSupervision.Config(functions=[
+            {"name": "large", "type": "threshold", "column": "mean radius", "op": ">=", "value": 16, "label": "malignant"},
+            {"name": "small", "type": "threshold", "column": "mean radius", "op": "<=", "value": 12, "label": "benign"},
+            {"name": "smooth", "type": "threshold", "column": "worst concave points", "op": "<", "value": 0.1, "label": "benign"},
+        ])
+
+    def invalid_config(self):
+        return WeakSupervision.Config(functions=[{"name": "x", "type": "regex", "column": "c", "pattern": "(a+)+", "label": "y"}])
+
+
+class TestActiveLearningContract(LabelerContract):
+    labeler_cls = ActiveLearning
+
+    def make_config(self):
+        return ActiveLearning.Config(strategy="entropy", batch_size=10, batches=2)
+
+    def invalid_config(self):
+        return ActiveLearning.Config(strategy="bravest")
+
+
+class TestSchemaMigrationContract(LabelerContract):
+    labeler_cls = SchemaMigration
+
+    def make_config(self):
+        return SchemaMigration.Config(migration={"merge": {"cancer": ["malignant"]}, "add": ["unclear"]})
+
+    def invalid_config(self):
+        return SchemaMigration.Config(migration={"split": {"benign": ["only_one"]}})
