@@ -49,6 +49,18 @@ def labels_frame(labels: Any, classes: list, probabilities: Any = None, sources:
     return frame
 
 
+def normalised(frame: Any) -> Any:
+    """``label`` and ``source`` as object columns with None where missing (how ids are hashed)."""
+    import pandas as pd
+
+    frame = frame.copy()
+    for column in (LABEL_COLUMN, SOURCE_COLUMN):
+        if column in frame.columns:
+            frame[column] = pd.Series([None if _missing(v) else str(v) for v in frame[column]], index=frame.index,
+                                      dtype="object")
+    return frame
+
+
 def _missing(value: Any) -> bool:
     import pandas as pd
 
@@ -65,9 +77,10 @@ def from_parquet(data: bytes, where: str) -> Any:
     import pandas as pd
 
     try:
-        return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+        frame = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
     except Exception as exc:  # pyarrow raises its own types on a bad file
         raise StoreError(f"{where}: cannot read {LABELS_FILE}: {exc}") from None
+    return normalised(frame)
 
 
 def typed_labels(frame: Any, classes: list) -> Any:

@@ -544,6 +544,7 @@ class Registry:
         lineage = jsonable_dict(lineage, f"{where} lineage")
         meta = jsonable_dict(meta, f"{where} meta")
         parent_id = self._parent_id(parent, "label")
+        frame = labels.normalised(frame)  # read back from Parquet, text is another dtype: same content
         content = tables.content_hash(tables.describe_frame(frame, f"{where} frame"), tables.row_hashes(frame, f"{where} frame"))
         vid = label_version_id(content, schema, parent_id, lineage.get("data_version"))
         existing = self._existing("label", name, vid)
