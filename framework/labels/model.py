@@ -9,10 +9,12 @@
   from the majority vote (which fixes which class is which), and a Dirichlet prior that favours
   a correct vote keeps rarely voting functions from collapsing.
 
-Why not Snorkel: its last release (0.10) pulls tensorboard, networkx and munkres into the
-environment for one matrix-completion model, and is not tested against pandas 3; this is the
-standard model in ~100 lines, tested against known-accuracy simulations
-(``tests/unit/test_labels_model.py``).
+Why not Snorkel: its last release (0.10.0) does resolve with ``constraints.txt``, but brings
+tensorboard, werkzeug, absl-py, markdown, munkres and pillow for one model. Its ``LabelModel`` ran
+here (numpy 2, pandas 3, torch 2.13) on the simulated votes of ``tests/unit/test_labels_core.py``
+(one-class functions of known accuracy, 3 seeds): 78-82% of the covered rows labeled right against
+83-84% for this model, in 3.6-37 s (500 epochs, a loaded 2-core machine) against 0.04-0.4 s. This
+is the standard model in ~100 lines, tested on those simulations.
 
 Rows no function voted on get no label (all NaN probabilities): they leave the training data,
 as Snorkel's ``filter_unlabeled_dataframe`` does.

@@ -193,3 +193,32 @@ def test_a_migration_merges_automatically_queues_a_split_and_says_how_to_compare
         split.check_classes(["sun", "fog"], "m")
     with pytest.raises(RecipeError, match=r"m.split.wet: two or more new classes"):
         Migration.parse({"split": {"wet": ["rain"]}}, "m")
+
+
+def test_a_model_function_votes_the_registered_models_class_above_its_confidence_floor(mlp_onnx):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from framework.testing.data import breast_cancer_splits
+
+    splits = breast_cancer_splits()
+    classes = list(splits.dataset.classes)
+    model = SimpleNamespace(ref="bc:0123456789ab", onnx_bytes=Path(mlp_onnx.path).read_bytes(), schema=mlp_onnx.schema,
+                            classes=list(mlp_onnx.classes), input_name=mlp_onnx.input_name, output_name=mlp_onnx.output_name)
+    asked = []
+
+    def loader(ref):
+        asked.append(ref)
+        return model
+
+    def votes(floor):
+        fns = parse_functions([{"name": "champion", "type": "model", "ref": "bc@prod", "min_confidence": floor}], "f")
+        return apply_functions(fns, splits.test, classes, loader)[:, 0]
+
+    every, sure = votes(0.0), votes(0.9999)
+    assert (every != ABSTAIN).all() and asked == ["bc@prod", "bc@prod"]
+    assert 0 < (sure != ABSTAIN).sum() < len(every) and set(sure[sure != ABSTAIN]) <= set(every)
+    truth = splits.test[splits.dataset.target].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    assert (every == truth).mean() > 0.9
+    with pytest.raises(StageError, match="no registry is available"):
+        apply_functions(parse_functions([{"name": "m", "type": "model", "ref": "bc@prod"}], "f"), splits.test, classes)

@@ -143,3 +143,21 @@ def test_feedback_is_judged_through_the_mapping():
     assert arms["champion"]["accuracy"] == 1.0 and arms["challenger"]["correct"] == 1
     assert accepted.feedback[0].label == "wet" and accepted.feedback[0].prediction == "sun"
     assert np.isclose(arms["challenger"]["accuracy"], 0.5)
+
+
+def test_with_people_as_the_annotator_one_batch_is_written_for_them_and_nothing_is_made_up(tmp_path):
+    from framework.labels.studio import StudioAnnotator
+    from framework.testing import LabelerContract
+    from plugins.label_active import ActiveLearning
+
+    class Kit(LabelerContract):
+        labeler_cls = ActiveLearning
+
+    dataset, ctx, truth = Kit().make_labeling(tmp_path)
+    ctx.annotator = StudioAnnotator(tmp_path / "people", "files", None, list(dataset.features))
+    result = ActiveLearning(ActiveLearning.Config(batch_size=15, batches=4)).label(dataset, ctx)
+    assert [f["rows"] for f in ctx.annotator.files] == [15] and ctx.annotator.answered == 0
+    assert len(result.queued) == 15 and "export" not in ctx.annotator.files[0]
+    assert (result.sources == "annotator").sum() == 0
+    tasks = json.loads((tmp_path / "people" / "01-margin" / "tasks.json").read_text())
+    assert [t["data"]["row_id"] for t in tasks] == [str(r) for r in result.queued]
