@@ -106,11 +106,12 @@ def active_learning(seeds: list[int], batch: int, start: int = 20, max_labels: i
     x, y = load_digits(return_X_y=True)
     strategies = [("margin", True), ("margin", False), ("entropy", False), ("least_confidence", False), ("random", False)]
     needed: dict[str, list] = {f"{s}{'+diverse' if d else ''}": [] for s, d in strategies}
-    full_accuracy = []
+    full_accuracy, pool = [], 0
     for seed in seeds:
         x_pool, x_test, y_pool, y_test = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=y)
         full = Learner(10, seed).fit(x_pool, y_pool).accuracy(x_test, y_test)
         full_accuracy.append(full)
+        pool = len(x_pool)
         begin = {int(i): int(y_pool[i]) for i in np.random.default_rng(seed).choice(len(x_pool), start, replace=False)}
         for strategy, diverse in strategies:
             loop = Loop(x_pool, 10, strategy, batch, diverse, seed=seed, labels=dict(begin))
@@ -122,7 +123,7 @@ def active_learning(seeds: list[int], batch: int, start: int = 20, max_labels: i
                 curve.append((len(loop.labels), loop.learner().accuracy(x_test, y_test)))
             needed[f"{strategy}{'+diverse' if diverse else ''}"].append(labels_to_reach(curve, target))
         print(f"  seed {seed}: full {full:.4f}; " + ", ".join(f"{k} {v[-1]}" for k, v in needed.items()), flush=True)
-    return {"full_accuracy": full_accuracy, "needed": needed, "pool": int(0.7 * len(x)) + 1}
+    return {"full_accuracy": full_accuracy, "needed": needed, "pool": pool}
 
 
 def migrations() -> list[dict]:

@@ -15,7 +15,8 @@ Small real datasets are in :mod:`framework.testing.data`, a small trained model 
 export in :mod:`framework.testing.models`. PLUGINS.md walks through writing a plugin.
 """
 from .component_contract import ComponentContract, assert_jsonable, make_stage_context
-from .data_contracts import DataCheckContract, DataSourceContract, LabelerContract, assert_valid_dataset
+from .data_contracts import (DataCheckContract, DataSourceContract, LabelerContract, assert_valid_dataset,
+                             assert_valid_labelset)
 from .model_contracts import (BatchPredictorContract, CompressorContract, ExporterContract, ModelContract,
                               TrainerContract, assert_valid_trained_model)
 from .monitor_contract import MonitorContract, served_window
@@ -39,5 +40,5 @@ __all__ = [
     "CONTRACTS", "BatchPredictorContract", "ComponentContract", "CompressorContract", "DataCheckContract",
     "DataSourceContract", "ExporterContract", "LabelerContract", "ModelContract", "MonitorContract",
     "SimulatedArm", "SimulationResult", "TrafficStrategyContract", "TrainerContract", "assert_jsonable",
-    "assert_valid_dataset", "assert_valid_trained_model", "make_stage_context", "served_window", "simulate_traffic",
+    "assert_valid_dataset", "assert_valid_labelset", "assert_valid_trained_model", "make_stage_context", "served_window", "simulate_traffic",
 ]
