@@ -38,6 +38,7 @@ bench: setup
 	$(PY) benchmarks/distillation.py
 	$(PY) benchmarks/privacy.py
 	$(PY) benchmarks/tune_efficiency.py
+	$(PY) benchmarks/labels.py
 
 plan: setup
 	$(PY) -m framework plan +recipe=quickstart
