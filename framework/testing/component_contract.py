@@ -182,7 +182,9 @@ class ComponentContract:
         refs = cls.registry_refs(self.make_config())
         assert isinstance(refs, Mapping)
         for field, ref in refs.items():
-            assert field in fields, f"registry_refs names '{field}', which is not a field of {cls.__name__}.Config"
+            # a field, or a path into one (``functions[2].ref``: a model a list entry names)
+            assert field.split("[")[0].split(".")[0] in fields, \
+                f"registry_refs names '{field}', which is not a field of {cls.__name__}.Config"
             assert isinstance(ref, str) and ("@" in ref or ":" in ref), f"registry_refs['{field}'] = {ref!r}: not NAME@ALIAS"
 
     def test_class_and_config_pickle(self):

@@ -161,3 +161,19 @@ def test_with_people_as_the_annotator_one_batch_is_written_for_them_and_nothing_
     assert (result.sources == "annotator").sum() == 0
     tasks = json.loads((tmp_path / "people" / "01-margin" / "tasks.json").read_text())
     assert [t["data"]["row_id"] for t in tasks] == [str(r) for r in result.queued]
+
+
+def test_a_model_labeling_function_is_checked_to_exist_before_the_run_starts(tmp_path):
+    from framework.plugins import default_components
+    from framework.run import Reporter, execute
+
+    from plugins.label_weak import WeakSupervision
+
+    config = WeakSupervision.Config(functions=[
+        {"name": "a", "type": "threshold", "column": "Cylinders", "op": ">", "value": 4, "label": "USA"},
+        {"name": "champion", "type": "model", "ref": "cars_weak@prod", "min_confidence": 0.9}])
+    assert WeakSupervision.registry_refs(config) == {"functions[1].ref": "cars_weak@prod"}
+    plan = plan_recipe(["+recipe=weak_supervision", f"store.uri={tmp_path / 'store'}", f"runs_dir={tmp_path / 'runs'}",
+                        '+label.functions=[{name: champion, type: model, ref: "cars_weak@prod"}]'])
+    with pytest.raises(RecipeError, match=r"label.functions\[0\].ref: unknown model 'cars_weak'"):
+        execute(plan, default_components(), Reporter(quiet=True))
