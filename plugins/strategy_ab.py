@@ -17,7 +17,8 @@ however often it is looked at), ``minimum_effect`` (the smallest *relative* lift
 * binary metrics: for every pair of arms, an exact e-value of H0 "equal rates" that conditions
   on outcomes: under H0 each success, and each failure, lands on arm b with the known share of
   the split (``framework.sequential.two_arm_bernoulli_log_e``: Beta mixtures scaled to the
-  minimum effect). Exact at click-through rates of 0.5% as at accuracies of 80%;
+  minimum effect, over the successes, the failures and both). Exact at click-through rates of
+  0.5% as at accuracies of 80%;
 * ``reward``: the mixture SPRT of Johari et al. on the difference of means (mixing sd = the
   minimum effect times the incumbent's mean; plug-in variances, so asymptotic);
 * alpha is Bonferroni-split over all pairs; a pair is decided once its e-value reaches
@@ -392,7 +393,7 @@ class ABStrategy(TrafficStrategy):
         f_state = (sb.seg_f, sa.seg_f + sb.seg_f)
         if f_memo[0] != f_state:
             f_memo[0], f_memo[1] = f_state, mixture.log_e(f_state[0], f_state[1], share)
-        return s_memo[1] + f_memo[1]
+        return sq.combine_two_streams(s_memo[1], f_memo[1])
 
     def _mixture(self, share: float) -> sq.BetaMixture:
         key = round(share, 12)
