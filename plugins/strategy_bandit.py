@@ -150,6 +150,7 @@ class BanditStrategy(TrafficStrategy):
         self._next_check = 0  # total_rewarded at which the promotion rule is looked at next
         self._prior_at = 0  # total_rewarded at which the empirical prior is refitted next
         self._promotion: Optional[Decision] = None  # sticky PROMOTE until applied
+        self._held: Optional[tuple[str, int, Decision]] = None  # the last HOLD (reason, pulls, decision)
         # (total_rewarded, t of the last full refresh, indices, rewards per arm then, log t) for UCBs
         self._index_cache: tuple | None = None
         self._hold_reason = f"burn-in: {cfg.min_rewards_per_arm} rewards from every arm first"
@@ -391,7 +392,12 @@ class BanditStrategy(TrafficStrategy):
             self._check()
         if self._promotion is not None:
             return self._promotion
-        return Decision(Verdict.HOLD, self._hold_reason, weights=self._allocation())
+        held = self._held
+        # the allocation reported with a HOLD is refreshed every 64 routes, not rebuilt per call
+        if held is None or held[0] != self._hold_reason or self.total_pulls - held[1] >= 64:
+            held = self._held = (self._hold_reason, self.total_pulls,
+                                 Decision(Verdict.HOLD, self._hold_reason, weights=self._allocation()))
+        return held[2]
 
     def bounds(self) -> list[sq.ConfidenceSequence]:
         """Every arm's confidence sequence on its mean reward, at alpha / arms (cached per arm)."""
