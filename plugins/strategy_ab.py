@@ -660,6 +660,7 @@ class ABStrategy(TrafficStrategy):
         return None
 
     def _breach(self, arm: str, guardrail: str, alpha_each: float, mine, theirs, what: str) -> Decision:
+        """ROLLBACK of ``arm``; a comparison spent ``alpha_each`` on two sequences, half each."""
         inc = self._incumbent
 
         def bound(cs):
@@ -678,7 +679,10 @@ class ABStrategy(TrafficStrategy):
             "samples": {a: {"requests": self._stats[a].requests, "feedback": self._stats[a].n,
                             "rewards": self._stats[a].rewards} for a in (arm, inc)},
         }
-        reason = f"guardrail {guardrail} breached by arm {arm}: {what} (confidence sequences at {alpha_each:.3g})"
+        per_sequence = alpha_each / 2 if theirs is not None else alpha_each
+        reason = (f"guardrail {guardrail} breached by arm {arm}: {what} (confidence "
+                  f"sequence{'s' if theirs is not None else ''} at {per_sequence:.3g}{' each' if theirs is not None else ''}, "
+                  f"valid at any time)")
         self.finished = f"rolled back: {reason}"
         return Decision(Verdict.ROLLBACK, reason, {a: 1.0 if a == inc else 0.0 for a in self.arms}, arm=arm,
                         evidence=evidence)
