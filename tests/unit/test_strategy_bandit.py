@@ -155,6 +155,15 @@ def test_equal_arms_are_not_promoted_under_continuous_monitoring(algorithm):
     assert promoted <= 4, promoted  # alpha 0.05 of 30 runs is 1.5; 5 or more has chance < 0.02
 
 
+def test_ucb1_at_a_click_through_rate_does_not_promote_equal_arms():
+    # regression: UCB1's bonus (~0.07) dwarfs gaps of ~0.003 at 0.5 % clicks, so it allocated
+    # almost uniformly, yet its "P(best)" promotion fired most eagerly of all (49/100 A/A runs)
+    for seed in range(8):
+        result = simulate(BanditConfig(algorithm="ucb1", reward="clicks", seed=seed), (0.005, 0.005), 20_000,
+                          env_seed=seed, batch=100)
+        assert result["promoted"] is None, (seed, result["promoted"])
+
+
 def test_burn_in_and_promotion_guard_count_rewards_not_routed_requests():
     # regression: burn-in ended after min_pulls_per_arm *routed* requests, so with late feedback
     # the bandit left burn-in, and could promote, with almost no evidence
