@@ -222,7 +222,7 @@ def two_arm_bernoulli_log_e(
     product (each request updates exactly one of them). The e-value is the average of E_s, E_f
     and E_s E_f: an average of e-processes is one, and it keeps the power of the product at high
     rates (both streams informative) without paying, at click-through rates, for a failure stream
-    that says nothing (measured: the median sample size stays 1.3-1.5x the fixed-horizon one from
+    that says nothing (measured: the median sample size stays 1.4-1.7x the fixed-horizon one from
     0.5% to 80% rates, see benchmarks/experiments.py). Exact at any rate (Lindon & Malek 2022
     condition on events the same way)."""
     s_total = successes_a + successes_b
