@@ -37,22 +37,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 __all__ = [
     "BetaMixture",
+    "ConfidenceSequence",
     "bonferroni",
+    "combine_two_streams",
     "holm",
     "log_beta",
     "normal_mixture_log_e",
     "normal_mixture_radius",
     "normal_mixture_tau2",
     "p_value",
+    "rate_ratio_bounds",
     "sample_size_two_means",
     "sample_size_two_proportions",
     "two_arm_bernoulli_log_e",
     "two_arm_mixture",
-    "ConfidenceSequence",
+    "two_mean_z_p_value",
+    "two_proportion_z_p_value",
 ]
 
 _NORMAL = NormalDist()
@@ -339,8 +343,3 @@ def two_mean_z_p_value(mean_a: float, var_a: float, n_a: float, mean_b: float, v
     if se == 0:
         return 1.0 if mean_a == mean_b else 0.0
     return math.erfc(abs(mean_a - mean_b) / se / math.sqrt(2))
-
-
-def chain(values: Iterable[float]) -> float:
-    """Sum of log e-values of consecutive segments (restarted tests multiply)."""
-    return float(sum(values))
