@@ -117,7 +117,7 @@ class BetaMixture:
     default). A prior never depends on the data it tests: it encodes where the effect is expected.
     """
 
-    __slots__ = ("priors", "log_weights", "_log_b0")
+    __slots__ = ("priors", "log_weights", "_log_b0", "_terms")
 
     def __init__(self, priors: Sequence[tuple[float, float]], weights: Sequence[float] | None = None):
         if not priors:
@@ -130,6 +130,8 @@ class BetaMixture:
         self.priors = tuple((float(a), float(b)) for a, b in priors)
         self.log_weights = tuple(_log(w / total) for w in weights)
         self._log_b0 = tuple(log_beta(a, b) for a, b in self.priors)
+        # (a, b, a + b, log weight - log B(a, b)) per prior: the hot loop of log_marginal
+        self._terms = tuple((a, b, a + b, lw - lb0) for (a, b), lw, lb0 in zip(self.priors, self.log_weights, self._log_b0))
 
     @classmethod
     def jeffreys(cls) -> "BetaMixture":
@@ -153,8 +155,12 @@ class BetaMixture:
 
     def log_marginal(self, s: float, n: float) -> float:
         """log of the prior-weighted marginal likelihood of S successes in n trials."""
-        terms = [lw + log_beta(a + s, b + n - s) - lb0 for (a, b), lw, lb0 in zip(self.priors, self.log_weights, self._log_b0)]
-        return terms[0] if len(terms) == 1 else _logsumexp(terms)
+        lg = _lgamma
+        terms = [c + lg(a + s) + lg(b + n - s) - lg(ab + n) for a, b, ab, c in self._terms]
+        if len(terms) == 1:
+            return terms[0]
+        top = max(terms)
+        return top + _log(sum([math.exp(v - top) for v in terms]))
 
     def log_e(self, s: float, n: float, p0: float) -> float:
         """log e-value of H0: p = p0 after S successes in n trials."""

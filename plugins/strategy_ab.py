@@ -68,6 +68,9 @@ MODES = ("sequential", "fixed_horizon")
 P95_EXCEEDANCE = 0.05
 #: answers between two looks of the error-rate and latency guardrails (besides every bad answer)
 GUARD_EVERY = 64
+#: feedback between two rewrites of a "no winner yet" HOLD's figures (a verdict is never delayed:
+#: the e-values are updated and compared with the threshold at every feedback)
+HOLD_REFRESH = 16
 _HASH_SPACE = 2**64
 _JEFFREYS = sq.BetaMixture.jeffreys()
 
@@ -164,6 +167,7 @@ class ABStrategy(TrafficStrategy):
         self._guard_due = False
         self._equivalence_at = 0
         self._plan_cache: tuple | None = None
+        self._held: tuple[int, Decision] | None = None  # (feedback count, the last "no winner yet" HOLD)
         self._set(_normalise(cfg.weights, self.arms) if cfg.weights else dict.fromkeys(self.arms, 1.0 / len(self.arms)))
         if cfg.mode == "fixed_horizon":
             self._planned = _planned_size(cfg, len(self.routable))
@@ -261,6 +265,7 @@ class ABStrategy(TrafficStrategy):
         for s in self._stats.values():
             s.seg_s = s.seg_f = 0
         self._pair_setup.clear()
+        self._held = None
         self.weights = {arm: float(weights.get(arm, 0.0)) for arm in self.arms}
         self._weights_view = dict(self.weights)  # shared by HOLD decisions until the next reweight
         live = [(arm, w) for arm, w in self.weights.items() if w > 0]
@@ -445,6 +450,11 @@ class ABStrategy(TrafficStrategy):
         max_log_e = self._max_log_e
         for pair in pairs:
             self._pair_log_e(pair)
+        total = sum(ns.values())
+        held = self._held
+        if held is not None and not self.equivalent and total - held[0] < HOLD_REFRESH and total < self._equivalence_at \
+                and all(max_log_e[p] < threshold for p in pairs):
+            return held[1]  # no verdict possible: the last HOLD stands (its figures refresh every HOLD_REFRESH)
         values = {a: stats[a].value(metric) for a in live}
         best = max(live, key=values.__getitem__)  # ties: the first declared
         others = [a for a in live if a != best]
@@ -461,7 +471,6 @@ class ABStrategy(TrafficStrategy):
             if breach is not None:
                 return breach
             return self._winner(best, others, pair, alpha_pair, len(pairs), live)
-        total = sum(ns.values())
         if total >= self._equivalence_at:  # a confidence sequence per pair: looked at now and then
             self._equivalence_at = total + GUARD_EVERY
             self.equivalent = self._all_equivalent(pairs)
@@ -471,10 +480,12 @@ class ABStrategy(TrafficStrategy):
                 f"no effect of {cfg.minimum_effect:.0%} or more between the arms on {metric} (every pair's confidence "
                 f"sequence on the ratio lies within 1 +- {cfg.minimum_effect:g}): stop the test, keep the incumbent", evidence)
         split = f"; alpha {alpha_pair:.3g} per pair of {len(pairs)}" if len(pairs) > 1 else ""
-        return self._hold(
+        decision = self._hold(
             f"no winner on {metric} yet: {best} {top:.4g} vs {weakest} {values[weakest]:.4g}, "
             f"e-value {evidence['statistic']:.3g} < {1 / alpha_pair:.3g} (always-valid p={evidence['p_value']:.3g}; "
             f"n={ns[best]} vs {ns[weakest]}{split}); the test may be read at any time", evidence)
+        self._held = (total, decision)
+        return decision
 
     def _winner(self, best: str, others: list[str], pair: tuple[str, str], alpha_pair: float, n_pairs: int,
                 live: list[str]) -> Decision:
