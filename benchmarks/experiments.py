@@ -17,6 +17,9 @@
    and 20% (at 80% accuracy and at 0.5% CTR), against a fixed-horizon z-test of the same alpha and
    80% power run to its planned size: the sequential test's power by 4x that size, its median
    requests, and the requests by which 80% of runs had decided (what the fixed horizon needs).
+   * on real logged clicks: the Open Bandit Dataset's uniform-random log (10,000 impressions,
+     0.38% clicks, shipped in the obp wheel) dealt at random to two identical arms, the strategy
+     replayed on it (``--real-log-runs`` runs), as the issue measured the strategies before.
 3. **Bandit regret** at CTR 0.5% over three arms (0.4% / 0.5% / 0.6%): each algorithm against a
    uniform split and the oracle (always the best arm: regret 0), rewards in batches of 100.
 
@@ -349,6 +352,29 @@ def power_ab(rng, rate: float, effect: float, seeds: int, looks: int = 400) -> d
 
 
 # ---------------------------------------------------------------------------------------------
+# A/A on real logged clicks: the Open Bandit Dataset's uniform log split into two identical arms
+# ---------------------------------------------------------------------------------------------
+def aa_real_log(make, runs: int) -> tuple[int, int]:
+    """Each run shuffles the 10,000 logged impressions (0.38% clicks) and deals them at random to
+    two arms, so both arms have exactly the same click distribution; the strategy is replayed on
+    that uniform two-arm log (framework.offline_eval). (false promotions, runs)"""
+    import pandas as pd
+
+    from framework.offline_eval import evaluate, log_from_frame, read_log
+
+    clicks = np.asarray(read_log("obd:random").reward)
+    false = 0
+    for run in range(runs):
+        rng = np.random.default_rng(10_000 + run)
+        order = rng.permutation(len(clicks))
+        frame = pd.DataFrame({"arm": np.where(rng.random(len(clicks)) < 0.5, "a", "b"),
+                              "reward": clicks[order], "propensity": 0.5})
+        report = evaluate(lambda arms, run=run: make(arms, run), log_from_frame(frame), ["replay"])
+        false += any(d["verdict"] in ("promote", "rollback") for d in report.decisions)
+    return false, runs
+
+
+# ---------------------------------------------------------------------------------------------
 def binomial_tail(k: int, n: int, p: float) -> float:
     from scipy.stats import binom
 
@@ -361,6 +387,10 @@ def main() -> int:
     parser.add_argument("--cross-seeds", type=int, default=100)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--real-log-runs", type=int, default=100,
+                        help="A/A runs on the Open Bandit Dataset's real clicks (needs obp; 0: skip)")
+    parser.add_argument("--sections", default="aa,real-log,power,regret",
+                        help="comma-separated: aa (simulated A/A), real-log, power, regret")
     args = parser.parse_args()
     started = time.perf_counter()
     self_check()
@@ -374,8 +404,9 @@ def main() -> int:
         ok &= tail >= 0.001 or "z-test" in how
         rows.append(f"| {strategy} | {regime} | {how} | {false}/{runs} = {false / runs:.3f} | {tail:.2g} | {note} |")
 
+    sections = set(args.sections.split(","))
     with ProcessPoolExecutor(args.workers) as pool:
-        real = {
+        real = {} if "aa" not in sections else {
             "ab": (4000, "2 arms, 4,000 requests, 1% errors on both (error-rate guardrail on)"),
             "canary": (6000, "steps 5/25/50/100%, windows of 500; both arms at 1% errors = error_rate_max, accuracy gate at 0"),
             **{a: (4000, "2 arms, 4,000 requests") for a in ALGORITHMS},
@@ -390,18 +421,58 @@ def main() -> int:
             extra = f"; canary promoted {right}" if kind == "canary" else ""
             row(name, "accuracy 80%", "real class", false, len(results), f"{note}{extra} ({time.perf_counter() - t0:.0f} s)")
         # the real bandit class at CTR 0.5%, shorter runs (a cross-check of the vectorised rule)
-        for algorithm in ALGORITHMS:
+        for algorithm in ALGORITHMS if "aa" in sections else ():
             t0 = time.perf_counter()
             results = run_real(pool, algorithm, args.cross_seeds, 20_000, 200, 0.005, args.workers)
             false = sum(v in ("promote", "rollback") for v, _ in results)
             row(f"bandit ({algorithm})", "CTR 0.5%", "real class", false, len(results),
                 f"2 arms, 20,000 requests, rewards in batches of 200 ({time.perf_counter() - t0:.0f} s)")
-        t0 = time.perf_counter()
-        results = run_real(pool, "ab", args.cross_seeds, 40_000, 200, 0.005, args.workers)
-        row("ab", "CTR 0.5%", "real class", sum(v in ("promote", "rollback") for v, _ in results), len(results),
-            f"metric clicks, 40,000 requests ({time.perf_counter() - t0:.0f} s)")
+        if "aa" in sections:
+            t0 = time.perf_counter()
+            results = run_real(pool, "ab", args.cross_seeds, 40_000, 200, 0.005, args.workers)
+            row("ab", "CTR 0.5%", "real class", sum(v in ("promote", "rollback") for v, _ in results), len(results),
+                f"metric clicks, 40,000 requests ({time.perf_counter() - t0:.0f} s)")
+
+    if args.real_log_runs and "real-log" in sections:
+        import importlib.util
+
+        if importlib.util.find_spec("obp") is None:
+            print("(obp not installed: the A/A on real logged clicks is skipped)")
+        else:
+            for algorithm in ALGORITHMS:
+                t0 = time.perf_counter()
+                false, runs = aa_real_log(lambda arms, run, a=algorithm: BanditStrategy(
+                    BanditConfig(algorithm=a, reward="clicks", seed=run), arms), args.real_log_runs)
+                row(f"bandit ({algorithm})", "real clicks 0.38%", "replay of the OBD uniform log", false, runs,
+                    f"10,000 logged impressions dealt to 2 identical arms ({time.perf_counter() - t0:.0f} s)")
+            t0 = time.perf_counter()
+            false, runs = aa_real_log(lambda arms, run: ABStrategy(ABConfig(metric="clicks", auto_promote=True,
+                                                                            seed=run), arms), args.real_log_runs)
+            row("ab", "real clicks 0.38%", "replay of the OBD uniform log", false, runs,
+                f"metric clicks, the same logs ({time.perf_counter() - t0:.0f} s)")
 
     t0 = time.perf_counter()
+    if "aa" in sections:
+        vectorised_aa(rng, args, row)
+    vector_time = time.perf_counter() - t0
+
+    if rows:
+        print(f"# Anytime-valid experiments (alpha {ALPHA}, decision after every batch of feedback)\n")
+        print("## A/A: false promotions (canary: false rollbacks)\n")
+        print("| strategy | regime | how | false decisions | binomial p vs alpha | setup |")
+        print("|---|---|---|---:|---:|---|")
+        print("\n".join(rows))
+        print(f"\n(vectorised rules: {vector_time:.0f} s)\n")
+    if "power" in sections:
+        print_power(rng, args)
+    if "regret" in sections:
+        print_regret()
+    print(f"\n{'PASS' if ok else 'FAIL'}: every A/A false-decision rate compatible with alpha {ALPHA} "
+          f"(one-sided binomial p >= 0.001) ({time.perf_counter() - started:.0f} s)")
+    return 0 if ok else 1
+
+
+def vectorised_aa(rng, args, row) -> None:
     sequential, naive = aa_ab_counts(rng, args.seeds, 0.005, 2_000_000, 10_000)
     row("ab", "CTR 0.5%", "rule on counts", int(sequential.sum()), args.seeds, "2,000,000 requests, a look every 10,000")
     row("ab, before", "CTR 0.5%", "z-test repeated at every look", int(naive.sum()), args.seeds, "the same runs: peeking")
@@ -417,15 +488,9 @@ def main() -> int:
                                     0.005, 400_000, 2000)
         row(f"bandit ({algorithm})", "CTR 0.5%", "rule on counts", int(promoted.sum()), len(promoted),
             "2 arms, 400,000 requests, rewards in batches of 2,000")
-    vector_time = time.perf_counter() - t0
 
-    print(f"# Anytime-valid experiments (alpha {ALPHA}, decision after every batch of feedback)\n")
-    print("## A/A: false promotions (canary: false rollbacks)\n")
-    print("| strategy | regime | how | false decisions | binomial p vs alpha | setup |")
-    print("|---|---|---|---:|---:|---|")
-    print("\n".join(rows))
-    print(f"\n(vectorised rules: {vector_time:.0f} s)\n")
 
+def print_power(rng, args) -> None:
     print("## Power of the A/B test: requests (both arms) until a correct decision\n")
     print("| baseline | relative effect | fixed horizon: planned requests | its power | sequential: power by 4x | median | 80% decided by | mean (capped) | 80%-point / fixed | wrong |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -438,6 +503,8 @@ def main() -> int:
             print(f"| {'accuracy' if rate > 0.5 else 'CTR'} {rate:g} | {effect:.0%} | {r['fixed_total']:,} | {r['fixed_power']:.3f} "
                   f"| {r['power']:.3f} | {r['median']:,.0f} | {r['p80']:,.0f} | {r['mean_capped']:,.0f} | {ratio:.2f}x | {r['wrong']} |")
 
+
+def print_regret() -> None:
     print("\n## Bandit regret at CTR 0.5%: three arms 0.4% / 0.5% / 0.6%, 100,000 requests, rewards in batches of 100\n")
     means = (0.004, 0.005, 0.006)
     seeds = 10
@@ -454,10 +521,6 @@ def main() -> int:
               f"| {statistics.mean(r['best_share'] for r in runs):.3f} | {len(promoted)}/{seeds}, {sum(a == 'arm2' for _, a in promoted)} |")
     print(f"| uniform | {u:.1f} ± {statistics.stdev(uniform):.1f} | 1.00 | 0.333 | - |")
     print("| oracle (always arm2) | 0.0 | 0.00 | 1.000 | - |")
-
-    print(f"\n{'PASS' if ok else 'FAIL'}: every A/A false-decision rate compatible with alpha {ALPHA} "
-          f"(one-sided binomial p >= 0.001) ({time.perf_counter() - started:.0f} s)")
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":
