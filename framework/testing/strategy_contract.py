@@ -41,7 +41,8 @@ What the suite checks, beyond the types of :class:`framework.components.TrafficS
   end in a false verdict (``aa_false_verdicts()``: PROMOTE or ROLLBACK by default) is compatible
   with the alpha the strategy declares (``declared_alpha()``: ``config.alpha`` or
   ``config.gates.alpha``): the run fails when a one-sided binomial test at 0.001 says the true
-  rate is above alpha. A strategy that declares no alpha must take no such verdict at all.
+  rate is above alpha. A strategy that declares no alpha passes if it takes no such verdict
+  (single, shadow), and is skipped with a message if it does (there is no rate to hold it to).
 
 Optional hooks of the subclass: ``invalid_config()``, ``behaviours()`` (how each simulated arm
 behaves), ``predict(arm, label, correct)`` and ``make_feedback(...)`` (what answers and feedback
@@ -508,8 +509,11 @@ class TrafficStrategyContract:
                 false += 1
                 seen.append(result.final.reason)
         if alpha is None:
-            assert false == 0, f"no alpha declared, yet equal arms got verdicts: {seen[:2]}"
-            return
+            if false:  # nothing to hold the rate to: say so rather than fail a plugin's CI
+                pytest.skip(f"{self.strategy_cls.__name__} declares no alpha (config.alpha or config.gates.alpha), yet "
+                            f"{false}/{seeds} A/A runs ended in a verdict between equal arms, e.g. {seen[0]!r}: declare "
+                            "the error rate it keeps under continuous monitoring to have it checked")
+            return  # never decides between equal arms: nothing to check
         tail = _binomial_upper_tail(false, seeds, alpha)
         assert tail >= 0.001, (
             f"{false}/{seeds} A/A runs ended in a false verdict under continuous monitoring, above the declared "
