@@ -30,7 +30,9 @@ chance of rolling back a challenger that meets every gate) is split evenly over 
   are, i.e. p99 <= max): counters only, no sorting per request;
 * ``accuracy_delta_min``: ROLLBACK once the challenger's upper accuracy bound minus the champion's
   lower one falls below ``accuracy_delta_min`` (each bound at half the gate's alpha; the champion's
-  labelled answers since the rollout began).
+  labelled answers since the rollout began);
+* ``reward_delta_min`` (a business metric from ``Feedback.reward``: revenue, clicks): the same on
+  the mean reward, with Gaussian-mixture confidence sequences (Johari et al.; plug-in variance).
 
 A window that passes every gate moves to the next step; passing the last one PROMOTES: a canary
 promotes on *no evidence of harm* at the declared tolerances (its power grows with the window
@@ -74,7 +76,11 @@ class Gates:
     p99_latency_ms_max: Optional[float] = None
     #: smallest accepted challenger accuracy minus champion accuracy (None: no accuracy gate)
     accuracy_delta_min: Optional[float] = None
-    #: labelled answers per arm a window needs before the accuracy gate can judge it
+    #: smallest accepted challenger mean Feedback.reward minus the champion's (a business metric
+    #: from feedback: revenue, clicks...); None: no reward gate
+    reward_delta_min: Optional[float] = None
+    #: labelled answers per arm a window needs before the accuracy gate can judge it (rewards per
+    #: arm before the reward gate can)
     min_feedback: int = 30
     #: chance of rolling back a challenger that meets every gate, over the whole rollout (split
     #: evenly over the active gates)
@@ -99,11 +105,18 @@ class CanaryConfig:
 class _Counts:
     """One arm's counters (cumulative, or one window's)."""
 
-    __slots__ = ("requests", "errors", "slow", "latencies", "labelled", "correct")
+    __slots__ = ("requests", "errors", "slow", "latencies", "labelled", "correct", "rewards", "r_mean", "r_m2")
 
     def __init__(self) -> None:
-        self.requests = self.errors = self.slow = self.labelled = self.correct = 0
+        self.requests = self.errors = self.slow = self.labelled = self.correct = self.rewards = 0
+        self.r_mean = self.r_m2 = 0.0  # Welford mean / squared deviations of Feedback.reward
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+
+    def add_reward(self, reward: float) -> None:
+        self.rewards += 1
+        delta = reward - self.r_mean
+        self.r_mean += delta / self.rewards
+        self.r_m2 += delta * (reward - self.r_mean)
 
     def summary(self) -> dict:
         lat = sorted(self.latencies)
@@ -114,6 +127,8 @@ class _Counts:
             "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99)},
             "labelled": self.labelled,
             "accuracy": (self.correct / self.labelled) if self.labelled else None,
+            "rewards": self.rewards,
+            "reward_mean": self.r_mean if self.rewards else None,
         }
 
 
@@ -135,8 +150,10 @@ class CanaryStrategy(TrafficStrategy):
         self.window = 0
         self._look_due = False
         self._labels_since_look = 0
-        gates = [g for g, on in (("error_rate", True), ("latency", self.config.gates.p99_latency_ms_max is not None),
-                                 ("accuracy", self.config.gates.accuracy_delta_min is not None)) if on]
+        g = self.config.gates
+        gates = [name for name, on in (("error_rate", True), ("latency", g.p99_latency_ms_max is not None),
+                                       ("accuracy", g.accuracy_delta_min is not None),
+                                       ("reward", g.reward_delta_min is not None)) if on]
         self._alpha_gate = sq.bonferroni(self.config.gates.alpha, len(gates))
         # mixtures placed where harm lies, a few times the tolerated rate: more power than a flat one
         self._error_mixture = _rate_mixture(self.config.gates.error_rate_max)
@@ -168,6 +185,8 @@ class CanaryStrategy(TrafficStrategy):
             raise RecipeError(f"{key}.gates.p99_latency_ms_max: milliseconds > 0, got {g.p99_latency_ms_max}")
         if g.accuracy_delta_min is not None and not -1.0 <= g.accuracy_delta_min <= 1.0:
             raise RecipeError(f"{key}.gates.accuracy_delta_min: an accuracy difference in [-1, 1], got {g.accuracy_delta_min}")
+        if g.reward_delta_min is not None and not math.isfinite(g.reward_delta_min):
+            raise RecipeError(f"{key}.gates.reward_delta_min: a finite reward difference, got {g.reward_delta_min}")
         if g.min_feedback < 1:
             raise RecipeError(f"{key}.gates.min_feedback: must be >= 1, got {g.min_feedback}")
         if not 0.0 < g.alpha < 0.5:
@@ -245,13 +264,20 @@ class CanaryStrategy(TrafficStrategy):
 
     def feedback(self, feedback: Feedback) -> None:
         total = self._total.get(feedback.arm)
-        if total is None or feedback.label is None or feedback.prediction is None:
+        if total is None:
             return
-        correct = _same(feedback.label, feedback.prediction)
         counts = (total, self._rollout[feedback.arm], self._win[feedback.arm]) if self.finished is None else (total,)
-        for c in counts:
-            c.labelled += 1
-            c.correct += correct
+        reward = _finite(feedback.reward) if self.config.gates.reward_delta_min is not None else None
+        if reward is not None:
+            for c in counts:
+                c.add_reward(reward)
+        if feedback.label is not None and feedback.prediction is not None:
+            correct = _same(feedback.label, feedback.prediction)
+            for c in counts:
+                c.labelled += 1
+                c.correct += correct
+        elif reward is None:
+            return
         self._labels_since_look += 1
         if self._labels_since_look >= ACCURACY_LOOK_EVERY:
             self._look_due = True
@@ -319,7 +345,7 @@ class CanaryStrategy(TrafficStrategy):
         if accuracy:
             self._labels_since_look = 0
         for gate in self._gates:
-            if gate == "accuracy" and not accuracy:
+            if gate in ("accuracy", "reward") and not accuracy:  # looked at per batch of feedback
                 continue
             failure = getattr(self, f"_{gate}_gate")()
             if failure:
@@ -332,6 +358,8 @@ class CanaryStrategy(TrafficStrategy):
         out = {"error_rate": self._error_mixture.bounds(ch.errors, ch.requests, a).as_list()}
         if "latency" in self._gates:
             out["slow_share"] = self._slow_mixture.bounds(ch.slow, ch.requests - ch.errors, a).as_list()
+        if "reward" in self._gates:
+            out["reward"] = {arm: list(self._reward_bounds(self._rollout[arm], a / 2)) for arm in (self.challenger, self.champion)}
         if "accuracy" in self._gates:
             out["accuracy"] = {
                 self.challenger: _BOUNDS.bounds(ch.correct, ch.labelled, a / 2).as_list(),
@@ -355,7 +383,8 @@ class CanaryStrategy(TrafficStrategy):
             "alpha_total": self.config.gates.alpha,
             "minimum_effect": {"error_rate_max": self.config.gates.error_rate_max,
                                "p99_latency_ms_max": self.config.gates.p99_latency_ms_max,
-                               "accuracy_delta_min": self.config.gates.accuracy_delta_min},
+                               "accuracy_delta_min": self.config.gates.accuracy_delta_min,
+                               "reward_delta_min": self.config.gates.reward_delta_min},
             "windows": self.window,
         }
 
@@ -387,6 +416,32 @@ class CanaryStrategy(TrafficStrategy):
             f"{ch.slow} answers slower than {g.p99_latency_ms_max:g} ms, at least {cs.lower:.3f} of them > "
             f"{P99_EXCEEDANCE:g} (confidence sequence at alpha {self._alpha_gate:g})",
             self._gate_evidence("latency"),
+        )
+
+    def _reward_bounds(self, c: _Counts, alpha: float) -> tuple[float, float]:
+        """Gaussian-mixture confidence sequence on an arm's mean reward (Johari et al.; plug-in
+        variance, mixing sd = the gate's tolerance, or the spread when it is 0)."""
+        if c.rewards < 2:
+            return (-math.inf, math.inf)
+        var = c.r_m2 / (c.rewards - 1)
+        scale = abs(self.config.gates.reward_delta_min or 0.0) or math.sqrt(var) or 1.0
+        radius = sq.normal_mixture_radius(var / c.rewards, sq.normal_mixture_tau2(scale), alpha)
+        return c.r_mean - radius, c.r_mean + radius
+
+    def _reward_gate(self) -> tuple[str, dict] | None:
+        g = self.config.gates
+        ch, ref = self._rollout[self.challenger], self._rollout[self.champion]
+        if ch.rewards < g.min_feedback or ref.rewards < g.min_feedback:
+            return None
+        _, ch_hi = self._reward_bounds(ch, self._alpha_gate / 2)
+        ref_lo, _ = self._reward_bounds(ref, self._alpha_gate / 2)
+        if ch_hi - ref_lo >= g.reward_delta_min:
+            return None
+        return (
+            f"reward_delta {ch.r_mean - ref.r_mean:+.4g} < {g.reward_delta_min:+g} (challenger mean reward {ch.r_mean:.4g} "
+            f"on {ch.rewards} vs champion {ref.r_mean:.4g} on {ref.rewards} since the rollout began; {self._where()}): at most "
+            f"{ch_hi - ref_lo:+.4g} (confidence sequences at alpha {self._alpha_gate / 2:g} each)",
+            self._gate_evidence("reward"),
         )
 
     def _accuracy_gate(self) -> tuple[str, dict] | None:
@@ -470,6 +525,7 @@ class CanaryStrategy(TrafficStrategy):
                 "error_rate_max": self.config.gates.error_rate_max,
                 "p99_latency_ms_max": self.config.gates.p99_latency_ms_max,
                 "accuracy_delta_min": self.config.gates.accuracy_delta_min,
+                "reward_delta_min": self.config.gates.reward_delta_min,
                 "alpha": self.config.gates.alpha,
                 "alpha_per_gate": self._alpha_gate,
                 "bounds": self._bounds(),
@@ -477,6 +533,16 @@ class CanaryStrategy(TrafficStrategy):
             "history": list(self.history),
             "finished": self.finished,
         }
+
+
+def _finite(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 def _rate_mixture(limit: float) -> sq.BetaMixture:

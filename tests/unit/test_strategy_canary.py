@@ -253,3 +253,19 @@ def test_no_ray_or_scipy_import():
     code = "import sys, plugins.strategy_canary; print('ray' in sys.modules, 'scipy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_reward_gate_rolls_back_a_challenger_that_earns_less():
+    # a business metric beside the model metrics: the challenger is as accurate and as healthy,
+    # but its answers earn 20% less revenue per request
+    gates = Gates(reward_delta_min=-0.05, min_feedback=30)
+    poorer = {"champion": SimulatedArm(reward_mean=1.0, reward_sd=0.3), "challenger": SimulatedArm(reward_mean=0.8, reward_sd=0.3)}
+    s, result = rollout(4, poorer, gates=gates)
+    d = result.final
+    assert d.verdict is Verdict.ROLLBACK and d.reason.startswith("reward_delta -0.")
+    assert d.evidence["gate"] == "reward" and set(d.evidence["bound"]["reward"]) == {"champion", "challenger"}
+    same = {arm: SimulatedArm(reward_mean=1.0, reward_sd=0.3) for arm in ARMS}
+    _, result = rollout(4, same, gates=gates)
+    assert result.final.verdict is Verdict.PROMOTE
+    with pytest.raises(RecipeError, match=r"strategy\.gates\.reward_delta_min"):
+        CanaryStrategy.check_config(CanaryConfig(gates=Gates(reward_delta_min=float("nan"))), "strategy")
