@@ -135,8 +135,8 @@ def read_log(
 
     Columns are found by name (``arm``/``action``/``item_id``, ``reward``/``click``,
     ``propensity``/``propensity_score``) unless given. ``arms``: keep only rows whose logged arm is
-    one of these (for a uniform log the rows left are still uniform over them: replay stays
-    unbiased; propensities are renormalised to the kept arms only if they were uniform)."""
+    one of these (only for a uniform log: the rows left are still uniform over them, so replay
+    stays unbiased; a log with varying propensities is refused)."""
     import pandas as pd
 
     text = str(location)
@@ -196,13 +196,15 @@ def log_from_frame(
             raise RecipeError(f"arms={','.join(wanted)}: {', '.join(missing)} never logged (logged arms: {', '.join(all_arms[:30])})")
         keep = [i for i, a in enumerate(logged) if a in set(wanted)]
         was_uniform = props is None or all(abs(p * len(all_arms) - 1.0) < 1e-6 for p in props)
+        if not was_uniform:
+            # the rows left would need the logging policy's whole distribution to be reweighted
+            raise RecipeError(f"arms={','.join(wanted)}: only a uniformly random log can be restricted to some arms "
+                              "(this one's propensities vary); evaluate on every arm with ips, snips or dr")
         logged = [logged[i] for i in keep]
         rewards = [rewards[i] for i in keep]
         ids = [ids[i] for i in keep]
-        if props is not None:
-            # a uniform log restricted to some arms is uniform over them; other propensities
-            # would need the logging policy's full distribution to renormalise: refuse to guess
-            props = [1.0 / len(wanted)] * len(keep) if was_uniform else None
+        if props is not None:  # a uniform log restricted to some arms is uniform over them
+            props = [1.0 / len(wanted)] * len(keep)
         all_arms = wanted
     if any(not math.isfinite(r) for r in rewards):
         raise RecipeError(f"the log's {reward_col} column has missing or infinite values")

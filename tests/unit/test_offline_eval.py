@@ -67,6 +67,8 @@ def test_ips_snips_dr_of_a_fixed_arm_on_a_skewed_log_are_unbiased():
     assert report.estimates["ips"].effective_n < 0.2 * len(log)
     with pytest.raises(RecipeError, match="uniformly random"):
         evaluate(fixed_arm("a2"), log, ["replay"])
+    with pytest.raises(RecipeError, match="only a uniformly random log can be restricted"):
+        log_from_frame(skewed_log(means, probs, 1000), arms=["a0", "a2"])
 
 
 def test_a_learning_bandit_beats_uniform_in_replay():
