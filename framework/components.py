@@ -552,12 +552,17 @@ class Verdict(str, enum.Enum):
 @dataclass(frozen=True)
 class Decision:
     """A strategy's verdict. ``arm``: for PROMOTE the arm that becomes the incumbent (its model
-    version gets the ``prod`` alias), for ROLLBACK the arm traffic is taken away from."""
+    version gets the ``prod`` alias), for ROLLBACK the arm traffic is taken away from.
+
+    ``evidence``: what the verdict rests on, JSON-able, copied into the host's event: by
+    convention ``method``, ``statistic`` (e.g. an e-value), ``p_value`` (always-valid),
+    ``bound`` (a confidence sequence), ``samples`` (per arm), ``alpha`` and ``minimum_effect``."""
 
     verdict: Verdict
     reason: str = ""
     weights: Mapping[str, float] | None = None
     arm: str | None = None
+    evidence: Mapping[str, Any] | None = None
 
 
 class TrafficStrategy(Component):
