@@ -631,7 +631,8 @@ class TrafficStrategy(Component):
 
     def routed(self, request: RouteRequest, route: Route) -> None:
         """``route`` was served for ``request``: count it, remember a ranking's teams ... (default:
-        nothing). Not called by offline evaluation, which only asks ``choose``."""
+        nothing). Offline evaluation asks ``choose`` for every logged request and calls this only
+        for the ones whose logged arm is the arm chosen (the rows replay keeps), as serving would."""
 
     def reopen(self) -> None:
         """Undo an applied verdict: routing goes back to ``choose`` (an operator's reweight or
