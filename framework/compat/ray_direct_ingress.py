@@ -17,9 +17,15 @@ ingress. What it relies on, all read by Ray when a process imports ``ray.serve._
   floored to it + 5 s) so that an external load balancer can deregister it. Our balancer health
   checks every 0.5 s and retries refused connections, so 1 s is enough; 30 s made every stop
   (a Ctrl-C, a test's app removal) take over half a minute.
+* Ray starts replicas with the controller's ``runtime_env``, so every ingress replica of this
+  Serve instance would inherit the flag: a replica that must not listen (ingress "proxy", a
+  plain Serve app of the benchmarks) gets ``RAY_SERVE_ENABLE_DIRECT_INGRESS=0`` explicitly.
 * ``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0`` in the replica: Serve then runs our handler on
   the same event loop as the replica's HTTP server instead of hopping to a second thread's loop
-  and back for every request (measured ≈ 0.1 ms per request here); our handler never blocks.
+  and back for every request (measured ≈ 0.1-0.2 ms per request here); our handler never
+  blocks. Not when the deployment autoscales: the autoscaler samples the requests in flight on
+  that loop, and a handler that runs start to finish without yielding is never seen in flight,
+  so the replica would always report 0 and never scale up.
 * a direct-ingress replica creates its listening socket without ``SO_REUSEADDR``
   (``ray.serve._private.http_util.start_asgi_http_server``; uvicorn sets it on sockets it makes
   itself), so after the replica goes, every connection it had keeps its port unbindable for the
@@ -49,12 +55,15 @@ CONTROLLER_ENV = {
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(MIN_DRAINING_PERIOD_S),
 }
-#: a direct-ingress replica's environment: it listens on its own port, our handler on its loop
+#: a direct-ingress replica's environment: it listens on its own port (with SO_REUSEADDR)
 REPLICA_ENV = {
     **CONTROLLER_ENV,
-    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": f"{__name__}:replica_server_setup",
 }
+#: ... and runs our handler on its server's event loop (not when autoscaling: see above)
+SAME_LOOP_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+#: a replica of this Serve instance that must not listen on a port of its own
+NOT_DIRECT_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
 #: Ray's dataplane health check on a replica's own port: 503 once the replica drains
 REPLICA_HEALTH_PATH = "/-/healthz"
 
@@ -72,10 +81,12 @@ def controller_options() -> dict:
     return {"runtime_env": {"env_vars": dict(CONTROLLER_ENV)}}
 
 
-def replica_runtime_env(runtime_env: dict | None = None) -> dict:
-    """``runtime_env`` for an ingress deployment whose replicas listen on their own port."""
+def replica_runtime_env(runtime_env: dict | None = None, *, direct: bool = True, same_loop: bool = True) -> dict:
+    """``runtime_env`` for an ingress deployment: ``direct`` replicas listen on their own port
+    (``same_loop``: our handler on that server's loop), the others do not."""
     env = dict(runtime_env or {})
-    env["env_vars"] = {**env.get("env_vars", {}), **REPLICA_ENV}
+    flags = {**REPLICA_ENV, **(SAME_LOOP_ENV if same_loop else {})} if direct else NOT_DIRECT_ENV
+    env["env_vars"] = {**env.get("env_vars", {}), **flags}
     return env
 
 

@@ -115,6 +115,10 @@ class Balancer:
         self._process: subprocess.Popen | None = None
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -229,6 +233,20 @@ class Balancer:
         except OSError:
             text = ""
         return text[-800:] or "no output"
+
+    def requests_per_target(self) -> dict[tuple[str, int], int]:
+        """Requests HAProxy sent to each current target so far (its per-server ``lbtot``)."""
+        answer = self._send("show stat")
+        header = answer.lstrip("# ").splitlines()[0].split(",")
+        lbtot, svname, pxname = header.index("lbtot"), header.index("svname"), header.index("pxname")
+        counts = {}
+        for line in answer.splitlines()[1:]:
+            fields = line.split(",")
+            if len(fields) > lbtot and fields[pxname] == "replicas" and fields[svname].startswith("replica"):
+                number = int(fields[svname][len("replica"):])
+                if number in self._slots:
+                    counts[self._slots[number]] = int(fields[lbtot] or 0)
+        return counts
 
     def server_states(self) -> dict[str, str]:
         """Slot -> "host:port state" as HAProxy sees it (for tests and ``-/balancer``-style checks)."""

@@ -55,16 +55,19 @@ def validate_ingress(ingress: str, balancer_port: int, where: str = "") -> None:
 
 
 def deployment_options(ingress: str, options: Mapping[str, Any]) -> dict:
-    """The ingress deployment's ``.options(...)`` for ``ingress``: a direct one listens on its own
-    port, runs our handler on its server's loop, and writes no per-request access log line (every
-    served row is in the records already; Ray's access log is a formatted, flushed line per request)."""
+    """The ingress deployment's ``.options(...)`` for ``ingress``. A direct one listens on its own
+    port, runs our handler on that server's loop unless it autoscales (compat/ray_direct_ingress.py
+    says why) and writes no per-request access log line (every served row is in the records
+    already; Ray's access log is a formatted, flushed line per request). A proxy one is told not
+    to listen: it would inherit the flag from the Serve controller."""
     options = dict(options)
-    if ingress != "direct":
-        return options
     actor = dict(options.get("ray_actor_options") or {})
-    actor["runtime_env"] = replica_runtime_env(actor.get("runtime_env"))
+    actor["runtime_env"] = replica_runtime_env(
+        actor.get("runtime_env"), direct=ingress == "direct", same_loop="autoscaling_config" not in options
+    )
     options["ray_actor_options"] = actor
-    options["logging_config"] = {"enable_access_log": False}
+    if ingress == "direct":
+        options["logging_config"] = {"enable_access_log": False}
     return options
 
 

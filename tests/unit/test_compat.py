@@ -91,9 +91,9 @@ def test_direct_ingress_is_still_off_by_default_with_a_30_s_drain():
 
 
 def test_the_direct_ingress_flags_we_set_are_still_read():
-    from framework.compat.ray_direct_ingress import MIN_DRAINING_PERIOD_S, REPLICA_ENV
+    from framework.compat.ray_direct_ingress import MIN_DRAINING_PERIOD_S, replica_runtime_env
 
-    found = _serve_constants(REPLICA_ENV, [
+    found = _serve_constants(replica_runtime_env()["env_vars"], [
         "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH",
     ])
@@ -103,6 +103,11 @@ def test_the_direct_ingress_flags_we_set_are_still_read():
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": False,
         "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "framework.compat.ray_direct_ingress:replica_server_setup",
     }
+    autoscaled = _serve_constants(replica_runtime_env(same_loop=False)["env_vars"],
+                                  ["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"])
+    assert autoscaled["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] is True
+    off = _serve_constants(replica_runtime_env(direct=False)["env_vars"], ["RAY_SERVE_ENABLE_DIRECT_INGRESS"])
+    assert off["RAY_SERVE_ENABLE_DIRECT_INGRESS"] is False
 
 
 def test_the_controller_takes_our_env_vars_and_lists_replica_ports():
