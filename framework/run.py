@@ -222,14 +222,16 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
     write_json(run_dir / "summary.json", summary)
     result = RunResult(run_dir, status, results, summary, state)
     reporter.summary(result)
+    kept_serving = False
     try:
         components.hooks.run_finished(str(run_dir), summary)
         keep = plan.recipe.serve.keep_serving if keep_serving is None else keep_serving
         if state.app is not None and failure is None and keep:
+            kept_serving = True
             _serve_until_interrupted(state.app, reporter)
     finally:
         if state.app is not None:
-            _stop_serving(state.app, ray_local)
+            _stop_serving(state.app, with_ray=ray_local and kept_serving)
         logging.getLogger("framework").removeHandler(handler)
         handler.close()
     if failure is not None:
@@ -237,10 +239,11 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
     return result
 
 
-def _stop_serving(app: Any, ray_local: bool) -> None:
-    """Remove the app; a Ray this process started goes down with it, at once: deleting the app
-    first would only wait on Serve's graceful stop of replicas that die with Ray anyway."""
-    if ray_local:
+def _stop_serving(app: Any, with_ray: bool) -> None:
+    """Remove the app. ``with_ray`` (serving until Ctrl-C on a Ray this run started): Ray goes down
+    with it, at once; deleting the app first would only wait on Serve's graceful stop of replicas
+    that die with Ray anyway."""
+    if with_ray:
         from .engine import stop_ray
         from .serving.ingress_modes import stop as stop_following
 
