@@ -37,6 +37,9 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.005
 SHUTDOWN_WAIT_LOOP_S = 0.2
 #: and waits at most this long for them (requests here take milliseconds)
 SHUTDOWN_TIMEOUT_S = 5.0
+#: Serve checks each replica this often (its default: 10 s): a dead replica is replaced, and a
+#: lone one's URL answers again, seconds sooner
+HEALTH_CHECK_PERIOD_S = 2.0
 
 
 def deploy(
@@ -135,6 +138,7 @@ def deploy(
     common = {
         "ray_actor_options": {"num_cpus": num_cpus}, "max_constructor_retry_count": 2,
         "graceful_shutdown_wait_loop_s": SHUTDOWN_WAIT_LOOP_S, "graceful_shutdown_timeout_s": SHUTDOWN_TIMEOUT_S,
+        "health_check_period_s": HEALTH_CHECK_PERIOD_S,
     }
     extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory), "batching": batching}
     # Ray refuses num_replicas next to autoscaling_config: one or the other.
