@@ -365,8 +365,9 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
         raise RecipeError(f"serve.placement: must be 'ingress' or 'deployment', got '{serve.placement}'")
     if not 0 < serve.port < 65536:
         raise RecipeError(f"serve.port: must be a TCP port (1-65535), got {serve.port}")
-    from .serving.app import validate_autoscaling, validate_batching  # plain checks, no Ray import
+    from .serving.app import validate_autoscaling, validate_batching, validate_ingress  # plain checks, no Ray import
 
+    validate_ingress(serve.ingress, serve.balancer_port)
     validate_autoscaling(serve.autoscaling)
     validate_batching(serve.batching)
     if serve.autoscaling and serve.replicas > 1:

@@ -29,6 +29,7 @@ from ..components import Decision, InputSchema, Outcome, Verdict
 from ..errors import RequestError
 from .arms import ArmFailure, ArmPool
 from .host import StrategyHost
+from .jsonio import dumps
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
 from .records import RecordBuffer
 from .requests import MAX_BODY_BYTES, RequestParser, load_json, parse_feedback_body
@@ -161,7 +162,7 @@ class Ingress:
             self.host.observe(Outcome(request_id, arm, latency_ms, prediction=labels))
         if parsed.explain:
             body["explanations"] = await self.arms.explain(explained, parsed.x)
-        payload = json.dumps(body, default=str).encode()
+        payload = dumps(body)
         self.records.append(parsed.rows, served, version, arm, latency_ms, request_id)
         self.ledger.remember(request_id, arm, served[0] if len(served) == 1 else served, "predict")
         if route.shadows and not route.merge:
@@ -196,7 +197,7 @@ class Ingress:
         body = {"request_id": request_id, "model_version": version, "arm": arm, "ranking": ranking}
         if teams is not None:
             body["teams"] = teams
-        payload = json.dumps(body, default=str).encode()
+        payload = dumps(body)
         # Ranked instances are served traffic too: monitors see them, with the primary's class.
         self.records.append(parsed.rows, self.labeler[arm](probabilities), version, arm, latency_ms, request_id)
         self.ledger.remember(request_id, arm, ranking, "rank")
@@ -333,12 +334,12 @@ class Ingress:
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data, default=str).encode(), status_code=status, media_type=JSON_TYPE)
+    return Response(dumps(data), status_code=status, media_type=JSON_TYPE)
 
 
 def _error(status: int, field: str | None, reason: str, request_id: str) -> Response:
     body = {"error": {"field": field, "reason": reason}, "request_id": request_id}
-    return Response(json.dumps(body).encode(), status_code=status, media_type=JSON_TYPE)
+    return Response(dumps(body), status_code=status, media_type=JSON_TYPE)
 
 
 def _ranking_and_teams(merged: Any, fallback: list) -> tuple[list, Any]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..components import InputSchema
 from ..errors import RequestError
+from .jsonio import loads
 
 MAX_INSTANCES = 1024
 #: bytes; far above 1024 instances of a few hundred features, small enough to refuse abuse
@@ -135,7 +136,7 @@ def load_json(body: bytes) -> Any:
     if len(body) > MAX_BODY_BYTES:
         raise RequestError("body", f"request body of {len(body)} bytes exceeds {MAX_BODY_BYTES}", 413)
     try:
-        return json.loads(body)
+        return loads(body)  # orjson, or the standard library for what orjson refuses
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise RequestError("body", f"invalid JSON: {exc}", 400) from None
 

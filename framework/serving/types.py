@@ -54,6 +54,9 @@ class ServingApp:
     placement: str
     models: dict[str, str]  # arm -> model version
     admin_token: str | None = field(default=None, repr=False)
+    #: "direct": ``port`` is an ingress replica's own port or the balancer in front of several;
+    #: "proxy": ``port`` is Ray Serve's HTTP proxy (see ``serving/ingress_modes.py``)
+    ingress: str = "proxy"
 
     @property
     def url(self) -> str:

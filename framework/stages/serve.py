@@ -43,8 +43,11 @@ def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
         **({"faults": dict(serve_cfg.faults)} if serve_cfg.faults else {}),
         autoscaling=dict(serve_cfg.autoscaling or {}),
         batching=dict(serve_cfg.batching or {}),
+        ingress=serve_cfg.ingress,
+        balancer_port=serve_cfg.balancer_port,
     )
     ctx.metric("url", state.app.predict_url)
+    ctx.metric("ingress", state.app.ingress)
     ctx.metric("arms", {m.arm: m.version for m in models})
     write_json(ctx.out_dir / "endpoint.json", {"predict_url": state.app.predict_url, "models": {m.arm: m.version for m in models}})
 
