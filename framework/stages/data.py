@@ -152,7 +152,7 @@ def run_version(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
     schema = {
         "features": list(dataset.features),
         "target": dataset.target,
-        "classes": list(dataset.classes),
+        "classes": list(dataset.classes or []),  # a regression has none
         "dtypes": {c: str(t) for c, t in dataset.frame.dtypes.items()},
     }
     version = state.registry.put_data(
