@@ -61,6 +61,7 @@ from framework.components import (
     TrafficStrategy,
     Verdict,
 )
+from framework.strategy_tools import refuse_accuracy_for_regression as _refuse_accuracy
 from framework.errors import RecipeError, RequestError
 from framework.hookspecs import hookimpl
 
@@ -99,6 +100,11 @@ class BanditConfig:
 class BanditStrategy(TrafficStrategy):
     name = "bandit"
     Config = BanditConfig
+
+    @classmethod
+    def check_task(cls, config, task, key):
+        _refuse_accuracy(cls.name, task, f"{key}.reward", config.reward == "accuracy",
+                         "use reward: reward, with feedback rewards (e.g. minus the absolute error)")
     summary = "multi-armed bandit (thompson | ucb1 | epsilon_greedy); promotes the arm that is best with high probability"
 
     def __init__(self, config: BanditConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
