@@ -300,7 +300,7 @@ class Ingress:
             "models": self.versions,
             "arms": {arm: {"version": v, "classes": classes[arm]} for arm, v in self.versions.items()},
             "max_instances": self.parser.max_instances,
-            "rank_class": classes[first][self.arms.rank_index[first]],
+            "rank_class": None if first in self.arms.regression else classes[first][self.arms.rank_index[first]],
         })
 
     async def _records(self, request: Request, request_id: str, start: float) -> Response:

@@ -82,6 +82,15 @@ def test_train_onnx_http_and_device_agree_on_raw_rows(ray_session, serve_port, t
     assert {i.name for i in session.get_inputs()} == {"numeric", "categorical"}
     labels = [classes[i] for i in offline.argmax(axis=1)]
 
+    # the device target measures the merged file on raw feeds (RAM in a child fed through JSON)
+    from framework.device import measure_variant
+
+    test_feeds = exported.layout.feeds(splits.test)
+    _, y_test = splits.arrays("test")
+    figures = measure_variant(exported.path.read_bytes(), exported.input_name, test_feeds, y_test, runs=20)
+    expected_accuracy = float(np.mean(session.run([exported.output_name], test_feeds)[0].argmax(axis=1) == y_test))
+    assert figures["accuracy"] == expected_accuracy and figures["ram_mb"] >= 0
+
     # the device bundle's runner, in a clean process that loads neither torch nor the framework
     bundle = write_bundle(exported, tmp_path / "bundle", {"model_version": "typed:1"})
     check = verify_bundle(bundle, rows, labels)
