@@ -358,7 +358,7 @@ def fetch_records(app: ServingApp, timeout: float = 30.0):
     features = [c for c in frame.columns if c not in RECORD_FIELDS]
     # Clients may send 3 or 3.0; the model saw float32 either way, so monitors get floats. The
     # records keep raw values: a category stays a string, a missing value None (then NaN).
-    numeric = [c for c in features if all(v is None or (type(v) in (int, float)) for v in frame[c])]
+    numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
     if numeric:
         frame[numeric] = frame[numeric].astype("float64")
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
