@@ -171,6 +171,14 @@ def merge_preprocessing(model_path: Path, transform, out_path: Path) -> Path:
     pre.ir_version = model.ir_version
     merged = onnx.compose.merge_models(pre, model, io_map=[(ENCODED_NAME, INPUT_NAME)],
                                        producer_name="framework.export_onnx", doc_string="preprocessing + model")
+    # one entry per domain: merge_models keeps "" and "ai.onnx" spellings of the default one side
+    # by side, which onnxruntime's quantization tools refuse
+    versions: dict[str, int] = {}
+    for entry in merged.opset_import:
+        domain = "" if entry.domain in ("", "ai.onnx") else entry.domain
+        versions[domain] = max(versions.get(domain, 0), entry.version)
+    del merged.opset_import[:]
+    merged.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in versions.items())
     onnx.checker.check_model(merged)
     onnx.save(merged, str(out_path))
     return Path(out_path)

@@ -182,3 +182,28 @@ def test_device_picks_a_regression_variant_by_r2_then_mae_and_measures_it():
                               task="regression")
     assert figures["r2"] == pytest.approx(1 - 1 / 14.0) and figures["mae"] == pytest.approx(1 / 3)
     assert "accuracy" not in figures and figures["ram_mb"] >= 0
+
+
+def test_onnx_level_compression_keeps_the_raw_typed_inputs(tmp_path):
+    """int8 of a file with the preprocessing merged in: quantized weights, the same raw inputs,
+    measured on the raw test rows."""
+    import onnxruntime as ort
+
+    from framework.components import TrainedModel
+    from framework.testing import make_stage_context
+    from framework.testing.data import cars_splits
+    from plugins.compress_onnx_quantize import Int8Dynamic
+    from plugins.export_onnx import OnnxExporter
+    from plugins.features_tabular import TabularPreprocessor
+    from plugins.train_tune import fit_in_process
+
+    splits = cars_splits()
+    splits.features = TabularPreprocessor().fit(splits, make_stage_context(tmp_path, "features"))
+    module = fit_in_process({"hidden": 64, "lr": 0.02}, splits, epochs=20)
+    trained = TrainedModel(module, splits.input_schema(), list(splits.dataset.classes), {})
+    exported = OnnxExporter().export(trained, splits, make_stage_context(tmp_path, "export"))
+    compressed = Int8Dynamic().compress_onnx(exported, splits, make_stage_context(tmp_path, "int8"))
+    assert compressed.inputs == exported.inputs and compressed.metrics["agreement"] >= 0.95
+    session = ort.InferenceSession(str(compressed.path), providers=["CPUExecutionProvider"])
+    assert {i.name for i in session.get_inputs()} == {"numeric", "categorical"}
+    assert session.run(None, compressed.layout.feeds(splits.test.head(3)))[0].shape == (3, 3)
