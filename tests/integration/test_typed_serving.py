@@ -1,6 +1,6 @@
 """Typed raw rows travel with the model: the train-time prediction (torch + the fitted transform),
-the offline ONNX file, the HTTP endpoint (Ray Serve) and the device bundle's runner (numpy +
-onnxruntime, a clean process) give the same answers on rows with categorical strings, missing
+the offline ONNX file, batch prediction, the HTTP endpoint (Ray Serve) and the device bundle's
+runner (numpy + onnxruntime, a clean process) give the same answers on rows with categorical strings, missing
 values and a category never seen in training; and the request contract names each field."""
 from __future__ import annotations
 
@@ -81,6 +81,12 @@ def test_train_onnx_http_and_device_agree_on_raw_rows(ray_session, serve_port, t
     assert np.abs(offline - trained).max() < 1e-5
     assert {i.name for i in session.get_inputs()} == {"numeric", "categorical"}
     labels = [classes[i] for i in offline.argmax(axis=1)]
+    # batch prediction: the built-in predictor over the raw frame, in batches of 5
+    from plugins.batch_onnx import OnnxBatchPredictor
+
+    batch = OnnxBatchPredictor(OnnxBatchPredictor.Config(batch_size=5)).predict(
+        exported, frame, make_stage_context(tmp_path, "batch"))
+    assert batch.tolist() == labels
 
     # the device target measures the merged file on raw feeds (RAM in a child fed through JSON)
     from framework.device import measure_variant
