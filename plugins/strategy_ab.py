@@ -58,6 +58,7 @@ from framework import sequential as sq
 from framework.components import Decision, Feedback, Outcome, Route, RouteRequest, TrafficStrategy, Verdict
 from framework.errors import RecipeError
 from framework.hookspecs import hookimpl
+from framework.strategy_tools import refuse_accuracy_for_regression as _refuse_accuracy
 from framework.strategy_tools import nearest_rank_percentile as _percentile
 from framework.strategy_tools import same_prediction as _same
 
@@ -144,6 +145,11 @@ class ABStrategy(TrafficStrategy):
     Config = ABConfig
     summary = "sticky weighted A/B split; anytime-valid test (or fixed horizon) picks the winner; guardrails roll back"
     sticky = True
+
+    @classmethod
+    def check_task(cls, config, task, key):
+        _refuse_accuracy(cls.name, task, f"{key}.metric", config.metric == "accuracy",
+                         "use metric: reward, with feedback rewards (e.g. minus the absolute error)")
 
     def __init__(self, config: ABConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
         super().__init__(config, arms, refs)

@@ -68,6 +68,7 @@ from framework.components import (
     TrafficStrategy,
     Verdict,
 )
+from framework.strategy_tools import refuse_accuracy_for_regression as _refuse_accuracy
 from framework.errors import RecipeError, RequestError
 from framework.hookspecs import hookimpl
 
@@ -115,6 +116,11 @@ class BanditStrategy(TrafficStrategy):
     name = "bandit"
     Config = BanditConfig
     summary = "multi-armed bandit (thompson | kl_ucb | ucb1 | epsilon_greedy); promotes an arm whose confidence sequence clears all others"
+
+    @classmethod
+    def check_task(cls, config, task, key):
+        _refuse_accuracy(cls.name, task, f"{key}.reward", config.reward == "accuracy",
+                         "use reward: reward, with feedback rewards (e.g. minus the absolute error)")
 
     def __init__(self, config: BanditConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
         super().__init__(config, arms, refs)

@@ -54,6 +54,7 @@ from typing import List, Mapping, Optional, Sequence
 from framework import sequential as sq
 from framework.components import Decision, Feedback, Outcome, Route, RouteRequest, TrafficStrategy, Verdict
 from framework.errors import RecipeError
+from framework.strategy_tools import refuse_accuracy_for_regression as _refuse_accuracy
 from framework.strategy_tools import nearest_rank_percentile as _percentile
 from framework.strategy_tools import same_prediction as _same
 from framework.hookspecs import hookimpl
@@ -137,6 +138,11 @@ class CanaryStrategy(TrafficStrategy):
     Config = CanaryConfig
     summary = "steps the challenger's traffic share up; statistical gates roll back or promote per window"
     sticky = True
+
+    @classmethod
+    def check_task(cls, config, task, key):
+        _refuse_accuracy(cls.name, task, f"{key}.gates.accuracy_delta_min", config.gates.accuracy_delta_min is not None,
+                         "leave it unset: the error-rate and latency gates judge a regression's rollout")
 
     def __init__(self, config: CanaryConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
         super().__init__(config, arms, refs)

@@ -245,9 +245,13 @@ def _validate(models: list[ServedModel], placement: str, replicas: int, route_pr
         clash = [n for n in m.schema.names if n in RECORD_FIELDS]
         if clash:
             raise ServingError(f"{where}: feature name(s) {clash} clash with the served-record columns {RECORD_FIELDS}")
-        strings = [f.name for f in m.schema.features if f.dtype == "str"]
-        if strings:
-            raise ServingError(f"{where}: arm '{m.arm}' has string features {strings}; the ONNX ingress serves numbers only")
+        layout = m.inputs.to_dict() if m.inputs is not None else None
+        first = models[0].inputs.to_dict() if models[0].inputs is not None else None
+        if (layout or first) and (layout != first or m.schema.to_dict() != models[0].schema.to_dict()):
+            raise ServingError(
+                f"{where}: arm '{m.arm}' takes other inputs than arm '{models[0].arm}' (feature types, categories or "
+                "missing values): every arm must take the same request, the one GET schema describes"
+            )
 
 
 def _int_at_least(value: Any, low: int) -> bool:
@@ -391,8 +395,11 @@ def fetch_records(app: ServingApp, timeout: float = 30.0):
         raise ServingError(f"app '{app.app_name}': GET {app.url}-/records answered {r.status_code}: {r.text[:300]}")
     frame = pd.DataFrame(r.json())
     features = [c for c in frame.columns if c not in RECORD_FIELDS]
-    # Clients may send 3 or 3.0; the model saw float32 either way, so monitors get floats.
-    frame[features] = frame[features].astype("float64")
+    # Clients may send 3 or 3.0; the model saw float32 either way, so monitors get floats. The
+    # records keep raw values: a category stays a string, a missing value None (then NaN).
+    numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+    if numeric:
+        frame[numeric] = frame[numeric].astype("float64")
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
     return frame
 

@@ -32,7 +32,8 @@ from .host import StrategyHost
 from .jsonio import dumps
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
 from .records import RecordBuffer
-from .requests import MAX_BODY_BYTES, RequestParser, load_json, parse_feedback_body
+from .requests import MAX_BODY_BYTES, load_json, parse_feedback_body
+from .typed_requests import make_parser
 from .types import ServedModel
 
 log = logging.getLogger("ray.serve")
@@ -60,7 +61,7 @@ class Ingress:
     ):
         self.versions = {m.arm: m.version for m in models}
         self.schema: InputSchema = models[0].schema
-        self.parser = RequestParser(self.schema)
+        self.parser = make_parser(models[0])  # raw typed rows, or one float matrix
         self.admin_token = admin_token
         self.host = StrategyHost(strategy_cls(strategy_config, arms=dict(self.versions)), self.versions)
         self.arms = ArmPool(
@@ -132,11 +133,11 @@ class Ingress:
         arm = route.primary
         version = self.versions[arm]
         if parsed.explain:  # refused before any model runs: nothing recorded, nothing observed
-            self.arms.check_explainable(self.arms.merge_arms(route) if route.merge else [arm], parsed.x.shape)
+            self.arms.check_explainable(self.arms.merge_arms(route) if route.merge else [arm], parsed.shape)
         explained = arm
         if route.merge:
             answered, failure = await self.arms.run_all(self.arms.merge_arms(route), parsed.x, request_id)
-            answers = {a: {"predictions": self.labeler[a](p), "probabilities": p.tolist()} for a, p in answered.items()}
+            answers = {a: self.arms.answer(a, p) for a, p in answered.items()}
             merged = self.host.merge(route_request, answers)
             if merged is None and arm not in answered:
                 raise failure  # nothing merged and the primary failed: nothing to answer with
@@ -148,7 +149,7 @@ class Ingress:
             elif isinstance(merged, (list, tuple)):
                 # the primary's probabilities would no longer match the merged predictions
                 body["predictions"] = list(merged)
-                body.pop("probabilities")
+                body.pop("probabilities", None)
             served = body["predictions"]
             if not (isinstance(served, list) and len(served) == len(parsed.rows)):
                 served = labels
@@ -157,8 +158,9 @@ class Ingress:
             probabilities = await self.arms.run_primary(arm, parsed.x, request_id, start)
             labels = served = self.labeler[arm](probabilities)
             latency_ms = (time.perf_counter() - start) * 1000.0
-            body = {"request_id": request_id, "model_version": version, "arm": arm,
-                    "predictions": labels, "probabilities": probabilities.tolist()}
+            body = {"request_id": request_id, "model_version": version, "arm": arm, "predictions": labels}
+            if arm not in self.arms.regression:  # a regression answers numbers only
+                body["probabilities"] = probabilities.tolist()
             self.host.observe(Outcome(request_id, arm, latency_ms, prediction=labels))
         if parsed.explain:
             body["explanations"] = await self.arms.explain(explained, parsed.x)
@@ -290,13 +292,16 @@ class Ingress:
     async def _schema(self, request: Request, request_id: str, start: float) -> Response:
         first = next(iter(self.versions))
         classes = self.arms.classes
+        # each feature's type, whether it may be null, and a category's known values
         return _json({
             **self.schema.to_dict(),
+            "task": "regression" if first in self.arms.regression else "classification",
+            **({"unknown_categories": self.arms.layout.unknown_categories} if self.arms.layout is not None else {}),
             "classes": classes[first],
             "models": self.versions,
             "arms": {arm: {"version": v, "classes": classes[arm]} for arm, v in self.versions.items()},
             "max_instances": self.parser.max_instances,
-            "rank_class": classes[first][self.arms.rank_index[first]],
+            "rank_class": None if first in self.arms.regression else classes[first][self.arms.rank_index[first]],
         })
 
     async def _records(self, request: Request, request_id: str, start: float) -> Response:

@@ -39,8 +39,6 @@ HOOKSPECS = ROOT / "framework" / "hookspecs.py"
 NO_IMPLEMENTATION_YET = {
     "register_labelers": "no built-in labeler yet; LabelerContract runs on a small labeler in "
                          "tests/unit/test_conformance_labeler.py and the plan binds one in tests/unit/test_plugins.py",
-    "register_batch_predictors": "no built-in batch predictor yet; BatchPredictorContract runs on a small one in "
-                                 "tests/unit/test_conformance_batch_predictor.py",
 }
 
 

@@ -51,7 +51,8 @@ def test_defaults_match_the_shipped_recipe():
     config = TuneTrainer.Config()
     assert recipe.model == config.model == "mlp" and config.search_space is None
     assert OmegaConf.to_container(recipe.search_space) == MLPModel.default_search_space == trainer().search_space()
-    assert (recipe.max_epochs, recipe.num_samples, recipe.metric) == (config.max_epochs, config.num_samples, config.metric)
+    # metric unset in both: val_accuracy, or val_mse for a regression
+    assert (recipe.max_epochs, recipe.num_samples, recipe.get("metric")) == (config.max_epochs, config.num_samples, config.metric)
     # the core validates component configs as OmegaConf structured configs
     merged = OmegaConf.merge(OmegaConf.structured(TuneTrainer.Config), {"time_budget_s": 30})
     assert merged.time_budget_s == 30.0
