@@ -30,6 +30,7 @@ test-fast: setup
 bench: setup
 	$(PY) benchmarks/quickstart_stages.py
 	$(PY) benchmarks/serving_latency.py
+	$(PY) benchmarks/ingress_handler.py
 	$(PY) benchmarks/shadow_overhead.py
 	$(PY) benchmarks/strategy_decisions.py
 	$(PY) benchmarks/bandit_regret.py

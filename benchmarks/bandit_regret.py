@@ -1,10 +1,11 @@
-"""Bandit regret: thompson vs ucb1 vs epsilon_greedy(0.1) vs a uniform split, simulated.
+"""Bandit regret: thompson vs kl_ucb vs ucb1 vs epsilon_greedy(0.1) vs a uniform split, simulated.
 
 Three arms with Bernoulli rewards and immediate feedback, ``--requests`` requests per run,
 ``--seeds`` runs per policy (seed s: strategy seed s and reward streams s, the same for every
 policy, so runs are paired). Reported: cumulative pseudo-regret (sum over requests of best mean -
 served arm's mean), the best arm's share over the last 1000 routes, and when the strategy's own
-decide() first said PROMOTE (the simulation does not act on it). Uniform is the bandit with its
+decide() first said PROMOTE (the simulation does not act on it; promotion needs an arm's
+confidence sequence to clear every other's, see benchmarks/experiments.py for its error rate). Uniform is the bandit with its
 weights pinned to 1/3 each (set_weights), i.e. a plain A/B/C split.
 
     python benchmarks/bandit_regret.py [--requests 10000] [--seeds 20]
@@ -28,7 +29,7 @@ SCENARIOS = {
     "click-through (0.05 / 0.07 / 0.09)": (0.05, 0.07, 0.09),
     "accuracy (0.60 / 0.65 / 0.70)": (0.60, 0.65, 0.70),
 }
-POLICIES = ("thompson", "ucb1", "epsilon_greedy", "uniform")
+POLICIES = ("thompson", "kl_ucb", "ucb1", "epsilon_greedy", "uniform")
 
 
 def run_policy(policy: str, means: tuple[float, ...], requests: int, seeds: int) -> list[dict]:

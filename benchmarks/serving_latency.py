@@ -1,31 +1,52 @@
-"""Serving latency: our ingress (single strategy, ONNX in-process) vs a plain Ray Serve deployment.
+"""Serving latency and throughput against the limit of the machine, side by side in one run:
 
-Both serve the same ONNX bytes (a 30 -> 32 -> 2 MLP), side by side in one Serve instance, with
-the same CPU reservation and concurrency limit; they get the same request mix (one instance per
-request) over keep-alive connections, in many short alternating rounds so that load from
-elsewhere on a shared 2-core machine hits both alike. p99 of 300 requests is the 3rd-worst
-sample: read it as noisy; p50 and req/s are the stable numbers.
+* ``bare``: the bare-process limit, one uvicorn + Starlette + onnxruntime process, no Ray
+  (``bare_server.py``);
+* ``plain``: the most direct plain Ray Serve deployment of the same ONNX file, through Serve's
+  HTTP proxy (``baselines.py``);
+* ``ours-direct``: our ingress (strategy ``single``, ONNX in the ingress replica) reached on the
+  replica's own port, the default; ``ours-direct x2``: two replicas behind our HAProxy balancer;
+* ``ours-proxy``, ``ours-proxy x2``: the same through Serve's HTTP proxy (``serve.ingress=proxy``);
+* ``bentoml``: BentoML serving the same ONNX file (``bentoml_service.py``, one worker), from its
+  own virtualenv, which this script creates on first use (``--bentoml-venv``; BentoML's pinned
+  dependencies are not the framework's).
 
-    python benchmarks/serving_latency.py [--requests 300] [--concurrency 1 8] [--deployment-placement]
+Every app gets the same request mix (one instance per request, ``{"instances": [...]}``, plain's
+``{"inputs": [...]}``) over keep-alive connections, at each concurrency level, in many short
+rounds whose order alternates, so that load from elsewhere on a shared machine hits all alike.
+Every Ray replica reserves the same CPU (0.25: seven replicas must fit on 2 cores). The client is
+a small asyncio HTTP/1.1 client (uvloop) in this process: far cheaper per request than httpx
+threads, but it still shares the 2 cores with the servers. p99 of a few hundred requests is
+noisy; p50 and req/s are the stable figures.
+
+    python benchmarks/serving_latency.py [--requests 400] [--concurrency 1 8 32] [--no-bentoml]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
+import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
 N_FEATURES, HIDDEN, N_CLASSES = 30, 32, 2
+#: CPU each Ray replica reserves here (the framework's default is 0.5; 7 replicas must fit on 2)
+BENCH_NUM_CPUS = 0.25
+BENTOML_VERSION = "1.4.40"
 
 
 def build_onnx(seed: int = 0) -> bytes:
@@ -73,7 +94,7 @@ def free_port() -> int:
 
 
 class Load:
-    """``concurrency`` persistent keep-alive clients for one app: connections are set up once."""
+    """``concurrency`` persistent httpx clients in threads, for one app (serving_batching.py's load)."""
 
     def __init__(self, url: str, concurrency: int):
         import httpx
@@ -114,137 +135,322 @@ class Load:
             self.pool.shutdown()
 
 
+# ---------------------------------------------------------------------------------------------
+# The client: keep-alive HTTP/1.1 over asyncio streams, one connection per concurrent client
+# ---------------------------------------------------------------------------------------------
+class Target:
+    """One app: where it listens and the request bytes it gets (headers + body, prebuilt)."""
+
+    def __init__(self, name: str, url: str, bodies: list[bytes]):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.name, self.host, self.port, self.path = name, parts.hostname, parts.port, parts.path or "/"
+        self.requests = [
+            (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+             f"Content-Length: {len(b)}\r\n\r\n").encode() + b
+            for b in bodies
+        ]
+
+
+class Connection:
+    def __init__(self, target: Target):
+        self.target = target
+        self.reader = self.writer = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.target.host, self.target.port)
+
+    async def send(self, request: bytes) -> int:
+        """One request, its whole answer read; returns the status (a closed connection is reopened)."""
+        if self.writer is None:
+            await self.open()
+        self.writer.write(request)
+        status_line = await self.reader.readline()
+        if not status_line:  # the server closed an idle connection: once more on a new one
+            await self.open()
+            self.writer.write(request)
+            status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length, chunked, close = 0, False, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            key, _, value = line.partition(b":")
+            key = key.strip().lower()
+            if key == b"content-length":
+                length = int(value)
+            elif key == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+            elif key == b"connection" and b"close" in value.lower():
+                close = True
+        if chunked:
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0], 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        else:
+            await self.reader.readexactly(length)
+        if close:
+            self.writer.close()
+            self.reader = self.writer = None
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def run_round(conns: list[Connection], indices: list[int]) -> tuple[list[float], float, int]:
+    """Every request in ``indices`` once, spread over the connections; (latencies ms, wall s, non-200)."""
+
+    async def client(conn: Connection, mine: list[int]) -> tuple[list[float], int]:
+        lat, bad = [], 0
+        for i in mine:
+            t0 = time.perf_counter()
+            status = await conn.send(conn.target.requests[i])
+            lat.append((time.perf_counter() - t0) * 1000.0)
+            bad += status != 200
+        return lat, bad
+
+    n = len(conns)
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(client(c, indices[k::n]) for k, c in enumerate(conns)))
+    wall = time.perf_counter() - t0
+    return [x for lat, _ in results for x in lat], wall, sum(b for _, b in results)
+
+
+async def measure_level(targets: list[Target], conc: int, warmup: list[int], measured: list[int], rounds: int) -> dict:
+    conns = {t.name: [Connection(t) for _ in range(conc)] for t in targets}
+    for t in targets:  # connections, code paths, ORT arenas
+        await asyncio.gather(*(c.open() for c in conns[t.name]))
+        await run_round(conns[t.name], warmup)
+    lat = {t.name: [] for t in targets}
+    wall = {t.name: 0.0 for t in targets}
+    bad = {t.name: 0 for t in targets}
+    for r in range(rounds):
+        part = measured[r::rounds]
+        for t in targets if r % 2 == 0 else list(reversed(targets)):
+            l, w, b = await run_round(conns[t.name], part)
+            lat[t.name] += l
+            wall[t.name] += w
+            bad[t.name] += b
+    for cs in conns.values():
+        for c in cs:
+            c.close()
+    return {
+        t.name: {"p50": statistics.median(lat[t.name]), "p99": pct(lat[t.name], 99),
+                 "rps": len(lat[t.name]) / wall[t.name], "errors": bad[t.name]}
+        for t in targets
+    }
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
 
 
+# ---------------------------------------------------------------------------------------------
+# The servers that are not Ray Serve apps
+# ---------------------------------------------------------------------------------------------
+def wait_listening(url: str, proc: subprocess.Popen, what: str, timeout: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=2, trust_env=False)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} not listening at {url} after {timeout:.0f} s")
+
+
+def start_bare(onnx_path: str, names: list[str], input_name: str, output_name: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(HERE / "bare_server.py"), onnx_path, str(port), json.dumps(names),
+                             input_name, output_name])
+    wait_listening(f"http://127.0.0.1:{port}/healthz", proc, "the bare server")
+    return proc, f"http://127.0.0.1:{port}/predict"
+
+
+def bentoml_python(venv: Path) -> Path:
+    """The BentoML virtualenv's python, created (``pip install bentoml onnxruntime numpy``) when missing."""
+    python = venv / "bin" / "python"
+    if not (python.exists() and subprocess.run([str(python), "-c", "import bentoml, onnxruntime"],
+                                               capture_output=True).returncode == 0):
+        print(f"creating {venv} for BentoML {BENTOML_VERSION} (once; not the framework's environment)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"bentoml=={BENTOML_VERSION}", "onnxruntime",
+                        "numpy"], check=True)
+    return python
+
+
+def start_bentoml(python: Path, onnx_path: str, names: list[str], input_name: str, output_name: str):
+    port = free_port()
+    env = {**os.environ, "BENCH_ONNX": onnx_path, "BENCH_FEATURES": json.dumps(names), "BENCH_INPUT": input_name,
+           "BENCH_OUTPUT": output_name, "BENTOML_DO_NOT_TRACK": "True", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([str(python), "-m", "bentoml", "serve", "bentoml_service:OnnxModel", "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_listening(f"http://127.0.0.1:{port}/healthz", proc, "BentoML", timeout=180)
+    return proc, f"http://127.0.0.1:{port}/predict"
+
+
+def version_of(python: Path, package: str) -> str:
+    done = subprocess.run([str(python), "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or "?"
+
+
+# ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=300, help="measured requests per app and concurrency level")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=20, help="alternating ours/plain rounds per level")
+    parser.add_argument("--requests", type=int, default=400, help="measured requests per app and concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--warmup", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds per level")
     parser.add_argument("--port", type=int, default=None, help="Serve HTTP port (default: a free one)")
-    parser.add_argument(
-        "--deployment-placement", action="store_true", help="also measure placement='deployment' (one extra hop)"
-    )
+    parser.add_argument("--no-bentoml", action="store_true", help="leave BentoML out")
+    parser.add_argument("--bentoml-venv", default=str(HERE / ".bentoml-venv"), help="BentoML's own virtualenv")
     parser.add_argument("--store", default=None, help="serve a registered model from this store instead ...")
     parser.add_argument("--model-ref", default=None, help="... e.g. breast_cancer_mlp@prod")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     import httpx
+    import uvloop
     from ray import serve
 
     from baselines import plain_onnx_app
     from framework.engine import start_ray
-    from framework.serving import deploy, fetch_records, shutdown_app
-    from framework.serving.app import MAX_ONGOING_REQUESTS, REPLICA_NUM_CPUS, ensure_serve
+    from framework.serving import deploy, shutdown_app
+    from framework.serving.app import MAX_ONGOING_REQUESTS, ensure_serve
     from plugins.strategy_single import SingleConfig, SingleStrategy
 
     model, what = benchmark_model(args.store, args.model_ref)
-    onnx_bytes, names = model.onnx_bytes, model.schema.names
-    input_name, output_name = model.input_name, model.output_name
-    port = args.port or free_port()
+    names, input_name, output_name = model.schema.names, model.input_name, model.output_name
+    onnx_file = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False)
+    onnx_file.write(model.onnx_bytes)
+    onnx_file.close()
+    processes: list[subprocess.Popen] = []
+    apps = []
+    try:
+        t0 = time.perf_counter()
+        start_ray(num_cpus=2)
+        port = args.port or free_port()
+        ensure_serve("127.0.0.1", port)
+        urls: dict[str, str] = {}
+        bare, urls["bare"] = start_bare(onnx_file.name, names, input_name, output_name)
+        processes.append(bare)
+        bento_version = None
+        if not args.no_bentoml:
+            python = bentoml_python(Path(args.bentoml_venv))
+            bento, urls["bentoml"] = start_bentoml(python, onnx_file.name, names, input_name, output_name)
+            processes.append(bento)
+            bento_version = version_of(python, "bentoml")
+        ours = {"ours-direct": ("direct", 1), "ours-proxy": ("proxy", 1),
+                "ours-direct x2": ("direct", 2), "ours-proxy x2": ("proxy", 2)}
+        for name, (ingress, replicas) in ours.items():
+            slug = name.replace(" ", "-")
+            app = deploy([model], SingleStrategy, SingleConfig(), port=port, route_prefix=f"/{slug}", app_name=f"bench-{slug}",
+                         ingress=ingress, replicas=replicas, num_cpus=BENCH_NUM_CPUS)
+            apps.append(app)
+            urls[name] = app.predict_url
+        # Same CPU reservation and concurrency limit as ours: only the serving code differs.
+        from framework.compat.ray_direct_ingress import replica_runtime_env
 
-    t0 = time.perf_counter()
-    start_ray(num_cpus=2)
-    print(f"Ray started in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    t0 = time.perf_counter()
-    ensure_serve("127.0.0.1", port)
-    apps = {"ours": deploy([model], SingleStrategy, SingleConfig(), port=port, route_prefix="/ours", app_name="bench-ours")}
-    if args.deployment_placement:
-        apps["ours-deployment"] = deploy(
-            [model], SingleStrategy, SingleConfig(), port=port, route_prefix="/ours-dep",
-            app_name="bench-ours-dep", placement="deployment",
-        )
-    # Same CPU reservation and concurrency limit as our ingress: only the serving code differs.
-    plain = plain_onnx_app(
-        onnx_bytes, input_name, output_name,
-        ray_actor_options={"num_cpus": REPLICA_NUM_CPUS}, max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    )
-    serve.run(plain, name="bench-plain", route_prefix="/plain", blocking=False)
-    print(f"apps deployed in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        plain = plain_onnx_app(model.onnx_bytes, input_name, output_name, max_ongoing_requests=MAX_ONGOING_REQUESTS,
+                               ray_actor_options={"num_cpus": BENCH_NUM_CPUS,
+                                                  "runtime_env": replica_runtime_env(direct=False)})
+        serve.run(plain, name="bench-plain", route_prefix="/plain", blocking=False)
+        apps.append("bench-plain")
+        urls["plain"] = f"http://127.0.0.1:{port}/plain"
+        print(f"servers up in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
-    import json
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(args.requests + args.warmup, len(names))).astype(np.float32)
+        rows = x.astype(float).tolist()
+        ours_bodies = [json.dumps({"instances": [dict(zip(names, r))]}).encode() for r in rows]
+        plain_bodies = [json.dumps({"inputs": [r]}).encode() for r in rows]
+        order = ["bare", "ours-direct", "ours-proxy", "plain"] + (["bentoml"] if "bentoml" in urls else []) + [
+            "ours-direct x2", "ours-proxy x2"]
+        targets = [Target(n, urls[n], plain_bodies if n == "plain" else ours_bodies) for n in order]
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.requests + args.warmup, len(names))).astype(np.float32)
-    rows = x.astype(float).tolist()
-    ours_bodies = [json.dumps({"instances": [dict(zip(names, r))]}).encode() for r in rows]
-    plain_bodies = [json.dumps({"inputs": [r]}).encode() for r in rows]
-    urls = {name: a.predict_url for name, a in apps.items()}
-    urls["plain"] = f"http://127.0.0.1:{port}/plain"
-    bodies = {name: ours_bodies for name in apps} | {"plain": plain_bodies}
+        # The same answers from all, or the comparison means nothing.
+        with httpx.Client(trust_env=False, timeout=30) as c:
+            _wait_plain(c, urls["plain"], plain_bodies[0])
+            for i in range(3):
+                want = c.post(urls["plain"], content=plain_bodies[i]).json()["probabilities"]
+                for n in order:
+                    if n != "plain":
+                        got = c.post(urls[n], content=ours_bodies[i], headers={"Content-Type": "application/json"}).json()
+                        assert np.allclose(got["probabilities"], want, atol=1e-6), (n, got, want)
 
-    # Same answers from both, or the comparison means nothing.
-    with httpx.Client(trust_env=False) as c:
-        for i in range(3):
-            p_plain = c.post(urls["plain"], content=plain_bodies[i]).json()["probabilities"]
-            for name in apps:
-                p_ours = c.post(urls[name], content=ours_bodies[i]).json()["probabilities"]
-                assert np.allclose(p_ours, p_plain, atol=1e-6), (name, p_ours, p_plain)
-
-    results: dict[tuple[int, str], dict] = {}
-    order = list(apps) + ["plain"]
-    for conc in args.concurrency:
-        loads = {name: Load(urls[name], conc) for name in order}
-        for name in order:  # warm-up: connections, code paths, ORT arenas
-            loads[name].run(bodies[name][: args.warmup])
-        lat: dict[str, list[float]] = {n: [] for n in order}
-        wall: dict[str, float] = {n: 0.0 for n in order}
-        bad: dict[str, int] = {n: 0 for n in order}
+        warmup = list(range(args.warmup))
         measured = list(range(args.warmup, args.warmup + args.requests))
-        # Many short alternating rounds: a burst of load from elsewhere on the machine lands
-        # on both apps alike instead of on whichever happened to be running.
-        rounds = max(1, min(args.rounds, args.requests // max(conc, 1)))
-        for r in range(rounds):
-            part = measured[r::rounds]
-            for name in order if r % 2 == 0 else reversed(order):
-                l, w, b = loads[name].run([bodies[name][i] for i in part])
-                lat[name] += l
-                wall[name] += w
-                bad[name] += b
+        results: dict[int, dict] = {}
+        for conc in args.concurrency:
+            rounds = max(1, min(args.rounds, args.requests // max(conc, 1)))
+            results[conc] = uvloop.run(measure_level(targets, conc, warmup, measured, rounds))
+    finally:
+        for a in apps:
+            try:
+                shutdown_app(a)
+            except Exception:
+                pass
+        for p in processes:
+            p.terminate()
+        os.unlink(onnx_file.name)
+
+    import ray
+
+    print()
+    print(f"Serving latency and throughput, {args.requests} requests per app and level, 1 instance per request, "
+          f"{what}, Ray {ray.__version__}" + (f", BentoML {bento_version}" if bento_version else "") +
+          f", {os.cpu_count()} cores")
+    print()
+    print("| concurrency | app | p50 ms | p99 ms | req/s | req/s vs bare | p50 vs bare | non-200 |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for conc, level in results.items():
+        base = level["bare"]
         for name in order:
-            loads[name].close()
-            results[(conc, name)] = {
-                "p50": statistics.median(lat[name]),
-                "p99": pct(lat[name], 99),
-                "rps": len(lat[name]) / wall[name],
-                "errors": bad[name],
-            }
-
+            m = level[name]
+            print(f"| {conc} | {name} | {m['p50']:.2f} | {m['p99']:.2f} | {m['rps']:.0f} | "
+                  f"{m['rps'] / base['rps']:.2f}x | {m['p50'] / base['p50']:.2f}x | {m['errors']} |")
     print()
-    print(f"Serving latency, {args.requests} requests per app and level, 1 instance per request, "
-          f"{what}, Ray {__import__('ray').__version__}, {os.cpu_count()} cores")
-    print()
-    print("| concurrency | app | p50 ms | p99 ms | req/s | non-200 |")
-    print("|---:|---|---:|---:|---:|---:|")
-    for conc in args.concurrency:
-        for name in order:
-            m = results[(conc, name)]
-            print(f"| {conc} | {name} | {m['p50']:.2f} | {m['p99']:.2f} | {m['rps']:.1f} | {m['errors']} |")
-        base = results[(conc, "plain")]
-        for name in apps:
-            m = results[(conc, name)]
-            print(
-                f"| {conc} | **{name} / plain** | {m['p50'] / base['p50']:.2f}x | {m['p99'] / base['p99']:.2f}x "
-                f"| {m['rps'] / base['rps']:.2f}x | |"
-            )
-
-    # Time from our handler's entry to the computed answer, as recorded per served row. Most of
-    # it is Serve fetching the request body back from the proxy (an actor call, ≈3 ms here, that
-    # plain pays too); parsing, routing, ONNX and recording take ≈0.15 ms in-process.
-    served = fetch_records(apps["ours"])["latency_ms"]
-    print()
-    print(f"ours, handler entry -> answer inside the ingress replica: p50 {served.median():.2f} ms, "
-          f"p99 {served.quantile(0.99):.2f} ms ({len(served)} requests, all levels)")
-
-    for a in apps.values():
-        shutdown_app(a)
-    shutdown_app("bench-plain")
+    print("| goal | measured | met |")
+    print("|---|---|---|")
+    for conc in [c for c in (1, 8) if c in results]:
+        lv = results[conc]
+        ratio = lv["ours-direct"]["rps"] / lv["bare"]["rps"]
+        print(f"| ours-direct throughput >= 0.5x bare, conc. {conc} | {ratio:.2f}x | {'yes' if ratio >= 0.5 else 'no'} |")
+        p50 = lv["ours-direct"]["p50"] / lv["bare"]["p50"]
+        print(f"| ours-direct p50 <= 2x bare, conc. {conc} | {p50:.2f}x | {'yes' if p50 <= 2 else 'no'} |")
+        if "bentoml" in lv:
+            vs = lv["ours-direct"]["rps"] / lv["bentoml"]["rps"]
+            print(f"| ours-direct ahead of BentoML, conc. {conc} | {vs:.2f}x its req/s, p50 "
+                  f"{lv['ours-direct']['p50']:.2f} vs {lv['bentoml']['p50']:.2f} ms | {'yes' if vs > 1 else 'no'} |")
+    if 32 in results:
+        lv = results[32]
+        two = lv["ours-direct x2"]["rps"] / lv["ours-direct"]["rps"]
+        print(f"| two direct replicas behind the balancer >= 1.5x one, conc. 32 | {two:.2f}x | {'yes' if two >= 1.5 else 'no'} |")
     return 0
+
+
+def _wait_plain(client, url: str, body: bytes, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.post(url, content=body).status_code == 200:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"plain Ray Serve not answering at {url}")
 
 
 if __name__ == "__main__":

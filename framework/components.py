@@ -54,6 +54,8 @@ class Component:
     #: resolves each name (an unknown one fails at that key) and hands the classes to
     #: ``check_config(config, key, refs)`` and to the constructor as ``refs``
     references: ClassVar[Mapping[str, str]] = {}
+    #: the tasks (``TASKS``) this component works for; None: any task
+    tasks: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: Any = None, refs: Mapping[str, type] | None = None):
         self.config = config if config is not None else self.Config()
@@ -71,6 +73,16 @@ class Component:
         """Config field -> registered model version this component will read (``NAME@ALIAS``):
         the run checks they exist before any stage starts."""
         return {}
+
+    @classmethod
+    def check_task(cls, config: Any, task: str, key: str) -> None:
+        """Plan time: refuse data of ``task`` (``TASKS``) this component cannot work with, with a
+        RecipeError naming ``key``. Default: ``tasks`` says (None: any task). Override when it
+        depends on the config (a strategy judging accuracy cannot judge a regression)."""
+        if cls.tasks is not None and task not in cls.tasks:
+            from .errors import RecipeError
+
+            raise RecipeError(f"{key}: '{cls.name}' works for {' and '.join(cls.tasks)}, but the data's task is {task}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,6 +111,82 @@ class FeatureSpec:
     @property
     def numeric(self) -> bool:
         return self.dtype in ("float", "int")
+
+
+#: what a missing categorical value is fed to a model as (its own category, or the unknown bucket)
+MISSING_CATEGORY = "__missing__"
+#: ``InputLayout.unknown_categories``: an unseen category is the model's unknown bucket, or a 4xx
+UNKNOWN_CATEGORIES = ("accept", "refuse")
+
+
+@dataclass
+class InputLayout:
+    """How raw rows become a model's ONNX inputs; recorded in the serving manifest so that the
+    server, batch prediction, gates and the device runner all build the same feeds.
+
+    At most two inputs: ``numeric`` (float32 ``[batch, len(numeric_columns)]``: float, int and
+    bool features, bools as 0/1, NaN where a value is missing) and ``categorical`` (string
+    ``[batch, len(categorical_columns)]``, ``missing_token`` where a value is missing). A model
+    that takes one float matrix of every feature (every model whose features are numbers that are
+    never missing) has the layout ``InputLayout.matrix(input_name, names)``.
+    """
+
+    numeric: str | None = None
+    numeric_columns: list[str] = field(default_factory=list)
+    categorical: str | None = None
+    categorical_columns: list[str] = field(default_factory=list)
+    missing_token: str = MISSING_CATEGORY
+    #: one of UNKNOWN_CATEGORIES
+    unknown_categories: str = "accept"
+
+    @classmethod
+    def matrix(cls, input_name: str, names: Sequence[str]) -> "InputLayout":
+        """One float32 input holding every feature, in schema order (the models of before)."""
+        return cls(numeric=input_name, numeric_columns=list(names))
+
+    @property
+    def input_names(self) -> list[str]:
+        return [n for n in (self.numeric, self.categorical) if n]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "InputLayout":
+        return cls(**dict(data))
+
+    def feeds(self, frame: Any) -> dict[str, Any]:
+        """The ONNX feeds of the rows of a pandas frame holding the raw feature columns."""
+        import numpy as np
+
+        out: dict[str, Any] = {}
+        if self.numeric:
+            columns = [frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in self.numeric_columns]
+            out[self.numeric] = np.ascontiguousarray(np.stack(columns, axis=1) if columns else
+                                                     np.zeros((len(frame), 0)), dtype=np.float32)
+        if self.categorical:
+            token = self.missing_token
+            columns = [[token if _missing(v) else str(v) for v in frame[c].tolist()] for c in self.categorical_columns]
+            out[self.categorical] = np.array(columns, dtype=object).T.reshape(len(frame), len(columns))
+        return out
+
+
+def raw_instances(frame: Any, names: Sequence[str]) -> list[dict]:
+    """The rows of a frame as request instances (JSON-able): numbers, booleans and strings as
+    they are, a missing value as None (JSON null)."""
+    columns = [[None if _missing(v) else (v.item() if hasattr(v, "item") else v) for v in frame[name].tolist()]
+               for name in names]
+    return [dict(zip(names, values)) for values in zip(*columns)] if columns else [{} for _ in range(len(frame))]
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN and pandas' NA / NaT."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN, NaT
+    except (TypeError, ValueError):  # pandas.NA refuses bool()
+        return True
 
 
 @dataclass
@@ -199,23 +287,66 @@ class SourceSchema:
 
 @dataclass
 class DataSplits:
-    """Train / validation / test frames cut from one Dataset (stratified, seeded)."""
+    """Train / validation / test frames cut from one Dataset (stratified, seeded).
+
+    ``features``: the preprocessing fitted on the train split (the ``features`` stage), or None
+    when the features are numbers that are never missing and the model takes them as they are.
+    """
 
     dataset: Dataset
     train: Any
     val: Any
     test: Any
+    features: "FeatureTransform | None" = None
 
     def arrays(self, part: str):
-        """(X float32, y int64) of one split, classes encoded as their index in ``dataset.classes``."""
+        """(X float32, y) of one split: X the model's input rows (the fitted ``features`` transform
+        of the raw columns, or the raw columns when they are numbers); y class indices (int64) in
+        ``dataset.classes``, or the target's values (float32) for a regression."""
         import numpy as np
 
         frame = getattr(self, part)
-        x = frame[self.dataset.features].to_numpy(dtype=np.float32)
+        if self.features is not None:
+            x = np.ascontiguousarray(self.features.transform(frame), dtype=np.float32)
+        else:
+            self._check_numeric()
+            x = frame[self.dataset.features].to_numpy(dtype=np.float32)
+        if self.dataset.task == "regression":
+            return x, frame[self.dataset.target].to_numpy(dtype=np.float32)
         classes = self.dataset.classes or []
         index = {c: i for i, c in enumerate(classes)}
         y = np.asarray([index[v] for v in frame[self.dataset.target]], dtype=np.int64)
         return x, y
+
+    def input_schema(self) -> InputSchema:
+        """What a served request carries: the fitted transform's typed schema (categories known),
+        or every feature as a float (a model of numbers takes them as floats)."""
+        if self.features is not None:
+            return self.features.schema
+        return InputSchema([FeatureSpec(str(name), "float") for name in self.dataset.features])
+
+    def input_layout(self, input_name: str) -> InputLayout:
+        """How raw rows feed a model of these splits whose matrix input (if any) is ``input_name``."""
+        if self.features is not None:
+            return self.features.layout
+        return InputLayout.matrix(input_name, self.input_schema().names)
+
+    def _check_numeric(self) -> None:
+        """A clear error instead of numpy's 'could not convert string to float: 'Biscoe''."""
+        schema = self.dataset.inferred_schema()
+        if schema.all_numeric:
+            return
+        from .errors import DataCheckError
+
+        typed = [f"{f.name} ({f.dtype}{', missing values' if f.nullable else ''})"
+                 for f in schema.features if not (f.numeric and not f.nullable)]
+        raise DataCheckError(
+            f"features: data '{self.dataset.name}' has features that are not numbers or have missing values: "
+            f"{', '.join(typed[:8])}{' ...' if len(typed) > 8 else ''}; a model needs them encoded: keep the "
+            "'features' stage (features: {type: tabular}, the default) in the recipe",
+            [{"column": f.name, "check": "numeric_features", "rows": []} for f in schema.features
+             if not (f.numeric and not f.nullable)],
+        )
 
 
 @dataclass
@@ -245,7 +376,10 @@ class CheckReport:
 
 @dataclass
 class TrainedModel:
-    """A trained in-memory model: ``module`` maps raw float32 features [batch, n] to class logits."""
+    """A trained in-memory model: ``module`` maps the model's float32 input rows [batch, n] (the
+    raw features, or their ``DataSplits.features`` encoding) to class logits, or for a regression
+    to the predicted value [batch, 1] in the target's units. ``schema``: the raw features a
+    request carries (``DataSplits.input_schema()``)."""
 
     module: Any  # torch.nn.Module, in eval mode, preprocessing included
     schema: InputSchema
@@ -256,6 +390,7 @@ class TrainedModel:
     #: other candidates of the same training (next-best trials), best first; a recipe serves
     #: them as ``this_run#2``, ``this_run#3`` ... next to ``this_run`` (the best)
     runners_up: list["TrainedModel"] = field(default_factory=list)
+    task: str = "classification"
 
 
 @dataclass
@@ -269,6 +404,15 @@ class ExportedModel:
     input_name: str
     output_name: str
     metrics: dict[str, float] = field(default_factory=dict)  # e.g. max_abs_diff vs torch
+    #: how raw rows feed the file (None: one float32 matrix ``input_name`` of every feature)
+    inputs: InputLayout | None = None
+    #: classification / ranking: ``output_name`` gives class probabilities; regression: the
+    #: predicted value, float32 [batch, 1], in the target's units (``classes`` empty)
+    task: str = "classification"
+
+    @property
+    def layout(self) -> InputLayout:
+        return self.inputs or InputLayout.matrix(self.input_name, self.schema.names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,11 +582,56 @@ class Labeler(Component):
         raise NotImplementedError
 
 
+class FeatureTransform:
+    """Preprocessing fitted on a train split: raw typed features in, the model's float32 rows out.
+
+    What a ``Preprocessor`` returns and what travels with the model: the exporter puts
+    :meth:`onnx_graph` in front of the model's own graph, so one ONNX file takes raw rows.
+
+    * ``schema``: the raw features a request carries, typed (``category`` ones list the values
+      seen in training: others are unknown), in request order;
+    * ``layout``: the ONNX inputs :meth:`onnx_graph` takes (``InputLayout``);
+    * ``output_names``: the columns of the encoded rows (``island=Biscoe``, ``bill_length_mm``,
+      ``bill_length_mm is missing`` ...), what the model sees;
+    * ``baseline``: per raw feature (schema order) the value of an average case: the training
+      mean of a number, the most frequent value of a category or a bool. ``"explain": true``
+      occludes a feature with it.
+    """
+
+    schema: InputSchema
+    layout: InputLayout
+    output_names: list[str]
+    baseline: list[Any]
+
+    def transform(self, frame: Any) -> Any:
+        """float32 [rows, len(output_names)] of a frame holding the raw feature columns."""
+        raise NotImplementedError
+
+    def onnx_graph(self, output_name: str, opset: int) -> bytes:
+        """A serialized ONNX model from the ``layout`` inputs (dynamic batch) to ``output_name``,
+        float32 [batch, len(output_names)], computing what :meth:`transform` computes."""
+        raise NotImplementedError
+
+
+class Preprocessor(Component):
+    """Fits the preprocessing of raw features on the train split only (recipe key ``features``):
+    imputation, encoding, scaling. ``fit`` returns a FeatureTransform, or None when the features
+    are numbers that are never missing (the model then takes them as they are, in one matrix)."""
+
+    kind = "preprocessor"
+    recipe_key = "features"
+
+    def fit(self, splits: DataSplits, ctx: StageContext) -> FeatureTransform | None:
+        raise NotImplementedError
+
+
 class Model(Component):
     """A trainable architecture a trainer fits (``train.model: NAME``).
 
-    ``build`` returns a module mapping raw float32 features [batch, n] to class logits
-    [batch, classes] (standardization inside, so the exported model takes raw client values).
+    ``build`` returns a module mapping float32 input rows [batch, n] to class logits
+    [batch, classes] (standardization inside, so the exported model takes raw client values); for
+    a regression (a model whose ``tasks`` include it) ``n_classes`` is 1 and the one output is the
+    prediction (the trainer scales it to the target's units).
     The trainer samples ``hyperparameters`` from the recipe's ``train.search_space``; a model never
     sees the recipe otherwise. Torch is the only engine the built-in trainer knows; the core does not
     import it.
@@ -475,9 +664,12 @@ class Model(Component):
         raise NotImplementedError
 
     def loss(self, logits: Any, target: Any, hp: Mapping[str, Any]) -> Any:
-        """The training loss (default: cross-entropy); ``reduction`` is the batch mean."""
+        """The training loss, the batch mean (default: cross-entropy on class indices; mean
+        squared error on a float target, a regression's)."""
         import torch.nn.functional as F
 
+        if target.is_floating_point():
+            return F.mse_loss(logits.reshape(target.shape), target)
         return F.cross_entropy(logits, target)
 
     def extra_metrics(self, logits: Any, target: Any) -> dict[str, float]:
@@ -505,6 +697,8 @@ class Compressor(Component):
     kind = "compressor"
     recipe_key = "compress"
     level: ClassVar[str] = "model"
+    #: a step that works for regression models too says so
+    tasks: ClassVar[tuple[str, ...] | None] = ("classification", "ranking")
 
     @classmethod
     def starts_from_registry(cls, config: Any) -> bool:
@@ -524,6 +718,8 @@ class Compressor(Component):
 class Exporter(Component):
     kind = "exporter"
     recipe_key = "export"
+    #: an exporter that writes regression models too says so
+    tasks: ClassVar[tuple[str, ...] | None] = ("classification", "ranking")
 
     def export(self, model: TrainedModel, splits: DataSplits, ctx: StageContext) -> ExportedModel:
         raise NotImplementedError
@@ -597,12 +793,17 @@ class Verdict(str, enum.Enum):
 @dataclass(frozen=True)
 class Decision:
     """A strategy's verdict. ``arm``: for PROMOTE the arm that becomes the incumbent (its model
-    version gets the ``prod`` alias), for ROLLBACK the arm traffic is taken away from."""
+    version gets the ``prod`` alias), for ROLLBACK the arm traffic is taken away from.
+
+    ``evidence``: what the verdict rests on, JSON-able, copied into the host's event: by
+    convention ``method``, ``statistic`` (e.g. an e-value), ``p_value`` (always-valid),
+    ``bound`` (a confidence sequence), ``samples`` (per arm), ``alpha`` and ``minimum_effect``."""
 
     verdict: Verdict
     reason: str = ""
     weights: Mapping[str, float] | None = None
     arm: str | None = None
+    evidence: Mapping[str, Any] | None = None
 
 
 class TrafficStrategy(Component):
@@ -671,7 +872,8 @@ class TrafficStrategy(Component):
 
     def routed(self, request: RouteRequest, route: Route) -> None:
         """``route`` was served for ``request``: count it, remember a ranking's teams ... (default:
-        nothing). Not called by offline evaluation, which only asks ``choose``."""
+        nothing). Offline evaluation asks ``choose`` for every logged request and calls this only
+        for the ones whose logged arm is the arm chosen (the rows replay keeps), as serving would."""
 
     def reopen(self) -> None:
         """Undo an applied verdict: routing goes back to ``choose`` (an operator's reweight or
@@ -760,6 +962,7 @@ COMPONENT_KINDS: dict[str, tuple[type[Component], str]] = {
     "data_source": (DataSource, "register_data_sources"),
     "data_check": (DataCheck, "register_data_checks"),
     "labeler": (Labeler, "register_labelers"),
+    "preprocessor": (Preprocessor, "register_preprocessors"),
     "model": (Model, "register_models"),
     "trainer": (Trainer, "register_trainers"),
     "compressor": (Compressor, "register_compressors"),

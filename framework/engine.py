@@ -5,6 +5,7 @@ import logging
 import os
 from pathlib import Path
 
+from .compat.ray_auth_notice import quiet_token_auth_notice
 from .compat.ray_loopback import keep_local_ray_on_loopback
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def start_ray(address: str | None = None, num_cpus: int = 2, namespace: str = "f
         ray.init(address=address, namespace=namespace, log_to_driver=False)
         log.info("connected to Ray at %s", address)
         return {"address": address, "started": False}
+    quiet_token_auth_notice()  # Ray's own wording reads like an error; said once below instead
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,
@@ -40,6 +42,9 @@ def start_ray(address: str | None = None, num_cpus: int = 2, namespace: str = "f
         configure_logging=True,
         logging_level=logging.WARNING,
     )
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        log.info("local Ray on 127.0.0.1 with token authentication on (Ray's default; the token is in "
+                 "~/.ray/auth_token); RAY_AUTH_MODE=disabled before starting turns it off")
     return {"address": ray.get_runtime_context().gcs_address, "started": True}
 
 

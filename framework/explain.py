@@ -17,7 +17,7 @@ onnxruntime session wrapped in a lambda, ``OnnxRunner.predict``...
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -39,6 +39,17 @@ def training_means(x: np.ndarray) -> list[float]:
     return [float(v) for v in x.mean(axis=0)]
 
 
+def accuracy_score(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per row: 1.0 when the argmax of the outputs is the true class index, else 0.0."""
+    return (np.asarray(outputs).argmax(axis=1) == y).astype(np.float64)
+
+
+def negative_squared_error(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per row: minus the squared error of a regression's prediction (larger is better), so that
+    an importance is the increase of the mean squared error when a feature is shuffled."""
+    return -(np.asarray(outputs, dtype=np.float64).reshape(-1) - np.asarray(y, dtype=np.float64)) ** 2
+
+
 def permutation_importance(
     session_fn: SessionFn,
     x: np.ndarray,
@@ -46,12 +57,15 @@ def permutation_importance(
     feature_names: Sequence[str],
     repeats: int = 5,
     seed: int = 0,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray] = accuracy_score,
 ) -> list[dict]:
     """``[{feature, importance, std}]``, most important first.
 
     ``y``: the true class *indices* (columns of ``session_fn``'s output). ``importance`` is the
     mean drop of accuracy when that feature's column is shuffled (``repeats`` shuffles, one
     onnxruntime call per feature for all of them), ``std`` its spread over the shuffles.
+    ``score``: per-row score, larger is better (``negative_squared_error`` for a regression: the
+    importance is then the increase of the mean squared error).
     """
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
@@ -63,7 +77,7 @@ def permutation_importance(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     repeats = int(repeats)
     n = len(x)
-    base = float(np.mean(np.asarray(session_fn(x)).argmax(axis=1) == y))
+    base = float(np.mean(score(session_fn(x), y)))
     rng = np.random.default_rng(seed)
     y_rep = np.tile(y, repeats)
     rows = []
@@ -71,10 +85,48 @@ def permutation_importance(
         batch = np.tile(x, (repeats, 1))
         for r in range(repeats):
             batch[r * n : (r + 1) * n, j] = x[rng.permutation(n), j]
-        correct = (np.asarray(session_fn(batch)).argmax(axis=1) == y_rep).reshape(repeats, n)
+        correct = score(session_fn(batch), y_rep).reshape(repeats, n)
         drops = base - correct.mean(axis=1)
         rows.append({"feature": str(name), "importance": float(drops.mean()), "std": float(drops.std())})
     rows.sort(key=lambda r: -r["importance"])  # stable: ties keep the schema order
+    return rows
+
+
+def permutation_importance_frame(
+    predict_frame: Callable[[Any], np.ndarray],
+    frame: Any,
+    y: Sequence[Any] | np.ndarray,
+    feature_names: Sequence[str],
+    repeats: int = 5,
+    seed: int = 0,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray] = accuracy_score,
+) -> list[dict]:
+    """``permutation_importance`` in raw space: ``frame`` holds the raw feature columns (strings,
+    missing values), ``predict_frame(frame)`` the model's outputs for its rows. A feature's raw
+    column is shuffled, whatever its type, so a category counts as one feature, not as its one-hot
+    columns."""
+    import pandas as pd
+
+    y = np.asarray(y)
+    if len(y) != len(frame):
+        raise ValueError(f"y has {len(y)} labels for {len(frame)} rows")
+    repeats = int(repeats)
+    n = len(frame)
+    frame = frame[list(feature_names)].reset_index(drop=True)
+    base = float(np.mean(score(predict_frame(frame), y)))
+    rng = np.random.default_rng(seed)
+    y_rep = np.tile(y, repeats)
+    rows = []
+    for name in feature_names:
+        copies = []
+        for _ in range(repeats):
+            shuffled = frame.copy()
+            shuffled[name] = frame[name].to_numpy()[rng.permutation(n)]
+            copies.append(shuffled)
+        correct = score(predict_frame(pd.concat(copies, ignore_index=True)), y_rep).reshape(repeats, n)
+        drops = base - correct.mean(axis=1)
+        rows.append({"feature": str(name), "importance": float(drops.mean()), "std": float(drops.std())})
+    rows.sort(key=lambda r: -r["importance"])
     return rows
 
 
@@ -109,6 +161,31 @@ def attributions_from_probabilities(
         target = np.broadcast_to(np.asarray(target_index, dtype=np.int64), (n,))
     chosen = p[np.arange(n), :, target]  # [n, f+1]: the target's probability, original then occluded
     return chosen[:, :1] - chosen[:, 1:], np.asarray(target)
+
+
+def occlusion_feeds(feeds: dict, layout: Any, feature_names: Sequence[str], baseline: Sequence[Any]) -> dict:
+    """``occlusion_batch`` for a model of typed inputs: its feeds (``InputLayout``) for, per
+    instance, its own row then one row per feature with that feature's raw value replaced by the
+    baseline (a number's training mean, a category's most frequent value)."""
+    n = len(next(iter(feeds.values())))
+    f = len(feature_names)
+    out = {name: np.repeat(np.asarray(array)[:, None, :], f + 1, axis=1) for name, array in feeds.items()}
+    numeric = {c: i for i, c in enumerate(layout.numeric_columns)}
+    categorical = {c: i for i, c in enumerate(layout.categorical_columns)}
+    for j, name in enumerate(feature_names):
+        value = baseline[j]
+        if name in numeric:
+            out[layout.numeric][:, j + 1, numeric[name]] = np.nan if value is None else float(value)
+        else:
+            out[layout.categorical][:, j + 1, categorical[name]] = layout.missing_token if value is None else str(value)
+    return {name: array.reshape(n * (f + 1), array.shape[2]) for name, array in out.items()}
+
+
+def regression_attributions(outputs: np.ndarray, n: int, n_features: int) -> np.ndarray:
+    """Attributions ``[n, features]`` of a regression from its answer to an occlusion batch
+    (``[n * (features + 1), 1]``): the prediction minus the prediction with the feature replaced."""
+    values = np.asarray(outputs, dtype=np.float64).reshape(n, n_features + 1)
+    return values[:, :1] - values[:, 1:]
 
 
 def occlusion_attributions(

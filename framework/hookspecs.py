@@ -17,7 +17,7 @@ import pluggy
 
 if TYPE_CHECKING:  # annotations only: importing the hookspecs stays free
     from .components import (BatchPredictor, Compressor, DataCheck, DataSource, Decision, Exporter, Labeler, Model,
-                             Monitor, Trainer, TrafficStrategy)
+                             Monitor, Preprocessor, Trainer, TrafficStrategy)
     from .plan import Plan
     from .registry import Version
 
@@ -66,6 +66,14 @@ def on_model_registered(version: Version) -> None:
 @hookspec
 def register_labelers() -> list[type[Labeler]]:
     """Return :class:`framework.components.Labeler` subclasses (recipe key ``label``)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Features
+# ---------------------------------------------------------------------------------------------
+@hookspec
+def register_preprocessors() -> list[type[Preprocessor]]:
+    """Return :class:`framework.components.Preprocessor` subclasses (recipe key ``features``)."""
 
 
 # ---------------------------------------------------------------------------------------------

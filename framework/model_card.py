@@ -24,12 +24,17 @@ def slice_metrics(
     target: str,
     classes: Sequence[Any],
     slices: Mapping[str, str],
+    rows_of: Callable[[Any], Any] | None = None,
+    task: str = "classification",
 ) -> dict[str, dict]:
-    """``{slice: {"query", "n", "accuracy"}}`` for each ``name -> pandas query`` in ``slices``.
+    """``{slice: {"query", "n", "accuracy"}}`` for each ``name -> pandas query`` in ``slices``;
+    for a regression ``{"query", "n", "mse", "mae", "r2"}``.
 
     ``predict_fn(x float32 [n, features]) -> probabilities [n, classes]`` (column i is
-    ``classes[i]``). ``accuracy`` is None for a slice with no rows. A query pandas cannot run (bad
-    syntax, unknown column) or that does not select rows raises ValueError naming the slice.
+    ``classes[i]``; a regression's predictions [n, 1]). ``rows_of(part)``: what ``predict_fn``
+    takes for a slice's rows (default: the features as a float32 matrix; a model of typed inputs
+    takes the frame itself). ``accuracy`` is None for a slice with no rows. A query pandas cannot
+    run (bad syntax, unknown column) or that does not select rows raises ValueError naming the slice.
     """
     out: dict[str, dict] = {}
     classes = list(classes)
@@ -43,10 +48,19 @@ def slice_metrics(
         if not hasattr(part, "columns"):
             raise ValueError(f"slice '{name}': query {query!r} did not select rows of the table")
         n = int(len(part))
+        rows = (lambda p: p[list(features)].to_numpy(dtype=np.float32)) if rows_of is None else rows_of
+        if task == "regression":
+            from .metrics import regression_metrics
+
+            figures = regression_metrics(part[target].to_numpy(dtype=np.float64), predict_fn(rows(part))) if n else \
+                {"mse": None, "mae": None, "r2": None}
+            if n < 2:
+                figures["r2"] = None  # one row has no spread to explain
+            out[str(name)] = {"query": query, "n": n, **figures}
+            continue
         accuracy = None
         if n:
-            x = part[list(features)].to_numpy(dtype=np.float32)
-            predicted = np.asarray(predict_fn(x)).argmax(axis=1)
+            predicted = np.asarray(predict_fn(rows(part))).argmax(axis=1)
             truth = part[target].tolist()
             correct = sum(_same(t, classes[i]) for t, i in zip(truth, predicted))
             accuracy = correct / n
@@ -96,11 +110,14 @@ def render_markdown(card: Mapping[str, Any], top: int = 10) -> str:
     training = card.get("training") or {}
     metrics = card.get("metrics") or {}
     overall = metrics.get("accuracy")
+    regression = training.get("task") == "regression"
     lines = [f"# Model card: {card.get('model_version')}", ""]
 
     lines += ["## What it predicts", ""]
     target, classes = training.get("target"), training.get("classes")
-    if target is not None or classes:
+    if regression:
+        lines.append(f"It predicts the number **{target}** (a regression): an answer is a value in {target}'s units.")
+    elif target is not None or classes:
         what = f"It predicts **{target}**" if target is not None else "It predicts"
         if classes:
             what += " as one of: " + ", ".join(f"`{c}`" for c in classes)
@@ -108,7 +125,11 @@ def render_markdown(card: Mapping[str, Any], top: int = 10) -> str:
     lines += [f"Intended use: {card.get('intended_use')}", ""]
 
     lines += ["## How good it is overall", ""]
-    if overall is not None:
+    if regression and metrics.get("mae") is not None:
+        lines.append(f"On examples it never saw during training its answers were off by **{_num(metrics['mae'])}** on "
+                     f"average (mean absolute error); it explains **{_pct(metrics.get('r2'))}** of the spread of "
+                     f"{target} (R² = {_num(metrics.get('r2'))}; 0 would be no better than always answering the average).")
+    elif overall is not None:
         lines.append(f"On examples it never saw during training it was right **{_pct(overall)}** of the time "
                      f"(about {round(overall * 100)} in 100).")
     if metrics:
@@ -120,6 +141,14 @@ def render_markdown(card: Mapping[str, Any], top: int = 10) -> str:
     lines += ["## How good it is for each group", ""]
     if not slices:
         lines += ["No groups (slices) were declared, so nothing is known about groups where it may do worse.", ""]
+    elif regression:
+        lines += ["| group | examples | mean absolute error | R² | note |", "|---|---|---|---|---|"]
+        for name, m in slices.items():
+            n = m.get("n", 0)
+            note = "no examples: cannot judge" if not n else (f"only {n} examples: too few to judge" if n < MIN_SLICE_ROWS else "")
+            lines.append(f"| {name} (`{m.get('query', '')}`) | {n} | {_num(m.get('mae')) if m.get('mae') is not None else '-'} | "
+                         f"{_num(m.get('r2')) if m.get('r2') is not None else '-'} | {note} |")
+        lines.append("")
     else:
         lines += ["| group | examples | right | note |", "|---|---|---|---|"]
         for name, m in slices.items():
@@ -133,10 +162,16 @@ def render_markdown(card: Mapping[str, Any], top: int = 10) -> str:
     if not importance:
         lines += ["Not measured.", ""]
     else:
-        lines += ["How much worse it gets when a feature is scrambled (so it no longer tells anything): "
-                  "the bigger the drop, the more the model relies on it.", "",
-                  "| feature | accuracy drop | spread |", "|---|---|---|"]
-        lines += [f"| {r.get('feature')} | {_pts(r.get('importance'))} | ±{_pts(r.get('std'))} |" for r in importance[:top]]
+        if regression:
+            lines += ["How much worse it gets when a feature is scrambled (so it no longer tells anything): "
+                      "the bigger the increase of the squared error, the more the model relies on it.", "",
+                      "| feature | mean squared error increase | spread |", "|---|---|---|"]
+            lines += [f"| {r.get('feature')} | {_num(r.get('importance'))} | ±{_num(r.get('std'))} |" for r in importance[:top]]
+        else:
+            lines += ["How much worse it gets when a feature is scrambled (so it no longer tells anything): "
+                      "the bigger the drop, the more the model relies on it.", "",
+                      "| feature | accuracy drop | spread |", "|---|---|---|"]
+            lines += [f"| {r.get('feature')} | {_pts(r.get('importance'))} | ±{_pts(r.get('std'))} |" for r in importance[:top]]
         unused = [r.get("feature") for r in importance if abs(float(r.get("importance") or 0.0)) < 1e-9]
         if unused:
             lines += ["", "It hardly uses: " + ", ".join(map(str, unused)) + "."]
@@ -169,7 +204,7 @@ def render_markdown(card: Mapping[str, Any], top: int = 10) -> str:
     lines += ["## How it was made", "", f"- model version: `{card.get('model_version')}`",
               f"- data version: `{card.get('data_version')}`"]
     for k, v in training.items():
-        if k in ("target", "classes", "privacy"):
+        if k in ("target", "classes", "privacy", "task"):
             continue
         lines.append(f"- {k}: {_short(v)}")
     return "\n".join(lines) + "\n"

@@ -37,6 +37,8 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("checks", "checks", "data_check", True, False, "data:run_checks", "data checks; a failed 'fail' check stops the run"),
     StageSpec("version", None, None, False, False, "data:run_version", "store a content-addressed data version; split it"),
     StageSpec("label", "label", "labeler", False, False, "label:run_label", "produce or change labels; store them as a label version"),
+    StageSpec("features", "features", "preprocessor", False, False, "features:run_features",
+              "fit imputation, encoding and scaling on the train split; it travels with the model"),
     StageSpec("train", "train", "trainer", False, True, "train:run_train", "train (and tune) a model"),
     StageSpec("compress", "compress", "compressor", True, True, "train:run_compress", "model-level compression steps"),
     StageSpec("export", "export", "exporter", False, False, "export:run_export", "export to ONNX; ONNX-level compression"),

@@ -25,6 +25,8 @@ from .plugins import Components
 from .recipe import Bounds, RecipeConfig, describe_omegaconf_error
 
 THIS_RUN = re.compile(r"^this_run(#[1-9][0-9]*)?$")
+#: what ``gates.champion.metric`` may compare, per task (the first is the default)
+CHAMPION_METRICS = {"classification": ("accuracy", "f1_macro", "log_loss"), "regression": ("r2", "mae", "mse")}
 
 
 def is_model_ref(text: str) -> bool:
@@ -445,8 +447,9 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
         raise RecipeError(f"serve.placement: must be 'ingress' or 'deployment', got '{serve.placement}'")
     if not 0 < serve.port < 65536:
         raise RecipeError(f"serve.port: must be a TCP port (1-65535), got {serve.port}")
-    from .serving.app import validate_autoscaling, validate_batching  # plain checks, no Ray import
+    from .serving.app import validate_autoscaling, validate_batching, validate_ingress  # plain checks, no Ray import
 
+    validate_ingress(serve.ingress, serve.balancer_port)
     validate_autoscaling(serve.autoscaling)
     validate_batching(serve.batching)
     if serve.autoscaling and serve.replicas > 1:
@@ -474,8 +477,9 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
         if bounds.min is not None and bounds.max is not None and bounds.min > bounds.max:
             raise RecipeError(f"gates.thresholds.{metric}: min {bounds.min} > max {bounds.max}")
     champion = recipe.gates.champion
-    if champion.metric not in ("accuracy", "f1_macro", "log_loss"):
-        raise RecipeError(f"gates.champion.metric: use accuracy, f1_macro or log_loss; got '{champion.metric}'")
+    if champion.metric is not None and champion.metric not in CHAMPION_METRICS["classification"] + CHAMPION_METRICS["regression"]:
+        raise RecipeError(f"gates.champion.metric: use accuracy, f1_macro or log_loss (classification), r2, mae or mse "
+                          f"(regression); got '{champion.metric}'")
     if champion.ref is not None and not is_registry_ref(champion.ref):
         raise RecipeError(f"gates.champion.ref: '{champion.ref}' is not a registry reference (NAME@ALIAS or NAME:ID)")
     if recipe.gates.latency_runs < 10:
@@ -570,7 +574,7 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
         plan.stage("gate").enabled = False
         plan.stage("gate").note = "no gates declared"
     if not makes_model:
-        for name in ("compress", "export", "gate", "register"):
+        for name in ("features", "compress", "export", "gate", "register"):
             plan.stage(name).enabled = False
             plan.stage(name).note = "no training in this recipe"
     elif not plan.enabled("train"):
@@ -628,15 +632,28 @@ def check_data_source(plan: Plan) -> None:
 
 
 def _check_task(plan: Plan, data: PlannedComponent) -> None:
+    """The data's task (known at plan time) is one every planned component can work with: the
+    trainer's model (``Model.tasks``), the trainer, the compression steps, the exporter, the
+    traffic strategy... (``Component.check_task``), and the champion gate's metric."""
     task = data.cls.planned_task(data.config)
-    if task is None or not plan.enabled("train"):
+    if task is None:
         return
-    trainer = plan.stage("train").component
-    parts = [(f"{trainer.key}.{f}", cls.name, cls) for f, cls in trainer.refs.items() if cls.kind == "model"]
-    for key, name, cls in parts:
-        if task not in cls.tasks:
-            raise RecipeError(f"{key}: model '{name}' can do {' and '.join(cls.tasks)}, but the data's task is {task} "
-                              f"(data: {_source_label(data)}); choose a model that does {task}, or another data task")
+    if plan.enabled("train"):
+        trainer = plan.stage("train").component
+        parts = [(f"{trainer.key}.{f}", cls.name, cls) for f, cls in trainer.refs.items() if cls.kind == "model"]
+        for key, name, cls in parts:
+            if task not in cls.tasks:
+                raise RecipeError(f"{key}: model '{name}' can do {' and '.join(cls.tasks)}, but the data's task is {task} "
+                                  f"(data: {_source_label(data)}); choose a model that does {task}, or another data task")
+    for stage in plan.stages:
+        if stage.enabled and stage.name != "data":
+            for planned in stage.components:
+                planned.cls.check_task(planned.config, task, planned.key)
+    champion = plan.recipe.gates.champion
+    metrics = CHAMPION_METRICS.get("regression" if task == "regression" else "classification")
+    if champion.ref and champion.metric is not None and champion.metric not in metrics:
+        raise RecipeError(f"gates.champion.metric: '{champion.metric}' does not measure a {task} model; "
+                          f"use {', '.join(metrics)}")
 
 
 def _named_columns(config: Any, key: str, fields: tuple[str, ...]) -> list[tuple[str, str]]:

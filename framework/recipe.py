@@ -74,8 +74,15 @@ class RegisterConfig:
 class ServeConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
+    #: Ray Serve's HTTP proxy port (the app's URL with ingress "proxy"; it reaches the app either way)
     port: int = 8000
     route_prefix: str = "/"
+    #: "direct": clients reach the ingress replica on its own port, no proxy hop (the default:
+    #: 10x faster on a small model); several ingress replicas get a load balancer in front, on
+    #: balancer_port. "proxy": through Ray Serve's HTTP proxy on `port` (README, "Serving fast")
+    ingress: str = "direct"
+    #: the load balancer's port when the ingress has several replicas (0: a free port)
+    balancer_port: int = 0
     #: keep serving after the run until Ctrl-C
     keep_serving: bool = False
     #: "ingress": the ONNX model runs inside the ingress replica (no extra hop, the default);
@@ -152,9 +159,10 @@ class ChampionGate:
 
     #: the champion, e.g. "breast_cancer_mlp@prod"; unset: no comparison
     ref: Optional[str] = None
-    #: accuracy | f1_macro | log_loss (lower is better for log_loss)
-    metric: str = "accuracy"
-    #: challenger minus champion must be >= this (for log_loss: champion minus challenger)
+    #: classification: accuracy | f1_macro | log_loss; regression: r2 | mae | mse (lower is
+    #: better for log_loss, mae and mse); unset: accuracy, or r2 for a regression
+    metric: Optional[str] = None
+    #: challenger minus champion must be >= this (lower-is-better metrics: champion minus challenger)
     min_delta: float = 0.0
     #: no champion yet (a first run): the comparison passes and says so
     missing_ok: bool = True
@@ -166,7 +174,8 @@ class GatesConfig:
     served, prints the gate table and makes ``python -m framework run`` exit non-zero."""
 
     #: metric name -> bounds; any metric of train/export, plus the gate's own measurements:
-    #: accuracy, f1_macro, log_loss (ONNX on the test split), size_mb, latency_p50_ms,
+    #: accuracy, f1_macro, log_loss (classification) or mse, mae, r2 (regression) (ONNX on the
+    #: test split), size_mb, latency_p50_ms,
     #: latency_p95_ms (batch 1, one thread)
     #: (each value is {min, max}; plan.py checks it against Bounds)
     thresholds: Dict[str, Any] = field(default_factory=dict)
@@ -201,6 +210,9 @@ class RecipeConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     checks: List[Any] = field(default_factory=list)
     label: Dict[str, Any] = field(default_factory=dict)  # empty: no labeling stage
+    #: preprocessing fitted on the train split (typed features: missing values, categories);
+    #: conf/config.yaml picks ``features: tabular``; empty: no features stage
+    features: Dict[str, Any] = field(default_factory=dict)
     train: Dict[str, Any] = field(default_factory=dict)
     compress: List[Any] = field(default_factory=list)
     export: Dict[str, Any] = field(default_factory=dict)
@@ -270,7 +282,7 @@ def split_recipe_override(overrides: list[str]) -> tuple[str | None, str | None,
 
 
 #: recipe sections that hold one component (``type: NAME`` plus its options), each a conf/ group
-COMPONENT_SECTIONS = ("data", "label", "train", "export", "strategy", "batch")
+COMPONENT_SECTIONS = ("data", "label", "features", "train", "export", "strategy", "batch")
 
 
 def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:

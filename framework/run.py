@@ -163,6 +163,7 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
     results: list[StageResult] = []
     failure: BaseException | None = None
     started = time.perf_counter()
+    ray_local = False  # this process started Ray itself (not ray.address, not a test session's)
     log.info("run %s of recipe %s (%s)", run_dir.name, plan.recipe.name, plan.recipe_path)
     try:
         _check_registry_refs(plan, state.registry)
@@ -176,6 +177,7 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
 
                 t0 = time.perf_counter()
                 info = start_ray(plan.recipe.ray.address, plan.recipe.ray.num_cpus, plan.recipe.ray.namespace)
+                ray_local = info["started"]
                 results.append(StageResult("ray", "engine", "ok", time.perf_counter() - t0, {"address": info["address"]}))
                 ray_started = True
             ctx = RunStageContext(
@@ -221,16 +223,16 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
     write_json(run_dir / "summary.json", summary)
     result = RunResult(run_dir, status, results, summary, state)
     reporter.summary(result)
+    kept_serving = False
     try:
         components.hooks.run_finished(str(run_dir), summary)
         keep = plan.recipe.serve.keep_serving if keep_serving is None else keep_serving
         if state.app is not None and failure is None and keep:
+            kept_serving = True
             _serve_until_interrupted(state.app, reporter)
     finally:
         if state.app is not None:
-            from .serving import shutdown_app
-
-            shutdown_app(state.app)
+            _stop_serving(state.app, with_ray=ray_local and kept_serving)
         logging.getLogger("framework").removeHandler(handler)
         handler.close()
     if failure is not None:
@@ -238,10 +240,29 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
     return result
 
 
+def _stop_serving(app: Any, with_ray: bool) -> None:
+    """Remove the app. ``with_ray`` (serving until Ctrl-C on a Ray this run started): Ray goes down
+    with it, at once; deleting the app first would only wait on Serve's graceful stop of replicas
+    that die with Ray anyway."""
+    if with_ray:
+        from .engine import stop_ray
+        from .serving.ingress_modes import stop as stop_following
+
+        stop_following(app.app_name)  # its balancer, if any
+        stop_ray()
+    else:
+        from .serving import shutdown_app
+
+        shutdown_app(app)
+
+
 def _serve_until_interrupted(app: Any, reporter: Reporter) -> None:
     import signal
 
     def interrupt(signum: int, frame: Any) -> None:
+        # the first Ctrl-C stops; more while stopping must not break the stop half-way
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     # Ray Tune leaves its own SIGINT handler installed after a search; Ctrl-C and SIGTERM must

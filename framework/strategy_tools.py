@@ -22,3 +22,14 @@ def nearest_rank_percentile(sorted_values: Sequence[float], q: float) -> float |
         return None
     rank = max(1, -(-len(sorted_values) * q // 100))  # ceil(n * q / 100), at least 1
     return float(sorted_values[int(rank) - 1])
+
+
+def refuse_accuracy_for_regression(strategy: str, task: str, key: str, judges_accuracy: bool, instead: str) -> None:
+    """Plan time: a strategy that scores an arm by ``label == prediction`` cannot judge a
+    regression (a predicted number almost never equals the truth). RecipeError naming ``key``
+    and what to use ``instead``."""
+    if task == "regression" and judges_accuracy:
+        from .errors import RecipeError
+
+        raise RecipeError(f"{key}: '{strategy}' judges accuracy (label == prediction), which says nothing of a "
+                          f"regression's numbers; {instead}")

@@ -281,6 +281,10 @@ class DistillCompressor(Compressor):
             return teacher_logits(teacher, x_train), scores, count_parameters(teacher), "the trained model"
         ref = str(self.config.teacher)
         registered = ctx.registered_model(ref)
+        if registered.inputs is not None or splits.features is not None:  # not yet: the teacher runs on floats
+            raise StageError(f"{where}: teacher '{ref}' or this run's data has typed features (categories, missing "
+                             "values); distilling from a registered teacher takes models of numbers that are never "
+                             "missing only for now (distil from the run's own trained model instead)")
         features = [f.name for f in registered.schema.features]
         if features != list(splits.dataset.features):
             raise StageError(f"{where}: teacher '{ref}' takes features {features[:4]}... ({len(features)}), "

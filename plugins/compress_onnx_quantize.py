@@ -66,15 +66,19 @@ def _size(onnx_path_or_bytes: Any) -> int:
 
 
 def _batch(x, size: int):
-    """``size`` rows of ``x`` (repeated when ``x`` has fewer), contiguous float32."""
+    """``size`` rows of ``x`` (repeated when ``x`` has fewer), contiguous float32; a dict of feeds
+    (a model of typed inputs): ``size`` rows of each."""
     import numpy as np
 
+    if isinstance(x, dict):
+        return {name: np.resize(a, (size, a.shape[1])) if a.dtype == object else _batch(a, size) for name, a in x.items()}
     return np.ascontiguousarray(np.resize(np.asarray(x, dtype=np.float32), (size, x.shape[1])))
 
 
 def latencies(sess, x, batch: int, runs: int = 200, warmup: int = 10) -> list[float]:
-    """Wall-clock milliseconds of ``runs`` calls of ``sess`` on a batch of ``batch`` rows."""
-    feed = {sess.get_inputs()[0].name: _batch(x, batch)}
+    """Wall-clock milliseconds of ``runs`` calls of ``sess`` on a batch of ``batch`` rows (``x``:
+    the rows of its one input, or a dict of feeds)."""
+    feed = _batch(x, batch) if isinstance(x, dict) else {sess.get_inputs()[0].name: _batch(x, batch)}
     for _ in range(warmup):  # first runs allocate buffers and fill caches
         sess.run(None, feed)
     out = []
@@ -196,6 +200,8 @@ class _OnnxCompressor(Compressor):
     """Shared run of every ONNX-level compressor: convert, check, evaluate, time, report."""
 
     level: ClassVar[str] = "onnx"
+    #: a regression's values are compared as numbers (r2, max difference) instead of classes
+    tasks: ClassVar[tuple[str, ...] | None] = ("classification", "regression", "ranking")
 
     @classmethod
     def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
@@ -226,6 +232,7 @@ class _OnnxCompressor(Compressor):
             src.write_bytes(original)
             try:
                 with _quiet_quantizer():
+                    self._layout = model.inputs  # calibration and range checks see raw rows as the model does
                     converted = self._convert(src, tmp, splits, ctx)
                 onnx.checker.check_model(str(converted))
             except (StageError, RecipeError):
@@ -240,9 +247,10 @@ class _OnnxCompressor(Compressor):
             before = session(original)
         except Exception as exc:
             raise StageError(f"{where}: onnxruntime cannot load the compressed model {out}: {exc}") from exc
-        x = np.ascontiguousarray(x_test)
-        p_before = before.run([model.output_name], {model.input_name: x})[0]
-        p_after = after.run([model.output_name], {model.input_name: x})[0]
+        # the raw test rows as the model takes them: one float matrix, or typed feeds
+        feeds = model.layout.feeds(splits.test)
+        p_before = before.run([model.output_name], feeds)[0]
+        p_after = after.run([model.output_name], feeds)[0]
         if p_after.shape != p_before.shape or p_after.dtype != p_before.dtype:
             raise StageError(
                 f"{where}: the compressed model returns {p_after.dtype} {p_after.shape}, "
@@ -250,28 +258,36 @@ class _OnnxCompressor(Compressor):
             )
         if not np.all(np.isfinite(p_after)):
             raise StageError(f"{where}: the compressed model returns non-finite probabilities on the test split")
-        pred_before, pred_after = p_before.argmax(axis=1), p_after.argmax(axis=1)
-        acc_before = float(np.mean(pred_before == y_test))
-        acc_after = float(np.mean(pred_after == y_test))
         metrics: dict[str, Any] = {
             "compression": self.name,
             "size_bytes": len(compressed),
             "input_size_bytes": len(original),
             "size_ratio": len(original) / len(compressed),
-            "test_accuracy": acc_after,
-            "input_test_accuracy": acc_before,
-            "accuracy_delta": acc_after - acc_before,
-            "agreement": float(np.mean(pred_after == pred_before)),
-            "max_abs_diff": float(np.max(np.abs(p_after - p_before))),
         }
-        metrics.update(compare_speed(original, compressed, x_test))
+        if model.task == "regression":  # numbers: r2 before / after; agreement within 1% of the value
+            from framework.metrics import regression_metrics
+
+            r2_before, r2_after = regression_metrics(y_test, p_before)["r2"], regression_metrics(y_test, p_after)["r2"]
+            close = np.abs(p_after - p_before) <= 0.01 * np.maximum(1.0, np.abs(p_before))
+            acc_after, acc_before = r2_after, r2_before
+            metrics.update(test_r2=r2_after, input_test_r2=r2_before, r2_delta=r2_after - r2_before,
+                           agreement=float(np.mean(close)), max_abs_diff=float(np.max(np.abs(p_after - p_before))))
+        else:
+            pred_before, pred_after = p_before.argmax(axis=1), p_after.argmax(axis=1)
+            acc_before = float(np.mean(pred_before == y_test))
+            acc_after = float(np.mean(pred_after == y_test))
+            metrics.update(test_accuracy=acc_after, input_test_accuracy=acc_before, accuracy_delta=acc_after - acc_before,
+                           agreement=float(np.mean(pred_after == pred_before)),
+                           max_abs_diff=float(np.max(np.abs(p_after - p_before))))
+        metrics.update(compare_speed(original, compressed, feeds if model.inputs is not None else x_test))
         for key, value in metrics.items():
             ctx.metric(f"{self.name}_{key}", value)
         ctx.logger.info(
-            "%s: %s, %d -> %d bytes (x%.2f), test accuracy %.4f (%+.4f), agreement %.4f, "
+            "%s: %s, %d -> %d bytes (x%.2f), test %s %.4f (%+.4f), agreement %.4f, "
             "speed-up x%.2f at batch 1, x%.2f at batch 64",
-            self.name, out, len(original), len(compressed), metrics["size_ratio"], acc_after,
-            metrics["accuracy_delta"], metrics["agreement"], metrics["speedup_b1"], metrics["speedup_b64"],
+            self.name, out, len(original), len(compressed), metrics["size_ratio"],
+            "r2" if model.task == "regression" else "accuracy", acc_after, acc_after - acc_before,
+            metrics["agreement"], metrics["speedup_b1"], metrics["speedup_b64"],
         )
         if metrics["slower_than_input"]:
             ctx.logger.warning(
@@ -287,6 +303,8 @@ class _OnnxCompressor(Compressor):
             input_name=model.input_name,
             output_name=model.output_name,
             metrics=metrics,
+            inputs=model.inputs,
+            task=model.task,
         )
 
 
@@ -349,16 +367,20 @@ class Int8Static(_OnnxCompressor):
         _choice(config.calibration_method, CALIBRATION_METHODS, key, "calibration_method")
         _choice(config.format, QUANT_FORMATS, key, "format")
 
-    def calibration_rows(self, splits: DataSplits, seed: int):
-        """``calibration_rows`` training rows without replacement, seeded (all when fewer)."""
+    def calibration_rows(self, splits: DataSplits, seed: int, layout=None):
+        """``calibration_rows`` training rows without replacement, seeded (all when fewer); with a
+        typed ``layout``, those rows' raw feeds (a dict) as the model takes them."""
         import numpy as np
 
-        x, _ = splits.arrays("train")
-        if len(x) == 0:
+        n_train = len(splits.train)
+        if n_train == 0:
             raise StageError(f"compress ({self.name}): the train split is empty; nothing to calibrate on")
-        n = min(int(self.config.calibration_rows), len(x))
-        rows = np.random.default_rng(seed).choice(len(x), size=n, replace=False)
-        return np.ascontiguousarray(x[np.sort(rows)])
+        n = min(int(self.config.calibration_rows), n_train)
+        rows = np.sort(np.random.default_rng(seed).choice(n_train, size=n, replace=False))
+        if layout is not None:
+            return layout.feeds(splits.train.iloc[rows])
+        x, _ = splits.arrays("train")
+        return np.ascontiguousarray(x[rows])
 
     def _convert(self, src: Path, tmp: Path, splits: DataSplits, ctx) -> Path:
         import onnx
@@ -368,7 +390,7 @@ class Int8Static(_OnnxCompressor):
         c = self.config
         if c.preprocess:
             src = _preprocess(src, tmp / "preprocessed.onnx")
-        rows = self.calibration_rows(splits, int(ctx.seed))
+        rows = self.calibration_rows(splits, int(ctx.seed), getattr(self, "_layout", None))
         input_name = onnx.load(str(src)).graph.input[0].name
         fmt = QuantFormat.QDQ if c.format.lower() == "qdq" else QuantFormat.QOperator
         ops = set(QDQRegistry if fmt == QuantFormat.QDQ else QLinearOpsRegistry) | {"Gemm", "MatMul"}
@@ -402,16 +424,19 @@ class _Rows:
 
     def __init__(self, input_name: str, rows):
         self.input_name = input_name
-        self.rows = rows
-        self.batch = max(b for b in range(1, min(self.MAX_BATCH, len(rows)) + 1) if len(rows) % b == 0)
+        self.rows = rows  # an array of the one input, or a dict of feeds (typed inputs)
+        self.n = len(next(iter(rows.values()))) if isinstance(rows, dict) else len(rows)
+        self.batch = max(b for b in range(1, min(self.MAX_BATCH, self.n) + 1) if self.n % b == 0)
         self.start = 0
 
     def get_next(self):
-        if self.start >= len(self.rows):
+        if self.start >= self.n:
             return None
-        batch = self.rows[self.start : self.start + self.batch]
+        part = slice(self.start, self.start + self.batch)
         self.start += self.batch
-        return {self.input_name: batch}
+        if isinstance(self.rows, dict):
+            return {name: a[part] for name, a in self.rows.items()}
+        return {self.input_name: self.rows[part]}
 
     def rewind(self):
         self.start = 0
@@ -441,7 +466,12 @@ class Fp16(_OnnxCompressor):
         model = onnx.load(str(src))
         if self.config.mode.lower() == "full":
             # the raw features go through float16 too: refuse data they would overflow
-            largest = max(float(np.max(np.abs(splits.arrays(part)[0]), initial=0.0)) for part in ("train", "test"))
+            layout = getattr(self, "_layout", None)
+            if layout is not None and layout.numeric:  # typed inputs: the raw numbers enter the graph
+                largest = max(float(np.nanmax(np.abs(layout.feeds(getattr(splits, part))[layout.numeric]), initial=0.0))
+                              for part in ("train", "test"))
+            else:
+                largest = max(float(np.max(np.abs(splits.arrays(part)[0]), initial=0.0)) for part in ("train", "test"))
             if largest > FP16_SAFE_INPUT:
                 raise StageError(
                     f"compress (fp16): mode 'full' computes in float16, but features reach |x| = {largest:g} "

@@ -24,7 +24,8 @@ def build_mlp(hp: Mapping[str, Any], n_features: int, n_classes: int, mean=None,
 
 class MLPModel(Model):
     name = "mlp"
-    summary = "tabular MLP (standardization inside): hidden, layers, dropout; Adam lr, weight_decay"
+    summary = "tabular MLP (standardization inside), classification or regression: hidden, layers, dropout; Adam lr, weight_decay"
+    tasks = ("classification", "regression")
     hyperparameters = {"hidden": None, "dropout": 0.0, "layers": 1, **OPTIMIZER_HYPERPARAMETERS}
     default_search_space = {
         "hidden": {"choice": [16, 32, 64]},

@@ -188,8 +188,14 @@ class WhylogsDriftMonitor(Monitor):
         import pandas as pd
 
         out: dict[str, Any] = {}
-        if "prediction" in frame.columns and len(frame):
-            shares = frame["prediction"].value_counts(normalize=True, dropna=False).sort_index()
+        values = frame["prediction"] if "prediction" in frame.columns else None
+        if values is not None and len(frame) and pd.api.types.is_float_dtype(values.dtype):
+            # a regression's numbers: where they lie, not the share of each value
+            out["prediction_distribution"] = {k: _num(values.quantile(q)) for k, q in
+                                              (("p10", 0.1), ("p50", 0.5), ("p90", 0.9))}
+            out["prediction_distribution"].update(mean=_num(values.mean()), min=_num(values.min()), max=_num(values.max()))
+        elif values is not None and len(frame):
+            shares = values.value_counts(normalize=True, dropna=False).sort_index()
             # str keys: the report goes to JSON, where keys are strings anyway
             out["prediction_distribution"] = {str(k): float(v) for k, v in shares.items()}
         else:

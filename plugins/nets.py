@@ -65,6 +65,20 @@ class TabularMLP(nn.Module):
         return self.body(self.standardize(x))
 
 
+class RegressionOutput(nn.Module):
+    """A model's one output, learnt in standardized target units, in the target's units: the
+    training target's mean and spread are buffers, so the exported file answers in those units."""
+
+    def __init__(self, body: nn.Module, target_mean: float = 0.0, target_std: float = 1.0):
+        super().__init__()
+        self.body = body
+        self.register_buffer("target_mean", torch.tensor([float(target_mean)], dtype=torch.float32))
+        self.register_buffer("target_std", torch.tensor([float(target_std)], dtype=torch.float32))
+
+    def forward(self, x):
+        return self.body(x) * self.target_std + self.target_mean
+
+
 def image_shape(n_features: int, channels: int = 1, height: int = 0, width: int = 0) -> tuple[int, int, int]:
     """(channels, height, width) of flat pixel rows; height/width 0 = a square image inferred from
     ``n_features``. ValueError when the numbers do not multiply to ``n_features``."""
@@ -164,6 +178,16 @@ def evaluate(module, x, y) -> tuple[float, float, np.ndarray]:
         pred = logits.argmax(dim=1)
         acc = float((pred == target).float().mean())
     return acc, loss, pred.numpy()
+
+
+def evaluate_regression(module, x, y) -> dict[str, float]:
+    """mse, mae and r2 of a regression module's predictions on numpy rows (target units)."""
+    from framework.metrics import regression_metrics
+
+    module.eval()
+    with torch.no_grad():
+        pred = module(torch.tensor(x)).numpy().reshape(-1)
+    return regression_metrics(np.asarray(y, dtype=np.float64), pred)
 
 
 def evaluate_splits(module, splits, classes: Sequence) -> dict:

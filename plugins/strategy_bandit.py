@@ -1,45 +1,53 @@
 """Traffic strategy ``bandit``: a multi-armed bandit over every declared arm.
 
-Each request goes to one arm chosen by ``algorithm`` (``thompson``: sample each arm's Beta
-posterior, play the best sample; ``ucb1``: play each arm once, then the highest mean + exploration
-bonus; ``epsilon_greedy``: a uniform arm with probability ``epsilon``, else the best mean).
-Rewards come later through ``feedback`` (late, out of order, duplicated: a second feedback for the
-same request id and one for an id this strategy never routed are ignored).
+Each request goes to one arm chosen by ``algorithm``:
 
-Rewards are taken as lying in [0, 1]: the Beta posterior uses the fractional update
-``alpha += r, beta += 1 - r`` (values outside [0, 1] are clipped for the posterior only; the
-reported mean uses the raw value).
+* ``thompson``: sample each arm's Beta posterior, play the best sample;
+* ``kl_ucb``: the largest mean q with ``n_i kl(mean_i, q) <= log t`` (Garivier & Cappé 2011): its
+  bonus scales with the rate, so at click-through rates of 0.5% it explores where UCB1 cannot;
+* ``ucb1``: mean + sqrt(2 log t / n_i) (Auer et al. 2002); at rare rewards its bonus (~0.07 after
+  a few thousand rewards) dwarfs the gaps (~0.003) and it allocates almost uniformly;
+* ``epsilon_greedy``: a uniform arm with probability ``epsilon``, else the best mean.
+
+Rewards come later through ``feedback`` (late, out of order, duplicated, in batches: a second
+feedback for the same request id and one for an id this strategy never routed are ignored).
+``reward`` says what a reward is: ``reward`` (``Feedback.reward``; a feedback with clicks and no
+reward counts 1), ``accuracy`` (1 when label == prediction) or ``clicks`` (1 if the feedback has
+a click, else 0). Rewards are taken as lying in [0, 1] (clipped for the posterior and the bounds).
+Every count that gates anything is a count of **rewards received**, never of routed requests.
+
+**Priors.** ``prior: empirical`` (the default) gives every arm the same Beta prior, fitted to the
+rewards of all arms so far (pooled mean; strength from the spread between arms, by the method of
+moments, between 2 and ``min_rewards_per_arm`` pseudo-rewards): at a 0.5% click rate the prior
+is about Beta(0.25, 50), not Beta(1, 1) whose mean 0.5 makes an unexplored arm look best.
+``prior: recipe`` uses ``prior_alpha`` / ``prior_beta`` as declared.
+
+**Burn-in.** Until every arm has ``min_rewards_per_arm`` rewards, ``choose`` plays the
+least-pulled arm among those still short of rewards (an arm still short after
+``BURN_IN_PULLS`` times that many pulls, e.g. one whose feedback never comes, is left to the
+algorithm).
+
+**Promotion** (what the user declares: ``alpha``, ``minimum_effect``): each arm's mean has a
+confidence sequence (Beta mixture, ``framework.sequential``; valid under the bandit's adaptive
+sampling and at any time) at ``alpha / arms``; an arm is PROMOTED once every arm has
+``min_rewards_per_arm`` rewards and its lower bound is above every other arm's upper bound. The
+chance that a promoted arm is not the best one is at most ``alpha``, however long the bandit runs
+and however often ``decide`` is called. When every arm's bounds lie within ``minimum_effect``
+(relative) of one another, HOLD says no arm is better by that much. The verdict is sticky until
+``apply`` (the admin snapshot calls ``decide`` too and must not swallow it); its
+``Decision.evidence`` has every arm's bounds and rewards.
 
 Routing is a pure function of the strategy's state and the request (``choose``): the randomness
 of a request (Thompson's Beta draws, epsilon-greedy's coin, random tie-breaks, a pinned split)
 comes from a blake2b hash of ``(seed, request id)``, so asking twice gives the same arm and the
 same seed replays the same routes. The counts move only when a request is served (``routed``).
 
-Burn-in: until every arm has ``min_pulls_per_arm`` pulls, ``choose`` plays the least-pulled arm.
-The promotion rule needs that many pulls of every arm, and an adaptive algorithm may otherwise
-starve a clearly bad arm below it forever (so a clear winner would never be promoted).
-
-Promotion: every ``decide_every`` rewards, ``decide`` estimates each arm's posterior probability
-of being the best arm by Monte Carlo (``MONTE_CARLO_DRAWS`` joint draws of the Beta posteriors).
-When one arm exceeds ``promote_probability`` the verdict is PROMOTE naming it (``weights`` one-hot
-on the winner). Between two estimates ``decide`` costs O(arms) and repeats the last verdict with the
-current allocation; the verdict is sticky until the next estimate or ``apply`` rather than one-shot,
-because the admin snapshot calls ``decide`` too and must not swallow a PROMOTE the host has to see.
-The rule is checked again and again (every estimate is a new look at the data), so between
-equal arms it promotes one now and then: over 10k requests, 23/40 seeded runs with two equal
-arms and 10/40 with three at 0.95, 0/40 at 0.999. Raise ``promote_probability`` when a
-needless promotion costs more than a late one.
-
 Pinning: ``apply(PROMOTE)`` routes everything to ``Decision.arm`` (else the heaviest of its
 ``weights``, else ``candidate()``), ``apply(ROLLBACK)`` to the first arm (the incumbent),
 ``set_weights`` to a fixed allocation. While pinned, adaptive routing is off and ``decide`` holds
-with the pinned weights; feedback for requests routed before the pin still updates the posteriors
+with the pinned weights; feedback for requests routed before the pin still updates the counts
 (and, under ``set_weights``, for every request), so ``apply(HOLD)`` resumes the bandit from
 everything learned meanwhile.
-
-Pure Python (numpy only for the Monte Carlo in ``decide``): ``choose`` is a hash, a seeded
-``random.Random`` and one Beta draw per arm (~13 µs with ``routed``'s O(1) bookkeeping for three
-arms, most of it seeding the generator: the price of a route that does not depend on call order).
 """
 from __future__ import annotations
 
@@ -50,8 +58,7 @@ from dataclasses import dataclass, replace
 from hashlib import blake2b
 from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
-
+from framework import sequential as sq
 from framework.components import (
     Decision,
     Feedback,
@@ -61,45 +68,59 @@ from framework.components import (
     TrafficStrategy,
     Verdict,
 )
+from framework.strategy_tools import refuse_accuracy_for_regression as _refuse_accuracy
 from framework.errors import RecipeError, RequestError
 from framework.hookspecs import hookimpl
 
-ALGORITHMS = ("thompson", "ucb1", "epsilon_greedy")
-REWARDS = ("reward", "accuracy")
-#: joint posterior draws per P(best) estimate: +-1% standard error at p=0.95, ~0.3 ms for 3 arms
-MONTE_CARLO_DRAWS = 2000
+ALGORITHMS = ("thompson", "kl_ucb", "ucb1", "epsilon_greedy")
+REWARDS = ("reward", "accuracy", "clicks")
+PRIORS = ("empirical", "recipe")
 #: routes over which the reported allocation (``state``/HOLD weights) is measured
 ALLOCATION_WINDOW = 1000
 #: routed request ids remembered for feedback (older ones count as unknown)
 MEMORY = 100_000
+#: an arm still short of rewards after this many times min_rewards_per_arm pulls leaves burn-in
+BURN_IN_PULLS = 10
+#: the promotion rule and the empirical prior are revisited every 1/LOOK_SPACING more rewards
+LOOK_SPACING = 64
+#: joint posterior draws for the P(best) shown in state() (reporting only, never a decision)
+MONTE_CARLO_DRAWS = 2000
 _DONE = -1  # marks a request id whose reward was already counted
 _UNIT = 2.0**-53  # 53 random bits -> a float in [0, 1)
+_BOUNDS = sq.BetaMixture.jeffreys()
 
 
 @dataclass
 class BanditConfig:
-    #: thompson | ucb1 | epsilon_greedy
+    #: thompson | kl_ucb | ucb1 | epsilon_greedy
     algorithm: str = "thompson"
     #: exploration rate of epsilon_greedy
     epsilon: float = 0.1
-    #: "reward": Feedback.reward; "accuracy": 1.0 when Feedback.label == Feedback.prediction
+    #: "reward": Feedback.reward (clicks count 1); "accuracy": label == prediction; "clicks": clicked or not
     reward: str = "reward"
-    #: Beta prior of every arm's mean reward (Thompson sampling and the promotion rule)
+    #: "empirical": one Beta prior fitted to every arm's rewards; "recipe": prior_alpha / prior_beta
+    prior: str = "empirical"
+    #: Beta prior of every arm's mean (prior: recipe; and the empirical prior before any reward)
     prior_alpha: float = 1.0
     prior_beta: float = 1.0
     seed: int = 0
-    #: PROMOTE an arm once its posterior probability of being best exceeds this
-    promote_probability: float = 0.95
-    #: pulls of every arm before a promotion (also the round-robin burn-in)
-    min_pulls_per_arm: int = 50
-    #: rewards between two Monte Carlo estimates in decide()
-    decide_every: int = 100
+    #: chance that a promoted arm is not the best, under continuous monitoring
+    alpha: float = 0.05
+    #: relative difference below which arms count as equally good (reported, never promoted on)
+    minimum_effect: float = 0.05
+    #: rewards received from every arm before a promotion, and the burn-in
+    min_rewards_per_arm: int = 50
 
 
 class BanditStrategy(TrafficStrategy):
     name = "bandit"
     Config = BanditConfig
-    summary = "multi-armed bandit (thompson | ucb1 | epsilon_greedy); promotes the arm that is best with high probability"
+    summary = "multi-armed bandit (thompson | kl_ucb | ucb1 | epsilon_greedy); promotes an arm whose confidence sequence clears all others"
+
+    @classmethod
+    def check_task(cls, config, task, key):
+        _refuse_accuracy(cls.name, task, f"{key}.reward", config.reward == "accuracy",
+                         "use reward: reward, with feedback rewards (e.g. minus the absolute error)")
 
     def __init__(self, config: BanditConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
         super().__init__(config, arms, refs)
@@ -109,13 +130,13 @@ class BanditStrategy(TrafficStrategy):
         self._index = {n: i for i, n in enumerate(self.names)}
         self._routes = [Route(primary=n) for n in self.names]  # immutable: built once
         self._hash_key = str(cfg.seed).encode()[:64]
-        self._mc_rng = np.random.default_rng(cfg.seed)
-        self._prior_mean = cfg.prior_alpha / (cfg.prior_alpha + cfg.prior_beta)
         self.pulls = [0] * k
         self.rewarded = [0] * k  # pulls whose reward arrived
-        self.reward_sum = [0.0] * k
-        self.alpha = [float(cfg.prior_alpha)] * k
+        self.reward_sum = [0.0] * k  # raw rewards (reported mean)
+        self.clipped_sum = [0.0] * k  # rewards clipped to [0, 1] (posterior, bounds, indices)
+        self.alpha = [float(cfg.prior_alpha)] * k  # Beta posterior of each arm
         self.beta = [float(cfg.prior_beta)] * k
+        self.prior = (float(cfg.prior_alpha), float(cfg.prior_beta))
         self.errors = [0] * k
         self.outcomes = [0] * k
         self.total_pulls = 0
@@ -123,17 +144,22 @@ class BanditStrategy(TrafficStrategy):
         self.duplicates = 0
         self.unknown = 0
         self.missing_reward = 0
-        self._burn_in = cfg.min_pulls_per_arm > 0
+        self._burn_in = cfg.min_rewards_per_arm > 0
+        self._burn_in_cap = cfg.min_rewards_per_arm * BURN_IN_PULLS
         self._recent: deque[int] = deque(maxlen=ALLOCATION_WINDOW)
         self._recent_counts = [0] * k
         self._requests: OrderedDict[str, int] = OrderedDict()  # request id -> arm index | _DONE
         self._pinned: Optional[list[float]] = None  # cumulative weights while pinned
         self._pinned_weights: Optional[dict[str, float]] = None
         self._pin_reason = ""
-        self._mc_at = 0  # total_rewarded at the last Monte Carlo estimate
-        self._p_best: Optional[list[float]] = None
-        self._promotion: Optional[Decision] = None  # sticky PROMOTE of the last estimate
-        self._hold_reason = f"collecting rewards: first estimate after {cfg.decide_every}"
+        self._bounds: list[Optional[tuple[tuple[int, float], sq.ConfidenceSequence]]] = [None] * k
+        self._next_check = 0  # total_rewarded at which the promotion rule is looked at next
+        self._prior_at = 0  # total_rewarded at which the empirical prior is refitted next
+        self._promotion: Optional[Decision] = None  # sticky PROMOTE until applied
+        self._held: Optional[tuple[str, int, Decision]] = None  # the last HOLD (reason, pulls, decision)
+        # (total_rewarded, t of the last full refresh, indices, rewards per arm then, log t) for UCBs
+        self._index_cache: tuple | None = None
+        self._hold_reason = f"burn-in: {cfg.min_rewards_per_arm} rewards from every arm first"
 
     # -- plan-time validation --------------------------------------------------------------------
     @classmethod
@@ -156,18 +182,20 @@ class BanditStrategy(TrafficStrategy):
             raise bad("algorithm", f"'{config.algorithm}' is not a bandit algorithm. Choose one of: {', '.join(ALGORITHMS)}")
         if config.reward not in REWARDS:
             raise bad("reward", f"'{config.reward}' is not a reward source. Choose one of: {', '.join(REWARDS)}")
+        if config.prior not in PRIORS:
+            raise bad("prior", f"'{config.prior}' is not a prior. Choose one of: {', '.join(PRIORS)}")
         if not 0.0 <= config.epsilon <= 1.0:
             raise bad("epsilon", f"{config.epsilon} is not a probability; set a value in [0, 1]")
         for field in ("prior_alpha", "prior_beta"):
             value = getattr(config, field)
             if not value > 0:  # also catches NaN
                 raise bad(field, f"{value} is not a valid Beta prior parameter; set a value > 0")
-        if not 0.0 < config.promote_probability <= 1.0:
-            raise bad("promote_probability", f"{config.promote_probability} is not in (0, 1]; e.g. 0.95")
-        if config.min_pulls_per_arm < 0:
-            raise bad("min_pulls_per_arm", f"{config.min_pulls_per_arm} is negative; set 0 or more")
-        if config.decide_every < 1:
-            raise bad("decide_every", f"{config.decide_every} must be at least 1")
+        if not 0.0 < config.alpha < 1.0:
+            raise bad("alpha", f"{config.alpha} is not in (0, 1); e.g. 0.05")
+        if not config.minimum_effect >= 0:
+            raise bad("minimum_effect", f"{config.minimum_effect} is negative; a relative difference, e.g. 0.05")
+        if config.min_rewards_per_arm < 0:
+            raise bad("min_rewards_per_arm", f"{config.min_rewards_per_arm} is negative; set 0 or more")
 
     # -- request path ----------------------------------------------------------------------------
     def choose(self, request: RouteRequest) -> Route:
@@ -175,11 +203,8 @@ class BanditStrategy(TrafficStrategy):
 
     def routed(self, request: RouteRequest, route: Route) -> None:
         i = self._index[route.primary]
-        pulls = self.pulls
-        pulls[i] += 1
+        self.pulls[i] += 1
         self.total_pulls += 1
-        if self._burn_in and min(pulls) >= self.config.min_pulls_per_arm:
-            self._burn_in = False
         recent = self._recent
         if len(recent) == ALLOCATION_WINDOW:
             self._recent_counts[recent[0]] -= 1
@@ -200,13 +225,21 @@ class BanditStrategy(TrafficStrategy):
         processes, unlike the salted builtin ``hash``)."""
         return int.from_bytes(blake2b(request_id.encode(), digest_size=8, key=self._hash_key).digest(), "big")
 
+    def _burn_in_arm(self) -> Optional[int]:
+        """The arm burn-in plays: the least pulled of those short of rewards (None: burn-in over)."""
+        m, cap = self.config.min_rewards_per_arm, self._burn_in_cap
+        best = None
+        for i, (r, p) in enumerate(zip(self.rewarded, self.pulls)):
+            if r < m and p < cap and (best is None or p < self.pulls[best]):
+                best = i
+        return best
+
     def _choose(self, request_id: str) -> int:
         if self._pinned is not None:
             return self._weighted(self._pinned, (self._draw(request_id) >> 11) * _UNIT)
-        pulls = self.pulls
         if self._burn_in:
-            i = min(range(len(pulls)), key=pulls.__getitem__)
-            if pulls[i] < self.config.min_pulls_per_arm:
+            i = self._burn_in_arm()
+            if i is not None:
                 return i
         algorithm = self.config.algorithm
         if algorithm == "thompson":
@@ -218,22 +251,45 @@ class BanditStrategy(TrafficStrategy):
                     best, best_value = i, value
             return best
         bits = self._draw(request_id)
-        if algorithm == "ucb1":
-            for i, n in enumerate(pulls):
-                if n == 0:  # play each arm once first
-                    return i
-            # Counts of *rewarded* pulls: the bonus shrinks with information, not with traffic.
-            # An arm still waiting for its first reward scores as one pull of the prior mean.
-            log_total = math.log(max(self.total_rewarded, 1))
-            scores = [
-                (s / n if n else self._prior_mean) + math.sqrt(2.0 * log_total / (n or 1))
-                for s, n in zip(self.reward_sum, self.rewarded)
-            ]
-            return self._argmax(scores, bits)
+        if algorithm in ("ucb1", "kl_ucb"):
+            for i, n in enumerate(self.rewarded):
+                if n == 0:  # an arm without a reward first (the least pulled of them)
+                    return min((j for j, r in enumerate(self.rewarded) if r == 0), key=self.pulls.__getitem__)
+            return self._argmax(self._indices(), bits)
         # epsilon_greedy: the top 53 bits are the coin, the low ones pick an arm (explore or tie)
         if (bits >> 11) * _UNIT < self.config.epsilon:
-            return bits % len(pulls)
-        return self._argmax([s / n if n else self._prior_mean for s, n in zip(self.reward_sum, self.rewarded)], bits)
+            return bits % len(self.names)
+        return self._argmax(self._posterior_means(), bits)
+
+    def _indices(self) -> list[float]:
+        """UCB1 or KL-UCB index of every arm, from rewards received; cached until the next reward
+        (a cache of a pure function: choose() stays free of observable side effects)."""
+        cache = self._index_cache
+        total = self.total_rewarded
+        if cache is not None and cache[0] == total:
+            return cache[2]
+        kl = self.config.algorithm == "kl_ucb"
+        if cache is None or total >= cache[1] * 1.01 or not kl:
+            log_t = math.log(max(total, 2))
+            if kl:
+                indices = [kl_ucb_index(s / n, n, log_t) for s, n in zip(self.clipped_sum, self.rewarded)]
+            else:
+                indices = [s / n + math.sqrt(2.0 * log_t / n) for s, n in zip(self.clipped_sum, self.rewarded)]
+            keys = list(self.rewarded)
+            self._index_cache = (total, total, indices, keys, log_t)
+            return indices
+        # KL-UCB between two full refreshes (t grew < 1%, log t by less): re-solve only the arms
+        # whose rewards changed
+        _, full_at, indices, keys, log_t = cache
+        indices, keys = list(indices), list(keys)
+        for i, (s, n) in enumerate(zip(self.clipped_sum, self.rewarded)):
+            if keys[i] != n:
+                indices[i], keys[i] = kl_ucb_index(s / n, n, log_t), n
+        self._index_cache = (total, full_at, indices, keys, log_t)
+        return indices
+
+    def _posterior_means(self) -> list[float]:
+        return [a / (a + b) for a, b in zip(self.alpha, self.beta)]
 
     @staticmethod
     def _argmax(values: list[float], bits: int) -> int:
@@ -272,62 +328,147 @@ class BanditStrategy(TrafficStrategy):
         requests[feedback.request_id] = _DONE
         self.rewarded[i] += 1
         self.reward_sum[i] += reward
+        self.clipped_sum[i] += 0.0 if reward < 0.0 else 1.0 if reward > 1.0 else reward
         self.total_rewarded += 1
-        x = 0.0 if reward < 0.0 else 1.0 if reward > 1.0 else reward
-        self.alpha[i] += x
-        self.beta[i] += 1.0 - x
+        if self._burn_in and min(self.rewarded) >= self.config.min_rewards_per_arm:
+            self._burn_in = False
+        if self.total_rewarded >= self._prior_at:
+            self._prior_at = self.total_rewarded + max(1, self.total_rewarded // LOOK_SPACING)
+            self._update_posteriors()
+        else:
+            a0, b0 = self.prior
+            self.alpha[i] = a0 + self.clipped_sum[i]
+            self.beta[i] = b0 + self.rewarded[i] - self.clipped_sum[i]
 
     def _reward(self, feedback: Feedback) -> Optional[float]:
-        if self.config.reward == "accuracy":
+        mode = self.config.reward
+        if mode == "accuracy":
             if feedback.label is None:
                 return None
             try:
                 return 1.0 if bool(feedback.label == feedback.prediction) else 0.0
             except (TypeError, ValueError):  # e.g. arrays: elementwise == has no single truth value
+                import numpy as np
+
                 return 1.0 if np.array_equal(feedback.label, feedback.prediction) else 0.0
-        if feedback.reward is None:
-            return None
-        reward = float(feedback.reward)
-        return None if math.isnan(reward) else reward
+        reward = _finite(feedback.reward)
+        if reward is not None:
+            return reward
+        if feedback.clicks:
+            return 1.0  # a click is a reward of 1
+        if mode == "clicks" and feedback.label is None:
+            return 0.0  # answered, not clicked (a label-only feedback says nothing about clicks)
+        return None
+
+    def _update_posteriors(self) -> None:
+        a0, b0 = self.prior = self._prior()
+        self.alpha = [a0 + s for s in self.clipped_sum]
+        self.beta = [b0 + n - s for s, n in zip(self.clipped_sum, self.rewarded)]
+
+    def _prior(self) -> tuple[float, float]:
+        """The Beta prior every arm shares: the recipe's, or fitted to the rewards so far."""
+        cfg: BanditConfig = self.config
+        if cfg.prior == "recipe":
+            return cfg.prior_alpha, cfg.prior_beta
+        n_total = self.total_rewarded
+        mean = (sum(self.clipped_sum) + cfg.prior_alpha) / (n_total + cfg.prior_alpha + cfg.prior_beta)
+        mean = min(max(mean, 1e-6), 1 - 1e-6)
+        cap = max(2.0, float(cfg.min_rewards_per_arm))
+        observed = [(s / n, n) for s, n in zip(self.clipped_sum, self.rewarded) if n > 0]
+        strength = cfg.prior_alpha + cfg.prior_beta  # until two arms have rewards: the recipe's strength
+        if len(observed) >= 2:
+            strength = cap
+        if len(observed) >= 2:
+            # method of moments: the spread of the arms' means beyond their sampling noise
+            means = [m for m, _ in observed]
+            between = sum((m - mean) ** 2 for m in means) / (len(means) - 1)
+            noise = sum(mean * (1 - mean) / n for _, n in observed) / len(observed)
+            excess = between - noise
+            if excess > 0:
+                strength = min(cap, max(2.0, mean * (1 - mean) / excess - 1.0))
+        return mean * strength, (1 - mean) * strength
 
     # -- decisions -------------------------------------------------------------------------------
     def decide(self) -> Decision:
         if self._pinned_weights is not None:
             return Decision(Verdict.HOLD, self._pin_reason, weights=dict(self._pinned_weights))
-        if self.total_rewarded - self._mc_at >= self.config.decide_every:
-            self._estimate()
         if self._promotion is not None:
             return self._promotion
-        return Decision(Verdict.HOLD, self._hold_reason, weights=self._allocation())
+        if self.total_rewarded >= self._next_check:
+            self._check()
+        if self._promotion is not None:
+            return self._promotion
+        held = self._held
+        # the allocation reported with a HOLD is refreshed every 64 routes, not rebuilt per call
+        if held is None or held[0] != self._hold_reason or self.total_pulls - held[1] >= 64:
+            held = self._held = (self._hold_reason, self.total_pulls,
+                                 Decision(Verdict.HOLD, self._hold_reason, weights=self._allocation()))
+        return held[2]
 
-    def _estimate(self) -> None:
-        """Monte Carlo P(best) from the Beta posteriors; sets the sticky verdict."""
+    def bounds(self) -> list[sq.ConfidenceSequence]:
+        """Every arm's confidence sequence on its mean reward, at alpha / arms (cached per arm)."""
+        alpha_each = sq.bonferroni(self.config.alpha, len(self.names))
+        out = []
+        for i in range(len(self.names)):
+            key = (self.rewarded[i], self.clipped_sum[i])
+            cached = self._bounds[i]
+            if cached is None or cached[0] != key:
+                cached = (key, _BOUNDS.bounds(key[1], key[0], alpha_each))
+                self._bounds[i] = cached
+            out.append(cached[1])
+        return out
+
+    def _check(self) -> None:
+        """The promotion rule on the rewards so far; sets the sticky PROMOTE or the HOLD reason."""
         cfg: BanditConfig = self.config
-        self._mc_at = self.total_rewarded
-        self._promotion = None
-        draws = self._mc_rng.beta(self.alpha, self.beta, size=(MONTE_CARLO_DRAWS, len(self.names)))
-        wins = np.bincount(draws.argmax(axis=1), minlength=len(self.names))
-        p_best = (wins / MONTE_CARLO_DRAWS).tolist()
-        self._p_best = p_best
-        best = int(np.argmax(wins))
-        summary = ", ".join(f"{n}={p:.3f}" for n, p in zip(self.names, p_best))
-        short = [n for n, p in zip(self.names, self.pulls) if p < cfg.min_pulls_per_arm]
+        # looks at every reward early on, then every ~1.5% more rewards: any schedule of looks is
+        # valid for confidence sequences, and the bounds barely move in between
+        self._next_check = self.total_rewarded + max(1, self.total_rewarded // LOOK_SPACING)
+        m = cfg.min_rewards_per_arm
+        short = [f"{n} {r}/{m}" for n, r in zip(self.names, self.rewarded) if r < m]
         if short:
-            self._hold_reason = (f"P(best): {summary}; waiting for {cfg.min_pulls_per_arm} pulls of "
-                                 f"every arm ({', '.join(short)} below)")
-        elif p_best[best] > cfg.promote_probability:
+            self._hold_reason = f"burn-in: waiting for {m} rewards from every arm ({', '.join(short)})"
+            return
+        cs = self.bounds()
+        best = max(range(len(cs)), key=lambda i: cs[i].lower)
+        rival = max((i for i in range(len(cs)) if i != best), key=lambda i: cs[i].upper)
+        summary = ", ".join(f"{n} [{c.lower:.4g}, {c.upper:.4g}]" for n, c in zip(self.names, cs))
+        alpha_each = sq.bonferroni(cfg.alpha, len(self.names))
+        if cs[best].lower > cs[rival].upper:
             winner = self.names[best]
+            evidence = self._evidence(cs, alpha_each, cs[best].lower - cs[rival].upper)
             self._promotion = Decision(
                 Verdict.PROMOTE,
-                f"arm '{winner}' is the best arm with probability {p_best[best]:.3f} > "
-                f"{cfg.promote_probability} (P(best): {summary}; mean reward "
-                f"{self._mean(best):.4f} over {self.rewarded[best]} rewards)",
+                f"arm '{winner}' is the best arm: its mean reward is at least {cs[best].lower:.4g}, above every other "
+                f"arm's upper bound (at most {cs[rival].upper:.4g}, '{self.names[rival]}'); confidence sequences at "
+                f"{alpha_each:.3g} each, valid at any time ({summary}; rewards "
+                f"{', '.join(str(r) for r in self.rewarded)})",
                 weights={n: 1.0 if n == winner else 0.0 for n in self.names},
                 arm=winner,
+                evidence=evidence,
             )
+            return
+        top = max(c.upper for c in cs)
+        low = min(c.lower for c in cs)
+        if low > 0 and top <= low * (1 + cfg.minimum_effect):
+            self._hold_reason = (f"no arm is better than another by {cfg.minimum_effect:.0%} or more (every bound within "
+                                 f"[{low:.4g}, {top:.4g}]): keep the incumbent ({summary})")
         else:
-            self._hold_reason = (f"no arm is best with probability > {cfg.promote_probability} yet "
-                                 f"(P(best): {summary})")
+            self._hold_reason = (f"no arm clears the others yet: '{self.names[best]}' lower bound {cs[best].lower:.4g} "
+                                 f"<= '{self.names[rival]}' upper bound {cs[rival].upper:.4g} ({summary})")
+
+    def _evidence(self, cs: list[sq.ConfidenceSequence], alpha_each: float, gap: float) -> dict:
+        return {
+            "method": "confidence sequence per arm (Beta mixture), Bonferroni over arms; best lower bound > others' upper",
+            "statistic": gap,
+            "p_value": None,
+            "bound": {n: c.as_list() for n, c in zip(self.names, cs)},
+            "samples": dict(zip(self.names, self.rewarded)),
+            "pulls": dict(zip(self.names, self.pulls)),
+            "alpha": alpha_each,
+            "alpha_total": self.config.alpha,
+            "minimum_effect": self.config.minimum_effect,
+        }
 
     def _mean(self, i: int) -> float:
         return self.reward_sum[i] / self.rewarded[i] if self.rewarded[i] else float("nan")
@@ -346,11 +487,11 @@ class BanditStrategy(TrafficStrategy):
             self._pin({self.final: 1.0}, f"promoted: '{self.final}' answers every request")
         elif decision.verdict is Verdict.ROLLBACK:
             self._pin({self.final: 1.0}, f"rolled back: incumbent '{self.final}' answers every request")
-        else:  # HOLD: resume learning; a new verdict needs decide_every fresh rewards
+        else:  # HOLD: resume learning from everything counted meanwhile
             self.reopen()
             self._pinned = self._pinned_weights = None
             self._promotion = None
-            self._mc_at = self.total_rewarded
+            self._next_check = 0
             self._hold_reason = "learning resumed"
 
     def candidate(self) -> str:
@@ -358,7 +499,7 @@ class BanditStrategy(TrafficStrategy):
         best posterior mean (the default, the last arm, would ignore what was learned)."""
         if self._promotion is not None and self._promotion.arm is not None:
             return self._promotion.arm
-        means = [a / (a + b) for a, b in zip(self.alpha, self.beta)]
+        means = self._posterior_means()
         return self.names[max(range(len(means)), key=means.__getitem__)]
 
     def _winner_of(self, decision: Decision) -> str:
@@ -391,8 +532,20 @@ class BanditStrategy(TrafficStrategy):
         self._pin_reason = reason
         self._promotion = None
 
+    def p_best(self) -> list[float]:
+        """Posterior probability that each arm is the best (Monte Carlo, seeded by the counts so a
+        snapshot is reproducible). Shown in ``state()``; the promotion rule does not use it."""
+        import numpy as np
+
+        rng = np.random.default_rng([self.config.seed, self.total_rewarded, self.total_pulls])
+        draws = rng.beta(self.alpha, self.beta, size=(MONTE_CARLO_DRAWS, len(self.names)))
+        wins = np.bincount(draws.argmax(axis=1), minlength=len(self.names))
+        return (wins / MONTE_CARLO_DRAWS).tolist()
+
     def state(self) -> dict:
         allocation = self._allocation()
+        p_best = self.p_best()
+        cs = self.bounds()
         arms = {}
         for i, name in enumerate(self.names):
             mean = self._mean(i)
@@ -403,7 +556,8 @@ class BanditStrategy(TrafficStrategy):
                 "reward_sum": self.reward_sum[i],
                 "reward_mean": None if math.isnan(mean) else mean,
                 "posterior": {"alpha": self.alpha[i], "beta": self.beta[i]},
-                "p_best": None if self._p_best is None else self._p_best[i],
+                "bound": cs[i].as_list(),
+                "p_best": p_best[i],
                 "share": allocation[name],
                 "outcomes": self.outcomes[i],
                 "errors": self.errors[i],
@@ -411,6 +565,8 @@ class BanditStrategy(TrafficStrategy):
         return {
             "strategy": self.name,
             "algorithm": self.config.algorithm,
+            "prior": {"kind": self.config.prior, "alpha": self.prior[0], "beta": self.prior[1]},
+            "alpha": self.config.alpha,
             "arms": arms,
             "share_window": len(self._recent),
             "pulls": self.total_pulls,
@@ -423,14 +579,59 @@ class BanditStrategy(TrafficStrategy):
         }
 
 
+def kl_bernoulli(p: float, q: float) -> float:
+    """KL divergence between Bernoulli(p) and Bernoulli(q)."""
+    eps = 1e-15
+    p = min(max(p, eps), 1 - eps)
+    q = min(max(q, eps), 1 - eps)
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+def kl_ucb_index(mean: float, n: int, log_t: float) -> float:
+    """The largest q >= mean with n kl(mean, q) <= log t (Garivier & Cappé 2011, c = 0): Newton's
+    method from above the root (Pinsker's bound), where the convex, increasing function converges
+    monotonically."""
+    if n <= 0:
+        return 1.0
+    level = log_t / n
+    if mean >= 1.0:
+        return 1.0
+    q = min(1.0 - 1e-12, mean + math.sqrt(level / 2.0))  # kl >= 2 (q - p)^2: the root is below this
+    if kl_bernoulli(mean, q) <= level:
+        return q
+    p = max(mean, 1e-15)
+    for _ in range(50):
+        f = kl_bernoulli(mean, q) - level
+        df = (q - p) / (q * (1.0 - q))  # d kl / dq
+        if df <= 0:
+            break
+        step = f / df
+        q -= step
+        if step < 1e-12:
+            break
+    return max(q, mean)
+
+
+def _finite(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
 def simulate(
     config: BanditConfig,
     means: Sequence[float],
     requests: int = 10_000,
     env_seed: int = 0,
     weights: Optional[Mapping[str, float]] = None,
+    batch: int = 1,
 ) -> dict[str, Any]:
-    """Run the strategy against Bernoulli arms with immediate feedback (benchmarks and tests).
+    """Run the strategy against Bernoulli arms (benchmarks and tests): ``batch`` requests are
+    routed, then their rewards arrive together (delayed, batched feedback; 1: immediate).
 
     ``weights`` pins a fixed split instead (``{"arm0": 1, "arm1": 1, ...}``: uniform). Returns the
     cumulative pseudo-regret (sum of best mean - served arm's mean), the best arm's share over the
@@ -449,14 +650,20 @@ def simulate(
     p = dict(zip(arms, means))
     regret = 0.0
     promoted = None
+    pending: list[tuple[str, str]] = []
     for t in range(requests):
         rid = str(t)
         arm = strategy.route(RouteRequest(rid)).primary
         regret += gap[arm]
-        strategy.feedback(Feedback(rid, arm, reward=1.0 if draw[arm]() < p[arm] else 0.0))
+        pending.append((rid, arm))
+        if len(pending) < batch and t + 1 < requests:
+            continue
+        for rid, arm in pending:
+            strategy.feedback(Feedback(rid, arm, reward=1.0 if draw[arm]() < p[arm] else 0.0))
+        pending.clear()
         decision = strategy.decide()
         if promoted is None and decision.verdict is Verdict.PROMOTE:
-            promoted = (t + 1, max(decision.weights, key=decision.weights.__getitem__))
+            promoted = (t + 1, decision.arm)
     return {
         "regret": regret,
         "best_share": strategy._allocation()[best_arm],

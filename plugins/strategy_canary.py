@@ -13,21 +13,31 @@ reference falls back to the whole rollout when it got too few in this window, e.
 Feedback counts toward the window it arrives in. At the close: any gate fails -> ROLLBACK; all
 pass -> the next step (HOLD "step 25% -> 50%"); the last step passed -> PROMOTE.
 
-**Gates are tests, not point comparisons**, so a healthy challenger is not rolled back by noise
-in a 50-request window: a gate fails only when the evidence that the challenger breaks it is
-significant at one-sided ``gates.alpha`` (default 0.05):
+**Gates are anytime-valid tests, not point comparisons**, so a healthy challenger is not rolled
+back by noise in a 50-request window, and the number of windows does not inflate the chance of a
+false rollback: every gate is a confidence sequence (``framework.sequential.BetaMixture``) over
+the challenger's answers *since the rollout began*, looked at after every bad answer and at every
+window's close, valid at all those looks at once. ``gates.alpha`` (what the user declares: the
+chance of rolling back a challenger that meets every gate) is split evenly over the active gates:
 
-* ``error_rate_max``: exact binomial test of H0 "error rate <= error_rate_max" on the window's
-  challenger answers, and again on all its answers since the rollout began (more power at the
-  later steps, at no cost to a healthy canary). Equivalent: the Clopper-Pearson lower bound
-  exceeds the max. With the defaults, a 5 % error challenger is caught within 3 windows (miss
-  rate ~1e-4 per rollout) while 0.1 % background errors cause a false rollback in ~3e-5 of
-  rollouts. The critical error count of the window is computed when it opens, so the moment the
-  challenger's errors alone reach it, the rollback is immediate (no wait for the window's end);
-* ``p99_latency_ms_max``: the same binomial test on the number of answers slower than the max
-  (H0: at most 1 % of answers are, i.e. p99 <= max): counters only, no sorting per request;
-* ``accuracy_delta_min``: one-sided z-test (Agresti-Caffo adjusted) of H0 "challenger accuracy -
-  champion accuracy >= accuracy_delta_min".
+* ``error_rate_max``: ROLLBACK once the lower confidence bound of the challenger's error rate
+  exceeds the max (after ``min_challenger_requests`` answers: not on a warm-up hiccup alone). It
+  is looked at on every challenger error, so a failing challenger is rolled back the moment the
+  evidence suffices, without waiting for the window's end. With the
+  defaults, a 5% error challenger is caught within 3 windows while 0.1% background errors
+  practically never cause a rollback;
+* ``p99_latency_ms_max``: the same on the share of answers slower than the max (H0: at most 1%
+  are, i.e. p99 <= max): counters only, no sorting per request;
+* ``accuracy_delta_min``: ROLLBACK once the challenger's upper accuracy bound minus the champion's
+  lower one falls below ``accuracy_delta_min`` (each bound at half the gate's alpha; the champion's
+  labelled answers since the rollout began);
+* ``reward_delta_min`` (a business metric from ``Feedback.reward``: revenue, clicks): the same on
+  the mean reward, with Gaussian-mixture confidence sequences (Johari et al.; plug-in variance).
+
+A window that passes every gate moves to the next step; passing the last one PROMOTES: a canary
+promotes on *no evidence of harm* at the declared tolerances (its power grows with the window
+sizes), and its ROLLBACK is the error-controlled verdict. Verdicts carry ``Decision.evidence``:
+each gate's bound, the samples, alpha.
 
 Once ROLLBACK or PROMOTE has been returned, ``decide()`` holds ("rollout finished: ...");
 routing changes only when the host calls ``apply()`` with the verdict. An operator's PROMOTE
@@ -39,11 +49,12 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from statistics import NormalDist
 from typing import List, Mapping, Optional, Sequence
 
+from framework import sequential as sq
 from framework.components import Decision, Feedback, Outcome, Route, RouteRequest, TrafficStrategy, Verdict
 from framework.errors import RecipeError
+from framework.strategy_tools import refuse_accuracy_for_regression as _refuse_accuracy
 from framework.strategy_tools import nearest_rank_percentile as _percentile
 from framework.strategy_tools import same_prediction as _same
 from framework.hookspecs import hookimpl
@@ -53,7 +64,9 @@ HISTORY_KEPT = 100
 #: share of answers allowed above p99_latency_ms_max: that is what "p99 <= max" means
 P99_EXCEEDANCE = 0.01
 _HASH_SPACE = 2**64
-_NORMAL = NormalDist()
+_BOUNDS = sq.BetaMixture.jeffreys()
+#: labelled answers between two looks of the accuracy gate (besides every window's close)
+ACCURACY_LOOK_EVERY = 32
 
 
 @dataclass
@@ -64,9 +77,14 @@ class Gates:
     p99_latency_ms_max: Optional[float] = None
     #: smallest accepted challenger accuracy minus champion accuracy (None: no accuracy gate)
     accuracy_delta_min: Optional[float] = None
-    #: labelled answers per arm a window needs before the accuracy gate can judge it
+    #: smallest accepted challenger mean Feedback.reward minus the champion's (a business metric
+    #: from feedback: revenue, clicks...); None: no reward gate
+    reward_delta_min: Optional[float] = None
+    #: labelled answers per arm a window needs before the accuracy gate can judge it (rewards per
+    #: arm before the reward gate can)
     min_feedback: int = 30
-    #: one-sided significance level of every gate's test
+    #: chance of rolling back a challenger that meets every gate, over the whole rollout (split
+    #: evenly over the active gates)
     alpha: float = 0.05
 
 
@@ -88,11 +106,18 @@ class CanaryConfig:
 class _Counts:
     """One arm's counters (cumulative, or one window's)."""
 
-    __slots__ = ("requests", "errors", "slow", "latencies", "labelled", "correct")
+    __slots__ = ("requests", "errors", "slow", "latencies", "labelled", "correct", "rewards", "r_mean", "r_m2")
 
     def __init__(self) -> None:
-        self.requests = self.errors = self.slow = self.labelled = self.correct = 0
+        self.requests = self.errors = self.slow = self.labelled = self.correct = self.rewards = 0
+        self.r_mean = self.r_m2 = 0.0  # Welford mean / squared deviations of Feedback.reward
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+
+    def add_reward(self, reward: float) -> None:
+        self.rewards += 1
+        delta = reward - self.r_mean
+        self.r_mean += delta / self.rewards
+        self.r_m2 += delta * (reward - self.r_mean)
 
     def summary(self) -> dict:
         lat = sorted(self.latencies)
@@ -103,6 +128,8 @@ class _Counts:
             "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99)},
             "labelled": self.labelled,
             "accuracy": (self.correct / self.labelled) if self.labelled else None,
+            "rewards": self.rewards,
+            "reward_mean": self.r_mean if self.rewards else None,
         }
 
 
@@ -111,6 +138,11 @@ class CanaryStrategy(TrafficStrategy):
     Config = CanaryConfig
     summary = "steps the challenger's traffic share up; statistical gates roll back or promote per window"
     sticky = True
+
+    @classmethod
+    def check_task(cls, config, task, key):
+        _refuse_accuracy(cls.name, task, f"{key}.gates.accuracy_delta_min", config.gates.accuracy_delta_min is not None,
+                         "leave it unset: the error-rate and latency gates judge a regression's rollout")
 
     def __init__(self, config: CanaryConfig | None, arms: Mapping[str, str], refs: Mapping[str, type] | None = None):
         super().__init__(config, arms, refs)
@@ -122,6 +154,17 @@ class CanaryStrategy(TrafficStrategy):
         self.history: deque[dict] = deque(maxlen=HISTORY_KEPT)
         self.finished: str | None = None
         self.window = 0
+        self._look_due = False
+        self._labels_since_look = 0
+        g = self.config.gates
+        gates = [name for name, on in (("error_rate", True), ("latency", g.p99_latency_ms_max is not None),
+                                       ("accuracy", g.accuracy_delta_min is not None),
+                                       ("reward", g.reward_delta_min is not None)) if on]
+        self._alpha_gate = sq.bonferroni(self.config.gates.alpha, len(gates))
+        # mixtures placed where harm lies, a few times the tolerated rate: more power than a flat one
+        self._error_mixture = _rate_mixture(self.config.gates.error_rate_max)
+        self._slow_mixture = _rate_mixture(P99_EXCEEDANCE)
+        self._gates = gates
         self._set_percent(self.steps[0])
         self._open_window()
 
@@ -148,6 +191,8 @@ class CanaryStrategy(TrafficStrategy):
             raise RecipeError(f"{key}.gates.p99_latency_ms_max: milliseconds > 0, got {g.p99_latency_ms_max}")
         if g.accuracy_delta_min is not None and not -1.0 <= g.accuracy_delta_min <= 1.0:
             raise RecipeError(f"{key}.gates.accuracy_delta_min: an accuracy difference in [-1, 1], got {g.accuracy_delta_min}")
+        if g.reward_delta_min is not None and not math.isfinite(g.reward_delta_min):
+            raise RecipeError(f"{key}.gates.reward_delta_min: a finite reward difference, got {g.reward_delta_min}")
         if g.min_feedback < 1:
             raise RecipeError(f"{key}.gates.min_feedback: must be >= 1, got {g.min_feedback}")
         if not 0.0 < g.alpha < 0.5:
@@ -220,16 +265,28 @@ class CanaryStrategy(TrafficStrategy):
             else:
                 c.latencies.append(outcome.latency_ms)
                 c.slow += slow
+        if arm == self.challenger and (outcome.error or slow):
+            self._look_due = True  # a challenger's bound only rises with a bad answer
 
     def feedback(self, feedback: Feedback) -> None:
         total = self._total.get(feedback.arm)
-        if total is None or feedback.label is None or feedback.prediction is None:
+        if total is None:
             return
-        correct = _same(feedback.label, feedback.prediction)
         counts = (total, self._rollout[feedback.arm], self._win[feedback.arm]) if self.finished is None else (total,)
-        for c in counts:
-            c.labelled += 1
-            c.correct += correct
+        reward = _finite(feedback.reward) if self.config.gates.reward_delta_min is not None else None
+        if reward is not None:
+            for c in counts:
+                c.add_reward(reward)
+        if feedback.label is not None and feedback.prediction is not None:
+            correct = _same(feedback.label, feedback.prediction)
+            for c in counts:
+                c.labelled += 1
+                c.correct += correct
+        elif reward is None:
+            return
+        self._labels_since_look += 1
+        if self._labels_since_look >= ACCURACY_LOOK_EVERY:
+            self._look_due = True
 
     # -- windows ---------------------------------------------------------------------------
     def _open_window(self) -> None:
@@ -237,18 +294,17 @@ class CanaryStrategy(TrafficStrategy):
         self._win = {self.champion: _Counts(), self.challenger: _Counts()}
         g = self.config.gates
         self._target = max(math.ceil(self.config.window_requests * self.percent / 100), self.config.min_challenger_requests)
-        # critical error counts, computed once: decide() then only compares integers
-        self._crit_window = _critical(self._target, g.error_rate_max, g.alpha)
-        self._crit_rollout = _critical(self._rollout[self.challenger].requests + self._target, g.error_rate_max, g.alpha)
         self._slow_ms = g.p99_latency_ms_max
 
     def decide(self) -> Decision:
         if self.finished is not None:
             return self._finished_hold
+        if self._look_due:  # a bad answer or a batch of labels since the last look
+            failure = self._gates_failure(accuracy=self._labels_since_look >= ACCURACY_LOOK_EVERY)
+            if failure:
+                return self._finish(Verdict.ROLLBACK, *failure)
         win = self._win[self.challenger]
         if win.requests < self._target:
-            if win.errors >= self._crit_window or self._rollout[self.challenger].errors >= self._crit_rollout:
-                return self._finish(Verdict.ROLLBACK, self._immediate_error_reason())
             return Decision(
                 Verdict.HOLD,
                 f"window {self.window} (step {_pct(self.percent)}): {win.requests}/{self._target} challenger requests",
@@ -256,7 +312,7 @@ class CanaryStrategy(TrafficStrategy):
             )
         g = self.config.gates
         if g.accuracy_delta_min is not None:
-            champ = self._champion_reference()
+            champ = self._win[self.champion] if self._win[self.champion].labelled >= g.min_feedback else self._rollout[self.champion]
             if win.labelled < g.min_feedback or champ.labelled < g.min_feedback:
                 return Decision(
                     Verdict.HOLD,
@@ -267,88 +323,148 @@ class CanaryStrategy(TrafficStrategy):
         return self._close_window()
 
     def _close_window(self) -> Decision:
-        failure = self._error_gate() or self._latency_gate() or self._accuracy_gate()
+        failure = self._gates_failure(accuracy=True)
         if failure:
-            return self._finish(Verdict.ROLLBACK, failure)
+            return self._finish(Verdict.ROLLBACK, *failure)
         record = self._record("pass", "all gates passed")
         nxt = next((s for s in self.steps if s > self.percent), None)
         if nxt is None:
             return self._finish(
-                Verdict.PROMOTE, f"challenger passed all steps ({', '.join(_pct(s) for s in self.steps)}) in {self.window} windows"
+                Verdict.PROMOTE,
+                f"challenger passed all steps ({', '.join(_pct(s) for s in self.steps)}) in {self.window} windows: "
+                f"no gate found harm at alpha {self.config.gates.alpha:g}",
+                self._gate_evidence(None),
             )
         reason = f"step {_pct(self.percent)} -> {_pct(nxt)}: window {self.window} passed ({record['summary']})"
         self._set_percent(nxt)
         self._open_window()
         return Decision(Verdict.HOLD, reason, self._weights)
 
-    def _where(self, since_start: bool = False) -> str:
-        windows = f"windows 1-{self.window}" if since_start and self.window > 1 else f"window {self.window}"
+    def _where(self) -> str:
+        windows = f"windows 1-{self.window}" if self.window > 1 else f"window {self.window}"
         return f"{windows}, step {_pct(self.percent)}"
 
-    def _error_gate(self) -> str | None:
-        """At the window's close: the window's answers, then every answer since the rollout began."""
-        g, win, rollout = self.config.gates, self._win[self.challenger], self._rollout[self.challenger]
-        if win.errors >= _critical(win.requests, g.error_rate_max, g.alpha):
-            return self._error_reason(win.requests, win.errors, self._where())
-        if rollout.errors >= _critical(rollout.requests, g.error_rate_max, g.alpha):
-            return self._error_reason(rollout.requests, rollout.errors, self._where(since_start=True))
+    # -- the gates: confidence sequences over the whole rollout ----------------------------
+    def _gates_failure(self, accuracy: bool) -> tuple[str, dict] | None:
+        """(reason, evidence) of the first gate the rollout's data fails, else None."""
+        self._look_due = False
+        if accuracy:
+            self._labels_since_look = 0
+        for gate in self._gates:
+            if gate in ("accuracy", "reward") and not accuracy:  # looked at per batch of feedback
+                continue
+            failure = getattr(self, f"_{gate}_gate")()
+            if failure:
+                return failure
         return None
 
-    def _immediate_error_reason(self) -> str:
-        """Errors alone already fail the test the window will run at its close, whatever follows."""
-        win, rollout = self._win[self.challenger], self._rollout[self.challenger]
-        if win.errors >= self._crit_window:
-            n, k, where = win.requests, win.errors, self._where()
-            tolerated, scope = self._crit_window - 1, f"the whole {self._target}-request window"
-        else:
-            n, k, where = rollout.requests, rollout.errors, self._where(since_start=True)
-            ahead = rollout.requests - win.requests + self._target
-            tolerated, scope = self._crit_rollout - 1, f"the rollout's {ahead} requests up to this window's end"
-        return self._error_reason(n, k, where) + f"; immediate: {k} errors already exceed the {tolerated} tolerated over {scope}"
+    def _bounds(self) -> dict:
+        """Every active gate's confidence sequences on the rollout's data so far."""
+        a, ch, champ = self._alpha_gate, self._rollout[self.challenger], self._rollout[self.champion]
+        out = {"error_rate": self._error_mixture.bounds(ch.errors, ch.requests, a).as_list()}
+        if "latency" in self._gates:
+            out["slow_share"] = self._slow_mixture.bounds(ch.slow, ch.requests - ch.errors, a).as_list()
+        if "reward" in self._gates:
+            out["reward"] = {arm: list(self._reward_bounds(self._rollout[arm], a / 2)) for arm in (self.challenger, self.champion)}
+        if "accuracy" in self._gates:
+            out["accuracy"] = {
+                self.challenger: _BOUNDS.bounds(ch.correct, ch.labelled, a / 2).as_list(),
+                self.champion: _BOUNDS.bounds(champ.correct, champ.labelled, a / 2).as_list(),
+            }
+        return out
 
-    def _error_reason(self, n: int, k: int, where: str) -> str:
-        g = self.config.gates
-        p = _upper_tail(k, n, g.error_rate_max)
+    def _gate_evidence(self, gate: str | None) -> dict:
+        ch, champ = self._rollout[self.challenger], self._rollout[self.champion]
+        return {
+            "method": "confidence sequences over the rollout (Beta mixture), alpha split over the gates",
+            "gate": gate,
+            "statistic": None,
+            "p_value": None,
+            "bound": self._bounds(),
+            "samples": {
+                self.challenger: {"requests": ch.requests, "errors": ch.errors, "slow": ch.slow, "labelled": ch.labelled},
+                self.champion: {"requests": champ.requests, "errors": champ.errors, "labelled": champ.labelled},
+            },
+            "alpha": self._alpha_gate,
+            "alpha_total": self.config.gates.alpha,
+            "minimum_effect": {"error_rate_max": self.config.gates.error_rate_max,
+                               "p99_latency_ms_max": self.config.gates.p99_latency_ms_max,
+                               "accuracy_delta_min": self.config.gates.accuracy_delta_min,
+                               "reward_delta_min": self.config.gates.reward_delta_min},
+            "windows": self.window,
+        }
+
+    def _error_rate_gate(self) -> tuple[str, dict] | None:
+        g, ch = self.config.gates, self._rollout[self.challenger]
+        if ch.requests < self.config.min_challenger_requests:  # not on a warm-up hiccup alone
+            return None
+        cs = self._error_mixture.bounds(ch.errors, ch.requests, self._alpha_gate)
+        if cs.lower <= g.error_rate_max:
+            return None
         return (
-            f"error_rate {k / n:.3f} > {g.error_rate_max:g} over {n} challenger requests ({where}): "
-            f"{k} errors, one-sided binomial p={p:.2g} < alpha {g.alpha:g}"
+            f"error_rate {ch.errors / ch.requests:.3f} > {g.error_rate_max:g} over {ch.requests} challenger requests "
+            f"({self._where()}): {ch.errors} errors, error rate at least {cs.lower:.4f} (confidence sequence at "
+            f"alpha {self._alpha_gate:g}, valid at any time)",
+            self._gate_evidence("error_rate"),
         )
 
-    def _latency_gate(self) -> str | None:
-        g, win = self.config.gates, self._win[self.challenger]
-        if g.p99_latency_ms_max is None:
+    def _latency_gate(self) -> tuple[str, dict] | None:
+        g, ch = self.config.gates, self._rollout[self.challenger]
+        answered = ch.requests - ch.errors
+        if answered < self.config.min_challenger_requests:
             return None
-        answered = win.requests - win.errors
-        if answered == 0 or win.slow < _critical(answered, P99_EXCEEDANCE, g.alpha):
+        cs = self._slow_mixture.bounds(ch.slow, answered, self._alpha_gate)
+        if cs.lower <= P99_EXCEEDANCE:
             return None
-        p99 = _percentile(sorted(win.latencies), 99)
-        p = _upper_tail(win.slow, answered, P99_EXCEEDANCE)
+        p99 = _percentile(sorted(ch.latencies), 99)
         return (
             f"p99_latency_ms {p99:.1f} > {g.p99_latency_ms_max:g} over {answered} challenger requests ({self._where()}): "
-            f"{win.slow} answers slower than {g.p99_latency_ms_max:g} ms, one-sided binomial p={p:.2g} < alpha {g.alpha:g}"
+            f"{ch.slow} answers slower than {g.p99_latency_ms_max:g} ms, at least {cs.lower:.3f} of them > "
+            f"{P99_EXCEEDANCE:g} (confidence sequence at alpha {self._alpha_gate:g})",
+            self._gate_evidence("latency"),
         )
 
-    def _champion_reference(self) -> _Counts:
-        win = self._win[self.champion]
-        return win if win.labelled >= self.config.gates.min_feedback else self._rollout[self.champion]
+    def _reward_bounds(self, c: _Counts, alpha: float) -> tuple[float, float]:
+        """Gaussian-mixture confidence sequence on an arm's mean reward (Johari et al.; plug-in
+        variance, mixing sd = the gate's tolerance, or the spread when it is 0)."""
+        if c.rewards < 2:
+            return (-math.inf, math.inf)
+        var = c.r_m2 / (c.rewards - 1)
+        scale = abs(self.config.gates.reward_delta_min or 0.0) or math.sqrt(var) or 1.0
+        radius = sq.normal_mixture_radius(var / c.rewards, sq.normal_mixture_tau2(scale), alpha)
+        return c.r_mean - radius, c.r_mean + radius
 
-    def _accuracy_gate(self) -> str | None:
+    def _reward_gate(self) -> tuple[str, dict] | None:
         g = self.config.gates
-        if g.accuracy_delta_min is None:
+        ch, ref = self._rollout[self.challenger], self._rollout[self.champion]
+        if ch.rewards < g.min_feedback or ref.rewards < g.min_feedback:
             return None
-        ch, ref = self._win[self.challenger], self._champion_reference()
-        delta = ch.correct / ch.labelled - ref.correct / ref.labelled
-        # Agresti-Caffo: add one success and one failure per arm, so 30/30 vs 29/30 has a spread
-        pc, pr = (ch.correct + 1) / (ch.labelled + 2), (ref.correct + 1) / (ref.labelled + 2)
-        se = math.sqrt(pc * (1 - pc) / (ch.labelled + 2) + pr * (1 - pr) / (ref.labelled + 2))
-        p = _NORMAL.cdf(((pc - pr) - g.accuracy_delta_min) / se)
-        if p >= g.alpha:
+        _, ch_hi = self._reward_bounds(ch, self._alpha_gate / 2)
+        ref_lo, _ = self._reward_bounds(ref, self._alpha_gate / 2)
+        if ch_hi - ref_lo >= g.reward_delta_min:
             return None
-        scope = "" if ref is self._win[self.champion] else " since the rollout began"
         return (
-            f"accuracy_delta {delta:+.3f} < {g.accuracy_delta_min:+g} (challenger {ch.correct / ch.labelled:.3f} on "
-            f"{ch.labelled} vs champion {ref.correct / ref.labelled:.3f} on {ref.labelled} labelled{scope}; "
-            f"{self._where()}): one-sided p={p:.2g} < alpha {g.alpha:g}"
+            f"reward_delta {ch.r_mean - ref.r_mean:+.4g} < {g.reward_delta_min:+g} (challenger mean reward {ch.r_mean:.4g} "
+            f"on {ch.rewards} vs champion {ref.r_mean:.4g} on {ref.rewards} since the rollout began; {self._where()}): at most "
+            f"{ch_hi - ref_lo:+.4g} (confidence sequences at alpha {self._alpha_gate / 2:g} each)",
+            self._gate_evidence("reward"),
+        )
+
+    def _accuracy_gate(self) -> tuple[str, dict] | None:
+        g = self.config.gates
+        ch, ref = self._rollout[self.challenger], self._rollout[self.champion]
+        if ch.labelled < g.min_feedback or ref.labelled < g.min_feedback:
+            return None
+        mine = _BOUNDS.bounds(ch.correct, ch.labelled, self._alpha_gate / 2)
+        theirs = _BOUNDS.bounds(ref.correct, ref.labelled, self._alpha_gate / 2)
+        if mine.upper - theirs.lower >= g.accuracy_delta_min:
+            return None
+        delta = mine.mean - theirs.mean
+        return (
+            f"accuracy_delta {delta:+.3f} < {g.accuracy_delta_min:+g} (challenger {mine.mean:.3f} on {ch.labelled} vs "
+            f"champion {theirs.mean:.3f} on {ref.labelled} labelled since the rollout began; {self._where()}): at most "
+            f"{mine.upper - theirs.lower:+.3f} (confidence sequences at alpha {self._alpha_gate / 2:g} each)",
+            self._gate_evidence("accuracy"),
         )
 
     def _record(self, verdict: str, reason: str) -> dict:
@@ -376,7 +492,7 @@ class CanaryStrategy(TrafficStrategy):
         self.history.append(record)
         return record
 
-    def _finish(self, verdict: Verdict, reason: str) -> Decision:
+    def _finish(self, verdict: Verdict, reason: str, evidence: dict | None = None) -> Decision:
         if verdict is Verdict.ROLLBACK:
             self._record("rollback", reason)
         else:
@@ -385,7 +501,8 @@ class CanaryStrategy(TrafficStrategy):
         self._finished_hold = Decision(Verdict.HOLD, f"rollout finished: {self.finished}", self._weights)
         target = self.champion if verdict is Verdict.ROLLBACK else self.challenger
         # arm: the challenger either way (promoted, or the one traffic is taken away from)
-        return Decision(verdict, reason, {self.champion: 0.0, self.challenger: 0.0, target: 1.0}, arm=self.challenger)
+        return Decision(verdict, reason, {self.champion: 0.0, self.challenger: 0.0, target: 1.0}, arm=self.challenger,
+                        evidence=evidence)
 
     def apply(self, decision: Decision) -> None:
         super().apply(decision)  # PROMOTE: decision.arm or the challenger; ROLLBACK: the champion
@@ -414,51 +531,32 @@ class CanaryStrategy(TrafficStrategy):
                 "error_rate_max": self.config.gates.error_rate_max,
                 "p99_latency_ms_max": self.config.gates.p99_latency_ms_max,
                 "accuracy_delta_min": self.config.gates.accuracy_delta_min,
+                "reward_delta_min": self.config.gates.reward_delta_min,
                 "alpha": self.config.gates.alpha,
-                "errors_tolerated_this_window": self._crit_window - 1,
+                "alpha_per_gate": self._alpha_gate,
+                "bounds": self._bounds(),
             },
             "history": list(self.history),
             "finished": self.finished,
         }
 
 
-# ---------------------------------------------------------------------------------------------
-# Exact binomial tail, pure Python (no scipy on the serving path)
-# ---------------------------------------------------------------------------------------------
-def _log_pmf(j: int, n: int, p: float) -> float:
-    return math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * math.log(p) + (n - j) * math.log1p(-p)
+def _finite(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
-def _upper_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), summed upward so tiny tails keep their precision."""
-    if k <= 0:
-        return 1.0
-    if k > n or p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    total, mode = 0.0, n * p
-    for j in range(k, n + 1):
-        term = math.exp(_log_pmf(j, n, p))
-        total += term
-        if j > mode and term < total * 1e-16:
-            break
-    return min(total, 1.0)
-
-
-def _critical(n: int, p: float, alpha: float) -> int:
-    """Smallest k with P(X >= k) <= alpha for X ~ Binomial(n, p): k or more failures reject
-    "rate <= p" at one-sided level alpha. n + 1 when no count can."""
-    if p <= 0.0:
-        return 1
-    if p >= 1.0 or n <= 0:
-        return n + 1
-    cdf = 0.0
-    for k in range(n + 1):
-        cdf += math.exp(_log_pmf(k, n, p))
-        if 1.0 - cdf <= alpha:  # P(X >= k + 1)
-            return k + 1
-    return n + 1
+def _rate_mixture(limit: float) -> sq.BetaMixture:
+    """The Beta mixture of a gate on a rate that must stay <= limit: centred at three times the
+    limit, as wide (Jeffreys' when the limit is 0 or large)."""
+    if not 0.0 < limit < 0.15:
+        return _BOUNDS
+    return sq.BetaMixture.centred(3.0 * limit, 3.0 * limit, scales=(1.0,))
 
 
 def _pct(percent: float) -> str:

@@ -9,15 +9,20 @@ tail would bias the credit).
 
 Clicks (``Feedback.clicks``: clicked item ids) are credited to the team that contributed the
 item; per query the team with more credited clicks wins (equal non-zero: a tie; no credited
-click: not informative). After ``min_impressions`` informative queries, ``decide`` runs a
-two-sided binomial sign test of wins(a) vs wins(b) (ties excluded). Significant at ``confidence``:
-PROMOTE arm_b if the challenger wins; if the incumbent arm_a wins, HOLD saying so (nothing to
-change). Every reason and ``state()`` give the leader, its win share, the p-value and the
-preference score delta = (wins_b - wins_a) / (wins_a + wins_b + ties).
+click: not informative). Between equal rankers, by the symmetry of team-draft, each decisive
+query is won by b with probability exactly 1/2.
 
-The test is repeated after every feedback (the host calls ``decide`` each time), so the chance of
-a PROMOTE between equal rankers over a long run exceeds the nominal (1 - confidence) / 2: measured
-7/60 seeded runs of 1500 queries. Raise ``confidence`` (or ``min_impressions``) accordingly.
+**What the user declares**: ``alpha`` (the chance of promoting arm_b when the rankers are
+equally good, however long it runs and however often ``decide`` looks: it looks after every
+feedback) and ``minimum_effect`` (the smallest win share above 1/2 worth detecting: 0.05 means
+b wins 55% of decisive queries). ``decide`` keeps an e-value of H0 "win share = 1/2" (a Beta
+mixture centred on 1/2, spread = ``minimum_effect``: ``framework.sequential.BetaMixture``) over
+the decisive queries; once it reaches 1/alpha (its always-valid p-value falls below alpha) and
+``min_impressions`` informative queries were seen: PROMOTE arm_b if the challenger leads; if the
+incumbent arm_a leads, HOLD saying so (nothing to change). Every reason and ``state()`` give the
+leader, its win share, the always-valid p-value and the preference score delta =
+(wins_b - wins_a) / (wins_a + wins_b + ties); a verdict's ``Decision.evidence`` carries the
+e-value, a confidence sequence on b's win share, the counts, alpha and the minimum effect.
 
 Pure Python: ``choose`` returns a prebuilt Route, ``merge`` is O(list_length) plus one seeded
 ``random.Random`` per request; per-request memory is bounded (last ``MEMORY`` merged requests).
@@ -31,6 +36,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Hashable, Mapping, Optional, Sequence
 
+from framework import sequential as sq
 from framework.components import (
     Decision,
     Feedback,
@@ -45,9 +51,6 @@ from framework.hookspecs import hookimpl
 
 #: merged requests remembered for click credit (older ones count as unknown)
 MEMORY = 100_000
-#: above this many decisive queries the sign test uses the continuity-corrected normal
-#: approximation: absolute p-value error < 6e-5 there (vs scipy), and decide() stays ~10-40 µs
-EXACT_SIGN_TEST_MAX = 1_000
 _MISSING = object()
 
 
@@ -60,9 +63,11 @@ class InterleavingConfig:
     #: seeds the per-request coin flips (with the request id)
     seed: int = 0
     #: queries with at least one credited click before any verdict
-    min_impressions: int = 200
-    #: 1 - significance level of the sign test
-    confidence: float = 0.95
+    min_impressions: int = 100
+    #: chance of promoting arm_b between equally good rankers, under continuous monitoring
+    alpha: float = 0.05
+    #: smallest win share above 1/2 worth detecting (0.05: b wins 55% of decisive queries)
+    minimum_effect: float = 0.05
     #: length of the merged list served to the user
     list_length: int = 10
 
@@ -93,27 +98,6 @@ def team_draft(
         merged.append(item)
         seen.add(item)
     return merged, teams
-
-
-def sign_test(wins_a: int, wins_b: int) -> float:
-    """Two-sided binomial sign test p-value of wins_a vs wins_b under H0: p = 1/2."""
-    m = wins_a + wins_b
-    k = min(wins_a, wins_b)
-    if m == 0 or 2 * k == m:
-        return 1.0
-    if m > EXACT_SIGN_TEST_MAX:
-        z = (m / 2 - k - 0.5) / math.sqrt(m / 4)  # continuity-corrected normal approximation
-        return min(1.0, math.erfc(z / math.sqrt(2)))
-    # Exact lower tail P(X <= k), summed downwards from k: the terms shrink geometrically, so
-    # the loop stops after a few dozen terms instead of computing k + 1 binomial coefficients.
-    term = math.exp(math.lgamma(m + 1) - math.lgamma(k + 1) - math.lgamma(m - k + 1) - m * math.log(2))
-    tail = term
-    for i in range(k, 0, -1):
-        term *= i / (m - i + 1)
-        tail += term
-        if term < tail * 1e-17:
-            break
-    return min(1.0, 2.0 * tail)
 
 
 def _ranking(answer: Any) -> Optional[list]:
@@ -152,6 +136,10 @@ class InterleavingStrategy(TrafficStrategy):
         # request id -> (merged ranking, teams as "abba..."), or None once its clicks were credited
         self._memory: OrderedDict[str, Optional[tuple[tuple, str]]] = OrderedDict()
         self._cached: Optional[tuple[tuple, Decision, dict]] = None
+        self._mixture = sq.BetaMixture.centred(0.5, self.config.minimum_effect, scales=(1.0, 4.0))
+        self._current_log_e = 0.0
+        self._max_log_e = 0.0  # largest e-value so far (log): the always-valid p-value is its inverse
+        self._log_e_at: tuple[int, int] = (0, 0)
 
     # -- plan-time validation --------------------------------------------------------------------
     @classmethod
@@ -185,8 +173,10 @@ class InterleavingStrategy(TrafficStrategy):
 
     @classmethod
     def check_config(cls, config: InterleavingConfig, key: str, refs: Mapping[str, type] | None = None) -> None:
-        if not 0.0 < config.confidence < 1.0:
-            raise RecipeError(f"{key}.confidence: {config.confidence} is not in (0, 1); e.g. 0.95")
+        if not 0.0 < config.alpha < 1.0:
+            raise RecipeError(f"{key}.alpha: {config.alpha} is not in (0, 1); e.g. 0.05")
+        if not 0.0 < config.minimum_effect < 0.5:
+            raise RecipeError(f"{key}.minimum_effect: {config.minimum_effect} is not a win share above 1/2 in (0, 0.5); e.g. 0.05")
         if config.min_impressions < 1:
             raise RecipeError(f"{key}.min_impressions: {config.min_impressions} must be at least 1")
         if config.list_length < 1:
@@ -255,6 +245,15 @@ class InterleavingStrategy(TrafficStrategy):
             self.ties += 1
 
     # -- decisions -------------------------------------------------------------------------------
+    def _log_e(self) -> float:
+        """log e-value of H0 "b wins half the decisive queries", updated as wins come in."""
+        key = (self.wins_a, self.wins_b)
+        if key != self._log_e_at:
+            self._log_e_at = key
+            self._current_log_e = self._mixture.log_e(self.wins_b, self.wins_a + self.wins_b, 0.5)
+            self._max_log_e = max(self._max_log_e, self._current_log_e)
+        return self._max_log_e
+
     def _evaluate(self) -> tuple[Decision, dict]:
         """Decision and statistics for the current counts (cached: decide runs after every event)."""
         key = (self.wins_a, self.wins_b, self.ties, self.mode)
@@ -264,36 +263,51 @@ class InterleavingStrategy(TrafficStrategy):
         wa, wb, ties = self.wins_a, self.wins_b, self.ties
         impressions = wa + wb + ties
         decisive = wa + wb
-        p_value = sign_test(wa, wb)
+        max_log_e = self._log_e()
+        p_value = sq.p_value(max_log_e)
         winner = self.arm_a if wa > wb else self.arm_b if wb > wa else None
         win_share = max(wa, wb) / decisive if decisive else None
         delta = (wb - wa) / impressions if impressions else 0.0
-        significant = impressions >= cfg.min_impressions and winner is not None and p_value < 1.0 - cfg.confidence
+        significant = impressions >= cfg.min_impressions and winner is not None and max_log_e >= math.log(1.0 / cfg.alpha)
         stats = {
             "impressions": impressions,
             "wins": {self.arm_a: wa, self.arm_b: wb},
             "ties": ties,
             "winner": winner,
             "win_share": win_share,
+            "e_value": math.exp(min(max_log_e, 700.0)),
             "p_value": p_value,
             "delta": delta,
             "significant": significant,
         }
         lead = (f"{winner} leads, win share {win_share:.3f}" if winner else "no leader") + \
-               f", p={p_value:.4g}, delta={delta:+.3f} ({wa} a / {wb} b / {ties} ties)"
+               f", always-valid p={p_value:.4g}, delta={delta:+.3f} ({wa} a / {wb} b / {ties} ties)"
         if self.mode != "interleaving":
             decision = Decision(Verdict.HOLD, f"{self.mode}: '{self.final}' answers every request; {lead}")
         elif impressions < cfg.min_impressions:
             decision = Decision(Verdict.HOLD, f"collecting: {impressions}/{cfg.min_impressions} informative queries; {lead}")
         elif not significant:
-            decision = Decision(Verdict.HOLD, f"no significant winner at confidence {cfg.confidence}: {lead}")
+            decision = Decision(Verdict.HOLD, f"no significant winner at alpha {cfg.alpha:g}: {lead}")
         elif winner == self.arm_b:
             decision = Decision(Verdict.PROMOTE, f"arm_b '{self.arm_b}' wins: {lead}",
-                                weights={self.arm_a: 0.0, self.arm_b: 1.0}, arm=self.arm_b)
+                                weights={self.arm_a: 0.0, self.arm_b: 1.0}, arm=self.arm_b, evidence=self._evidence(stats))
         else:
-            decision = Decision(Verdict.HOLD, f"arm_a '{self.arm_a}' wins (incumbent stays): {lead}")
+            decision = Decision(Verdict.HOLD, f"arm_a '{self.arm_a}' wins (incumbent stays): {lead}",
+                                evidence=self._evidence(stats))
         self._cached = (key, decision, stats)
         return decision, stats
+
+    def _evidence(self, stats: dict) -> dict:
+        cs = self._mixture.bounds(self.wins_b, self.wins_a + self.wins_b, self.config.alpha)
+        return {
+            "method": "e-value of win share = 1/2 (Beta mixture over decisive queries), team-draft interleaving",
+            "statistic": stats["e_value"],
+            "p_value": stats["p_value"],
+            "bound": {"win_share_b": cs.as_list()},
+            "samples": {self.arm_a: self.wins_a, self.arm_b: self.wins_b, "ties": self.ties},
+            "alpha": self.config.alpha,
+            "minimum_effect": self.config.minimum_effect,
+        }
 
     def decide(self) -> Decision:
         return self._evaluate()[0]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from framework import DataSplits, FeatureSpec, InputSchema, Model, TrainedModel, Trainer, hookimpl
+from framework import DataSplits, Model, TrainedModel, Trainer, hookimpl
 from framework.errors import RecipeError, StageError
 from framework.tuning import validate_search_space
 
@@ -34,6 +34,8 @@ from plugins.privacy_config import PrivacyConfig, check_privacy_config, privacy_
 
 #: built-in metric -> Tune mode; a model's ``extra_metrics`` add ``val_NAME`` (maximized)
 METRICS = {"val_accuracy": "max", "val_loss": "min"}
+#: what a regression search can optimize (val_loss is the mean squared error, in target units²)
+REGRESSION_METRICS = {"val_mse": "min", "val_mae": "min", "val_r2": "max", "val_loss": "min"}
 CHECKPOINT_FILE = "model.pt"
 #: trial schedulers (``train.scheduler``): fifo runs every trial to its own end; asha / median stop
 #: weak trials early on the per-epoch reports (``training_iteration`` = epochs so far)
@@ -58,9 +60,25 @@ def resolve_model(name: str, where: str = "train.model") -> type[Model]:
     return default_components().get("model", str(name), where=where).cls
 
 
-def metric_modes(model: type[Model] | Model) -> dict[str, str]:
-    """Metrics a search over ``model`` can optimize -> Tune mode."""
+def metric_modes(model: type[Model] | Model, task: str = "classification") -> dict[str, str]:
+    """Metrics a search over ``model`` can optimize for ``task`` -> Tune mode."""
+    if task == "regression":
+        return dict(REGRESSION_METRICS)
     return {**METRICS, **{f"val_{name}": "max" for name in model.extra_metric_names}}
+
+
+def resolve_metric(metric: str | None, task: str) -> str:
+    """``train.metric``, or the default of the task: val_mse for a regression, else val_accuracy."""
+    if metric is not None:
+        return metric
+    return "val_mse" if task == "regression" else "val_accuracy"
+
+
+def regression_module(module, target_mean: float = 0.0, target_std: float = 1.0):
+    """``module``'s one output, learnt in standardized target units, in the target's units."""
+    from plugins.nets import RegressionOutput
+
+    return RegressionOutput(module, target_mean, target_std)
 
 
 def with_defaults(model: type[Model] | Model, hp: Mapping[str, Any]) -> dict:
@@ -68,12 +86,16 @@ def with_defaults(model: type[Model] | Model, hp: Mapping[str, Any]) -> dict:
     return {**model.defaults(), **hp}
 
 
-def validation_metrics(model: Model, module, x, y) -> dict[str, float]:
-    """val_accuracy, val_loss and the model's own extra metrics of ``module`` on numpy rows."""
+def validation_metrics(model: Model, module, x, y, task: str = "classification") -> dict[str, float]:
+    """val_accuracy, val_loss and the model's own extra metrics of ``module`` on numpy rows; for a
+    regression val_loss (= val_mse), val_mse, val_mae and val_r2."""
     import torch
 
-    from plugins.nets import evaluate
+    from plugins.nets import evaluate, evaluate_regression
 
+    if task == "regression":
+        figures = evaluate_regression(module, x, y)
+        return {"val_loss": figures["mse"], **{f"val_{k}": v for k, v in figures.items()}}
     acc, loss, _ = evaluate(module, x, y)
     metrics = {"val_accuracy": acc, "val_loss": loss}
     extras = model.extra_metric_names
@@ -98,7 +120,12 @@ def fit_in_process(hp: dict, splits: DataSplits, epochs: int, seed: int = 0, lr:
     torch.manual_seed(seed)
     x, y = splits.arrays("train")
     xv, yv = splits.arrays("val")
-    module = model.build(with_defaults(model, hp), x.shape[1], len(splits.dataset.classes or [0, 1]), *training_stats(x))
+    task = splits.dataset.task
+    if task == "regression":
+        module = regression_module(model.build(with_defaults(model, hp), x.shape[1], 1, *training_stats(x)),
+                                   float(y.mean()), float(y.std() or 1.0))
+    else:
+        module = model.build(with_defaults(model, hp), x.shape[1], len(splits.dataset.classes or [0, 1]), *training_stats(x))
     optimizer = torch.optim.Adam(module.parameters(), lr=lr if lr is not None else float(hp.get("lr", 1e-3)))
     xt, yt = torch.tensor(x), torch.tensor(y)
     best, best_state = -1.0, None
@@ -107,8 +134,8 @@ def fit_in_process(hp: dict, splits: DataSplits, epochs: int, seed: int = 0, lr:
         optimizer.zero_grad()
         model.loss(module(xt), yt, hp).backward()
         optimizer.step()
-        acc = evaluate(module, xv, yv)[0]
-        if acc > best:
+        acc = -validation_metrics(model, module, xv, yv, task)["val_mse"] if task == "regression" else evaluate(module, xv, yv)[0]
+        if best_state is None or acc > best:
             best, best_state = acc, copy.deepcopy(module.state_dict())
     module.load_state_dict(best_state)
     return module.eval()
@@ -145,6 +172,9 @@ def _tune_metric(metric: str) -> str:
 
 def _score(metric: str, metrics: Mapping[str, float]) -> tuple:
     """Larger is better; val accuracy / val loss break ties (accuracy ties are common on small sets)."""
+    if metric in REGRESSION_METRICS and "val_accuracy" not in metrics:  # a regression's
+        sign = 1.0 if REGRESSION_METRICS[metric] == "max" else -1.0
+        return (sign * metrics[metric], -metrics["val_loss"])
     if metric == "val_loss":
         return (-metrics["val_loss"], metrics["val_accuracy"])
     if metric == "val_accuracy":
@@ -185,7 +215,10 @@ def train_trial(config: dict, data: dict) -> None:
 
     x_train, y_train = torch.tensor(data["x_train"]), torch.tensor(data["y_train"])
     x_val, y_val = data["x_val"], data["y_val"]
+    task = settings.get("task", "classification")
     module = model.build(hp, n_features, n_classes, data["mean"], data["std"])
+    if task == "regression":
+        module = regression_module(module, *data["target_stats"])
     optimizer = torch.optim.Adam(module.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
     metric, batch_size, patience = settings["metric"], int(settings["batch_size"]), int(settings["patience"])
     max_epochs = int(settings["max_epochs"])
@@ -214,7 +247,7 @@ def train_trial(config: dict, data: dict) -> None:
         else:
             train_epoch(module, optimizer, len(x_train), batch_size, generator,
                         lambda idx: model.loss(module(x_train[idx]), y_train[idx], hp))
-        metrics = validation_metrics(model, module, x_val, y_val)
+        metrics = validation_metrics(model, module, x_val, y_val, task)
         if not math.isfinite(metrics["val_loss"]):
             raise FloatingPointError(f"validation loss is {metrics['val_loss']} at epoch {epoch} (lr={hp['lr']})")
         score = _score(metric, metrics)
@@ -266,8 +299,9 @@ class TuneTrainer(Trainer):
         max_epochs: int = 30
         num_samples: int = 4
         #: val_accuracy (maximized), val_loss (minimized), or val_NAME of the model's extra metrics
-        #: (maximized; the ranker's val_auc)
-        metric: str = "val_accuracy"
+        #: (maximized; the ranker's val_auc); a regression: val_mse, val_mae (minimized), val_r2
+        #: (maximized), val_loss (the mse); null: val_accuracy, or val_mse for a regression
+        metric: Optional[str] = None
         #: hyperparameter -> constant or {choice|grid|uniform|loguniform|randint: ARGS}; the model's
         #: hyperparameters (``python -m framework plugins`` shows them); null: the model's default space
         search_space: Optional[Dict[str, Any]] = None
@@ -309,8 +343,8 @@ class TuneTrainer(Trainer):
         c = config
         where = key
         model = (refs or {}).get("model") or resolve_model(c.model, f"{where}.model")
-        modes = metric_modes(model)
-        if c.metric not in modes:
+        modes = {**metric_modes(model), **(REGRESSION_METRICS if "regression" in model.tasks else {})}
+        if c.metric is not None and c.metric not in modes:
             raise RecipeError(f"{where}.metric: '{c.metric}' is not supported for model '{model.name}'; "
                               f"use one of {', '.join(modes)}")
         for name in ("max_epochs", "num_samples", "batch_size", "max_concurrent_trials", "early_stopping_patience"):
@@ -373,6 +407,20 @@ class TuneTrainer(Trainer):
                     "use 'choice'"
                 )
 
+    @classmethod
+    def check_task(cls, config: Any, task: str, key: str) -> None:
+        """The search's metric measures this task: a regression is chosen on val_mse, val_mae,
+        val_r2 or val_loss; classes on val_accuracy, val_loss or the model's own metrics."""
+        metric = config.metric
+        if metric is None or metric == "val_loss":
+            return
+        if task == "regression" and metric not in REGRESSION_METRICS:
+            raise RecipeError(f"{key}.metric: '{metric}' measures classes, but the data's task is regression; "
+                              f"use {', '.join(REGRESSION_METRICS)} (or leave it unset: val_mse)")
+        if task != "regression" and metric in REGRESSION_METRICS:
+            raise RecipeError(f"{key}.metric: '{metric}' measures a regression, but the data's task is {task}; "
+                              "use val_accuracy or val_loss")
+
     # -----------------------------------------------------------------------------------------
     def fit(self, splits: DataSplits, ctx) -> TrainedModel:
         from ray import tune
@@ -382,19 +430,26 @@ class TuneTrainer(Trainer):
         from plugins import tune_support
 
         c = self.config
-        mode = metric_modes(self.model_cls)[c.metric]
+        task = self._task = splits.dataset.task
+        if task not in self.model_cls.tasks:
+            raise StageError(f"train (tune): model '{self.model.name}' can do {' and '.join(self.model_cls.tasks)}, "
+                             f"but dataset '{splits.dataset.name}' is a {task}")
+        metric = resolve_metric(c.metric, task)
+        self.check_task(c, task, "train")
+        mode = metric_modes(self.model_cls, task)[metric]
         space = self.search_space()
         x_train, y_train = splits.arrays("train")
         x_val, y_val = splits.arrays("val")
         x_test, y_test = splits.arrays("test")
         classes = list(splits.dataset.classes or [])
-        if len(classes) < 2:
+        n_outputs = 1 if task == "regression" else len(classes)
+        if task != "regression" and len(classes) < 2:
             raise StageError(f"train (tune): dataset '{splits.dataset.name}' needs >= 2 classes, got {classes}")
         empty = [name for name, x in (("train", x_train), ("val", x_val), ("test", x_test)) if len(x) == 0]
         if empty:
             raise StageError(f"train (tune): the {', '.join(empty)} split(s) are empty")
         constants = {k: v for k, v in validate_search_space(space).items() if not isinstance(v, dict)}
-        problem = self.model.check_data(x_train.shape[1], len(classes), with_defaults(self.model, constants))
+        problem = self.model.check_data(x_train.shape[1], n_outputs, with_defaults(self.model, constants))
         if problem:  # fail before Ray or any trial starts (trials check their sampled values again)
             raise StageError(f"train (tune): model '{self.model.name}' cannot learn dataset "
                              f"'{splits.dataset.name}': {problem}")
@@ -412,10 +467,12 @@ class TuneTrainer(Trainer):
         mean, std = training_stats(x_train)
         data = {
             "x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val,
-            "mean": mean, "std": std, "n_classes": len(classes),
+            "mean": mean, "std": std, "n_classes": n_outputs,
+            # a regression learns the standardized target; its module answers in target units
+            "target_stats": (float(y_train.mean()), float(y_train.std() or 1.0)) if task == "regression" else None,
             "model": self.model_cls,  # pickled by reference: trials import its plugin
             "settings": {
-                "seed": int(ctx.seed), "metric": c.metric, "max_epochs": int(c.max_epochs),
+                "seed": int(ctx.seed), "metric": metric, "max_epochs": int(c.max_epochs), "task": task,
                 "batch_size": int(c.batch_size), "patience": int(c.early_stopping_patience),
                 "deterministic": bool(c.deterministic), "model": self.model_cls.name,
                 "checkpoint_epochs": self._checkpoint_epochs(),
@@ -452,7 +509,7 @@ class TuneTrainer(Trainer):
                     trainable,
                     param_space=param_space,
                     tune_config=tune.TuneConfig(
-                        num_samples=int(c.num_samples), metric=_tune_metric(c.metric), mode=mode,
+                        num_samples=int(c.num_samples), metric=_tune_metric(metric), mode=mode,
                         search_alg=self._search_alg(ctx), scheduler=self._scheduler(),
                         time_budget_s=c.time_budget_s,
                         reuse_actors=True,  # later trials skip a fresh worker's torch import (seconds here)
@@ -476,7 +533,7 @@ class TuneTrainer(Trainer):
                 grid = tuner.fit()
         search_seconds = time.perf_counter() - started
 
-        rows, candidates = self._trial_table(grid, c.metric, privacy_config_from(c.privacy).accountant)
+        rows, candidates = self._trial_table(grid, metric, privacy_config_from(c.privacy).accountant)
         self._write_csv(rows, Path(ctx.out_dir) / "trials.csv")
         for r in rows:  # Tune's own tracebacks are silenced: one line each here, the rest on disk
             if r["status"] == "ERROR":
@@ -499,7 +556,7 @@ class TuneTrainer(Trainer):
 
         ranked = sorted(candidates, key=lambda pair: pair[0]["_score"], reverse=True)
         best_row = ranked[0][0]
-        schema = InputSchema([FeatureSpec(str(name), "float") for name in splits.dataset.features])
+        schema = splits.input_schema()
         arrays = {"val": (x_val, y_val), "test": (x_test, y_test)}
         models = [
             self._materialize(row, result, rank, schema, classes, arrays, len(rows))
@@ -507,7 +564,8 @@ class TuneTrainer(Trainer):
         ]
         best = models[0]
         ctx.metric("model", self.model.name)
-        for key in ("val_accuracy", "test_accuracy", "test_f1_macro", "test_loss", "trials",
+        for key in ("val_accuracy", "test_accuracy", "test_f1_macro", "val_r2", "test_mse", "test_mae", "test_r2",
+                    "test_loss", "trials",
                     *(f"test_{name}" for name in self.model.extra_metric_names), "epsilon", "delta"):
             if key in best.metrics:
                 ctx.metric(key, best.metrics[key])
@@ -515,14 +573,14 @@ class TuneTrainer(Trainer):
         trial_epochs_total = int(sum(int(r["epochs"] or 0) for r in rows))
         ctx.metric("trial_epochs_total", trial_epochs_total)
         ctx.logger.info(
-            "tune: %d trials in %.1fs; best %s (%s=%.4f at epoch %d); test accuracy %.4f",
-            len(rows), search_seconds, best_row["trial_id"], c.metric, best_row[f"best_{c.metric}"],
-            best_row["best_epoch"], best.metrics["test_accuracy"],
+            "tune: %d trials in %.1fs; best %s (%s=%.4f at epoch %d); test accuracy (r2) %.4f",
+            len(rows), search_seconds, best_row["trial_id"], metric, best_row[f"best_{metric}"],
+            best_row["best_epoch"], best.metrics.get("test_accuracy", best.metrics.get("test_r2", float("nan"))),
         )
         best.details.update({
             "trials": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
             "tune_dir": str(storage / "search"),
-            "metric": c.metric,
+            "metric": metric,
             "mode": mode,
             "failed_trials": failed,
             "search_seconds": round(search_seconds, 3),
@@ -627,9 +685,16 @@ class TuneTrainer(Trainer):
         x_val, y_val = arrays["val"]
         x_test, y_test = arrays["test"]
         hp = with_defaults(self.model, result.config)
-        module = self.model.build(hp, x_val.shape[1], len(classes))
+        task = getattr(self, "_task", "classification")
+        if task == "regression":
+            module = regression_module(self.model.build(hp, x_val.shape[1], 1))
+        else:
+            module = self.model.build(hp, x_val.shape[1], len(classes))
         module.load_state_dict(state)  # also restores the standardization buffers
         module.eval()
+        if task == "regression":
+            return self._materialized_regression(module, row, rank, schema, hp, arrays, n_trials,
+                                                str(result.checkpoint.path))
         val = validation_metrics(self.model, module, x_val, y_val)
         test_acc, test_loss, test_pred = evaluate(module, x_test, y_test)
         f1 = float(f1_score(y_test, test_pred, average="macro", labels=list(range(len(classes))), zero_division=0))
@@ -665,10 +730,29 @@ class TuneTrainer(Trainer):
             module=module,
             schema=schema,
             classes=classes,
+            task=getattr(self, "_task", "classification"),
             metrics=metrics,
             hyperparameters={"model": self.model.name, **{k: _plain(v) for k, v in hp.items()}},
             details=details,
         )
+
+    def _materialized_regression(self, module, row, rank, schema, hp, arrays, n_trials, checkpoint) -> TrainedModel:
+        val = validation_metrics(self.model, module, *arrays["val"], "regression")
+        test = validation_metrics(self.model, module, *arrays["test"], "regression")
+        metrics = {
+            "val_mse": val["val_mse"], "val_mae": val["val_mae"], "val_r2": val["val_r2"],
+            "test_mse": test["val_mse"], "test_mae": test["val_mae"], "test_r2": test["val_r2"],
+            "test_loss": test["val_loss"], "trials": n_trials, "best_trial_epochs": int(row["epochs"]),
+        }
+        if row.get("epsilon") is not None:
+            metrics["epsilon"] = float(row["epsilon"])
+            metrics["delta"] = float(row["delta"])
+        details = {"model": self.model.name, "trial_id": row["trial_id"], "trial_rank": rank,
+                   "best_trial_id": row["trial_id"], "best_epoch": int(row["best_epoch"]),
+                   "checkpoint": checkpoint}
+        return TrainedModel(module=module, schema=schema, classes=[], metrics=metrics,
+                            hyperparameters={"model": self.model.name, **{k: _plain(v) for k, v in hp.items()}},
+                            details=details, task="regression")
 
     # -----------------------------------------------------------------------------------------
     @staticmethod

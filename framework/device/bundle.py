@@ -77,9 +77,11 @@ def write_bundle(exported: ExportedModel, out_dir: Path, metadata: dict) -> Path
     """
     if exported.format != "onnx":
         raise StageError(f"device: a bundle needs an ONNX model, got format '{exported.format}'")
-    unsupported = [f"{f.name} ({f.dtype})" for f in exported.schema.features if f.dtype not in ("float", "int")]
-    if unsupported:
-        raise StageError(f"device: the runner takes numeric features only; not supported: {', '.join(unsupported)}")
+    typed = exported.inputs is not None
+    if not typed:
+        unsupported = [f"{f.name} ({f.dtype})" for f in exported.schema.features if f.dtype not in ("float", "int")]
+        if unsupported:
+            raise StageError(f"device: a model of one float matrix takes numbers only; not supported: {', '.join(unsupported)}")
     out_dir = Path(out_dir)
     model = Path(exported.path).read_bytes()
     names = exported.schema.names
@@ -90,6 +92,8 @@ def write_bundle(exported: ExportedModel, out_dir: Path, metadata: dict) -> Path
         "output_name": exported.output_name,
         "input_schema": exported.schema.to_dict(),
         "classes": classes,
+        **({"inputs": exported.inputs.to_dict()} if typed else {}),
+        **({"task": exported.task} if exported.task != "classification" else {}),
     }
     preprocessing = {
         "feature_order": names,
@@ -100,12 +104,26 @@ def write_bundle(exported: ExportedModel, out_dir: Path, metadata: dict) -> Path
         "output": "class probabilities (softmax), one column per class in class_labels order",
         "class_labels": classes,
     }
+    if typed:
+        layout = exported.inputs
+        preprocessing.update({
+            "dtype": "typed",
+            "layout": (f"inputs: '{layout.numeric}' float32 [batch, {len(layout.numeric_columns)}] of "
+                       f"{layout.numeric_columns} (NaN where missing, booleans 0/1); '{layout.categorical}' string "
+                       f"[batch, {len(layout.categorical_columns)}] of {layout.categorical_columns} "
+                       f"('{layout.missing_token}' where missing)"),
+            "standardization": "inside the model: imputation, missing indicators, one-hot encoding (unknown "
+                               "categories: all zeros) and scaling, fitted on the training split; send raw rows",
+            "inputs": layout.to_dict(),
+        })
+    if exported.task == "regression":
+        preprocessing["output"] = f"the predicted value, float32 [batch, 1] ('{exported.output_name}')"
     files = {
         "model.onnx": model,
         "schema.json": _dump(schema),
         "preprocessing.json": _dump(preprocessing),
         "runner.py": (PROBES / "runner.py").read_bytes(),
-        "README.txt": _readme(metadata, names, classes).encode(),
+        "README.txt": _readme(metadata, names, classes, typed, exported.task).encode(),
     }
     manifest = {
         "bundle_format": 1,
@@ -152,7 +170,8 @@ def check_manifest(bundle_dir: Path) -> dict:
     return manifest
 
 
-def verify_bundle(bundle_dir: Path, x_rows: list[dict], expected_labels: Any, min_agreement: float = 1.0) -> dict:
+def verify_bundle(bundle_dir: Path, x_rows: list[dict], expected_labels: Any, min_agreement: float = 1.0,
+                  tolerance: float | None = None) -> dict:
     """Run the bundle's runner.py CLI on ``x_rows`` in a clean subprocess and compare its labels.
 
     The child is ``python -I`` (isolated: no user site, no PYTHON* variables, no script or
@@ -161,6 +180,9 @@ def verify_bundle(bundle_dir: Path, x_rows: list[dict], expected_labels: Any, mi
     of ``WATCHED_MODULES`` got loaded. StageError when the runner fails, loads one of
     ``FORBIDDEN_MODULES``, a file does not match the manifest, or the agreement with
     ``expected_labels`` (class labels, as the runner returns them) is below ``min_agreement``.
+
+    ``tolerance``: a regression's labels are numbers; one agrees when it is within ``tolerance``
+    of the expected value, relative to the value's size (at least 1).
 
     Returns {agreement, seconds, modules_loaded, labels, probabilities, rows}.
     """
@@ -190,7 +212,11 @@ def verify_bundle(bundle_dir: Path, x_rows: list[dict], expected_labels: Any, mi
         raise StageError(f"device: the bundle's runner loaded {', '.join(forbidden)}; it must need only onnxruntime and numpy")
     predictions = json.loads(report["stdout"])
     labels = predictions["labels"]
-    agreement = sum(a == b for a, b in zip(labels, expected)) / len(expected) if expected else 1.0
+    if tolerance is not None:
+        same = [abs(float(a) - float(b)) <= tolerance * max(1.0, abs(float(b))) for a, b in zip(labels, expected)]
+    else:
+        same = [a == b for a, b in zip(labels, expected)]
+    agreement = sum(same) / len(expected) if expected else 1.0
     if len(labels) != len(expected) or agreement < min_agreement:
         raise StageError(f"device: the bundle's runner agrees with the model on {agreement:.2%} of "
                          f"{len(expected)} rows (needs {min_agreement:.2%})")
@@ -204,12 +230,21 @@ def verify_bundle(bundle_dir: Path, x_rows: list[dict], expected_labels: Any, mi
     }
 
 
-def _readme(metadata: Mapping, names: list[str], classes: list) -> str:
+def _readme(metadata: Mapping, names: list[str], classes: list, typed: bool = False,
+            task: str = "classification") -> str:
     version = metadata.get("model_version") or "(not registered)"
     variant = metadata.get("variant") or "?"
     example = {name: 0.0 for name in names[:3]}
+    typed_note = ("""
+Raw rows
+  This model takes raw rows, as the server does: numbers, true/false, categories as strings,
+  null where schema.json says a feature may be missing (nullable). Imputation, encoding (an
+  unknown category goes to the model's unknown bucket) and scaling are inside model.onnx.
+""" if typed else "")
+    output_note = ("  A regression: labels are the predicted numbers; probabilities is null.\n"
+                   if task == "regression" else "")
     return f"""Device bundle: model {version}, variant {variant}
-
+{typed_note}
 Needs Python 3 with numpy and onnxruntime only (pip install numpy onnxruntime).
 
 Files
@@ -230,7 +265,7 @@ Python
   from runner import Predictor
   labels, probabilities = Predictor("BUNDLE_DIR").predict([{json.dumps(example)[:-1]}, ...}}])
 
-Features, in order: {", ".join(names)}
+{output_note}Features, in order: {", ".join(names)}
 Classes: {", ".join(map(str, classes))}
 A missing, unknown or non-finite feature raises ValueError naming it.
 """

@@ -81,9 +81,17 @@ def measure_ram(onnx_bytes: bytes, input_name: str, x_row: Any, runs: int = RAM_
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="device-ram-") as tmp:
-        model_path, row_path = Path(tmp) / "model.onnx", Path(tmp) / "row.npy"
+        model_path = Path(tmp) / "model.onnx"
         model_path.write_bytes(onnx_bytes)
-        np.save(row_path, np.ascontiguousarray(np.asarray(x_row, dtype=np.float32).reshape(1, -1)))
+        if isinstance(x_row, dict):  # typed inputs (strings too): JSON, never a pickle
+            row_path = Path(tmp) / "feeds.json"
+            row_path.write_text(json.dumps({name: {"dtype": "str" if a.dtype == object else "float32",
+                                                   "values": [[(v if isinstance(v, str) else float(v)) for v in r]
+                                                              for r in np.asarray(a)[:1].tolist()]}
+                                            for name, a in x_row.items()}))
+        else:
+            row_path = Path(tmp) / "row.npy"
+            np.save(row_path, np.ascontiguousarray(np.asarray(x_row, dtype=np.float32).reshape(1, -1)))
         cmd = [sys.executable, "-I", str(PROBES / "ram_probe.py"), str(model_path), str(row_path), input_name, str(runs)]
         try:
             done = subprocess.run(cmd, cwd=tmp, env=clean_env(), capture_output=True, text=True,
@@ -95,35 +103,51 @@ def measure_ram(onnx_bytes: bytes, input_name: str, x_row: Any, runs: int = RAM_
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_variant(onnx_bytes: bytes, input_name: str, x_test: Any, y_test_indices: Any, runs: int = 200) -> dict:
+def measure_variant(onnx_bytes: bytes, input_name: str, x_test: Any, y_test_indices: Any, runs: int = 200,
+                    task: str = "classification") -> dict:
     """What a device budget is checked against, for one ONNX model.
 
     Keys: ``size_mb`` (file size, 1e6 bytes), ``accuracy`` (argmax of the first output vs
     ``y_test_indices`` on ``x_test``), ``latency_p50_ms`` / ``latency_p95_ms`` (batch 1, ONE
     thread, ``runs`` timed runs after 10 warm-up runs: ``framework.evaluation.onnx_latency``), ``ram_mb``,
-    ``baseline_ram_mb``, ``peak_ram_mb`` (see the module doc; a clean subprocess).
+    ``baseline_ram_mb``, ``peak_ram_mb`` (see the module doc; a clean subprocess). ``x_test``:
+    the rows of the one input ``input_name``, or a model's feeds (typed inputs). A regression
+    (``task``) reports ``r2`` and ``mae`` (``y_test_indices``: the target values) instead of
+    ``accuracy``.
     """
     import numpy as np
     import onnxruntime as ort
 
     from ..evaluation import onnx_latency
 
-    x = np.ascontiguousarray(np.asarray(x_test, dtype=np.float32))
+    if isinstance(x_test, dict):
+        feeds = x_test
+        n = len(next(iter(feeds.values())))
+        first = {name: a[:1] for name, a in feeds.items()}
+    else:
+        x = np.ascontiguousarray(np.asarray(x_test, dtype=np.float32))
+        if x.ndim != 2 or len(x) == 0:
+            raise StageError(f"device: measuring needs a non-empty 2-d test array, got shape {x.shape}")
+        feeds, n, first = {input_name: x}, len(x), x[:1]
     y = np.asarray(y_test_indices)
-    if x.ndim != 2 or len(x) == 0:
-        raise StageError(f"device: measuring needs a non-empty 2-d test array, got shape {x.shape}")
-    if len(y) != len(x):
-        raise StageError(f"device: {len(x)} test rows but {len(y)} labels")
+    if n == 0:
+        raise StageError("device: measuring needs test rows, got none")
+    if len(y) != n:
+        raise StageError(f"device: {n} test rows but {len(y)} labels")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-    probabilities = session.run(None, {input_name: x})[0]
-    result = {
-        "size_mb": len(onnx_bytes) / 1e6,
-        "accuracy": float(np.mean(probabilities.argmax(axis=1) == y)),
-    }
-    result.update(onnx_latency(onnx_bytes, input_name, x[:1], int(runs)))
-    result.update(measure_ram(onnx_bytes, input_name, x[:1]))
+    out = session.run(None, feeds)[0]
+    result = {"size_mb": len(onnx_bytes) / 1e6}
+    if task == "regression":
+        from ..metrics import regression_metrics
+
+        quality = regression_metrics(y, out)
+        result.update(r2=quality["r2"], mae=quality["mae"])
+    else:
+        result["accuracy"] = float(np.mean(out.argmax(axis=1) == y))
+    result.update(onnx_latency(onnx_bytes, input_name, first, int(runs)))
+    result.update(measure_ram(onnx_bytes, input_name, first))
     return result
 
 
@@ -146,7 +170,8 @@ def _fits(candidate: Mapping, name: str, limit: float) -> bool:
 
 def pick_variant(candidates: list[dict], budget: Any) -> dict:
     """The most accurate candidate within every set budget (tie: the smallest file, then the
-    first listed). Candidates: {name, exported, size_mb, latency_p95_ms, ram_mb, accuracy}.
+    first listed). Candidates: {name, exported, size_mb, latency_p95_ms, ram_mb, accuracy}; a
+    regression's carry ``r2`` and ``mae`` instead: the highest r2 (tie: the lowest mae) wins.
 
     StageError when none fits: it names each budget no variant meets with the best value any
     variant reached, or, when each budget alone is met by some variant, why each variant fails.
@@ -158,9 +183,10 @@ def pick_variant(candidates: list[dict], budget: Any) -> dict:
     if fitting:
         def key(item):
             index, c = item
-            accuracy = _value(c, "accuracy")
+            accuracy = _value(c, "accuracy" if "accuracy" in c else "r2")
+            error = _value(c, "mae") if "accuracy" not in c else 0.0
             size = _value(c, "size_mb")
-            return (-(accuracy if math.isfinite(accuracy) else -math.inf),
+            return (-(accuracy if math.isfinite(accuracy) else -math.inf), error if math.isfinite(error) else math.inf,
                     size if math.isfinite(size) else math.inf, index)
 
         return min(enumerate(fitting), key=key)[1]

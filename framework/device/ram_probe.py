@@ -1,7 +1,8 @@
 """Child process of ``measure_ram``: the peak RAM a model adds over python + numpy + onnxruntime.
 
 Run as ``python -I ram_probe.py MODEL ROW.npy INPUT_NAME RUNS``; prints one JSON line. Imports only
-numpy and onnxruntime (never the framework), so the figure is what a device would see.
+numpy and onnxruntime (never the framework), so the figure is what a device would see. A model of
+typed inputs gets ``FEEDS.json`` instead of ``ROW.npy``: ``{input name: {"dtype", "values"}}``.
 """
 import json
 import resource
@@ -30,7 +31,12 @@ def main(model_path, row_path, input_name, runs):
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
-    feed = {input_name: np.load(row_path)}
+    if row_path.endswith(".json"):
+        with open(row_path) as f:
+            feed = {name: np.array(spec["values"], dtype=object if spec["dtype"] == "str" else np.float32)
+                    for name, spec in json.load(f).items()}
+    else:
+        feed = {input_name: np.load(row_path)}
     for _ in range(runs):
         session.run(None, feed)
     peak = peak_mb()

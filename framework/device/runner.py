@@ -1,9 +1,13 @@
 """Run a device bundle's model: needs only numpy and onnxruntime.
 
-    python runner.py BUNDLE_DIR input.json     (input.json: {"instances": [{feature: number}, ...]})
+    python runner.py BUNDLE_DIR input.json     (input.json: {"instances": [{feature: value}, ...]})
 
     from runner import Predictor
     labels, probabilities = Predictor(BUNDLE_DIR).predict(rows)
+
+A model of typed inputs (schema.json has "inputs") takes raw rows as the server does: numbers,
+true/false, categories as strings, null where a feature may be missing; the preprocessing is
+inside model.onnx. A regression's labels are its predicted numbers (probabilities: None).
 """
 import hashlib
 import json
@@ -30,7 +34,10 @@ class Predictor:
         self.input_name = schema["input_name"]
         self.output_name = schema["output_name"]
         self.classes = list(schema["classes"])
+        self.regression = schema.get("task") == "regression"
+        self.inputs = schema.get("inputs")  # typed raw rows; None: one float matrix
         features = schema["input_schema"]["features"]
+        self.features = features
         self.names = [f["name"] for f in features]
         self.integer = {f["name"] for f in features if f.get("dtype") == "int"}
         self._name_set = set(self.names)
@@ -52,7 +59,7 @@ class Predictor:
                 if hashlib.sha256(f.read()).hexdigest() != entry["sha256"]:
                     raise RuntimeError(name + " does not match its sha256 in manifest.json")
 
-    def features(self, rows):
+    def features_of(self, rows):
         """float32 [n, n_features] from a list of {feature: number} objects or a 2-d array."""
         if isinstance(rows, dict):  # {"instances": [...]} as the server takes, or one instance
             rows = rows["instances"] if "instances" in rows else [rows]
@@ -109,12 +116,68 @@ class Predictor:
             raise ValueError("instances[%d].%s: expected a finite number, got %r" % (i, self.names[j], float(x[i, j])))
         return np.ascontiguousarray(x)
 
+    def typed_feeds(self, rows):
+        """The model's feeds from raw rows: a float32 matrix of the numbers (NaN for null, bools
+        as 0/1) and a string matrix of the categories (the missing token for null)."""
+        if isinstance(rows, dict):
+            rows = rows["instances"] if "instances" in rows else [rows]
+        rows = list(rows)
+        if not rows:
+            raise ValueError("instances: empty: send at least one instance")
+        layout = self.inputs
+        numeric = {c: i for i, c in enumerate(layout["numeric_columns"])}
+        categorical = {c: i for i, c in enumerate(layout["categorical_columns"])}
+        refuse = layout.get("unknown_categories") == "refuse"
+        numbers = np.empty((len(rows), len(numeric)), dtype=np.float32)
+        strings = np.empty((len(rows), len(categorical)), dtype=object)
+        for i, instance in enumerate(rows):
+            at = "instances[%d]" % i
+            if not isinstance(instance, dict):
+                raise ValueError("%s: expected an object of feature: value" % at)
+            for f in self.features:
+                name, kind = f["name"], f.get("dtype", "float")
+                where = "%s.%s" % (at, name)
+                if name not in instance:
+                    raise ValueError("%s: missing feature (send null for a missing value)" % where)
+                value = instance[name]
+                if value is None:
+                    if not f.get("nullable"):
+                        raise ValueError("%s: null is not allowed" % where)
+                    if kind == "category":
+                        strings[i, categorical[name]] = layout["missing_token"]
+                    else:
+                        numbers[i, numeric[name]] = np.nan
+                elif kind == "category":
+                    if not isinstance(value, str):
+                        raise ValueError("%s: expected a string (a category), got %r" % (where, value))
+                    if refuse and value not in (f.get("categories") or []):
+                        raise ValueError("%s: unknown category %r" % (where, value))
+                    strings[i, categorical[name]] = value
+                elif kind == "bool":
+                    if type(value) is not bool:
+                        raise ValueError("%s: expected true or false, got %r" % (where, value))
+                    numbers[i, numeric[name]] = 1.0 if value else 0.0
+                else:
+                    numbers[i, numeric[name]] = self._number(value, where, name)
+            extra = [k for k in instance if k not in self._name_set]
+            if extra:
+                raise ValueError("%s.%s: unknown feature; expected only: %s" % (at, extra[0], ", ".join(self.names)))
+        feeds = {}
+        if layout.get("numeric"):
+            feeds[layout["numeric"]] = numbers
+        if layout.get("categorical"):
+            feeds[layout["categorical"]] = strings
+        return feeds
+
     def predict(self, rows):
-        """(labels: list of class labels, probabilities: float32 array [n, n_classes])."""
-        x = self.features(rows)
-        probabilities = self.session.run([self.output_name], {self.input_name: x})[0]
-        labels = [self.classes[i] for i in probabilities.argmax(axis=1)]
-        return labels, probabilities
+        """(labels: list of class labels, probabilities: float32 array [n, n_classes]); a
+        regression: (its predicted numbers, None)."""
+        feeds = self.typed_feeds(rows) if self.inputs else {self.input_name: self.features_of(rows)}
+        out = self.session.run([self.output_name], feeds)[0]
+        if self.regression:
+            return [float(v) for v in out[:, 0]], None
+        labels = [self.classes[i] for i in out.argmax(axis=1)]
+        return labels, out
 
 
 def main(argv=None):
@@ -134,7 +197,8 @@ def main(argv=None):
     except ValueError as exc:
         sys.stderr.write("error: %s\n" % exc)
         return 1
-    json.dump({"labels": labels, "probabilities": probabilities.tolist(), "classes": predictor.classes}, sys.stdout)
+    json.dump({"labels": labels, "probabilities": None if probabilities is None else probabilities.tolist(),
+               "classes": predictor.classes}, sys.stdout)
     sys.stdout.write("\n")
     return 0
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..components import InputSchema
+from ..components import InputLayout, InputSchema
 from ..errors import StoreError
 
 SERVING_MANIFEST = "serving.json"
@@ -29,9 +29,18 @@ class RegisteredModel:
     classes: list
     input_name: str
     output_name: str
-    #: each feature's training mean (schema order), or None for versions registered without it
-    baseline: list[float] | None = None
+    #: each feature's training mean (schema order), or None for versions registered without it;
+    #: a model of typed inputs: the raw value of an average case (mean, most frequent category)
+    baseline: list | None = None
     metrics: dict | None = None
+    #: how raw rows feed the file (None: one float32 matrix ``input_name`` of every feature)
+    inputs: InputLayout | None = None
+    #: "classification" / "ranking" (class probabilities) or "regression" (one value per row)
+    task: str = "classification"
+
+    @property
+    def layout(self) -> InputLayout:
+        return self.inputs or InputLayout.matrix(self.input_name, self.schema.names)
 
     def __repr__(self) -> str:  # never dump the model bytes into a log line
         return f"RegisteredModel({self.ref}, onnx_bytes=<{len(self.onnx_bytes)} bytes>, classes={self.classes!r})"
@@ -61,4 +70,6 @@ def load_registered_model(registry: Any, ref: str, with_bytes: bool = True) -> R
         output_name=manifest["output_name"],
         baseline=manifest.get("baseline"),
         metrics=dict(version.metrics),
+        inputs=InputLayout.from_dict(manifest["inputs"]) if manifest.get("inputs") else None,
+        task=manifest.get("task", "classification"),
     )

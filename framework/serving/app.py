@@ -9,8 +9,11 @@ import socket
 import time
 from typing import Any, Mapping
 
+from ..compat.ray_direct_ingress import controller_options
 from ..compat.ray_serve import running_http_options
 from ..errors import RecipeError, ServingError
+from . import ingress_modes
+from .ingress_modes import DEFAULT_INGRESS, INGRESS_MODES, validate_ingress  # noqa: F401 (re-exported)
 from .types import RECORD_FIELDS, ServedModel, ServingApp
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,14 @@ BATCHING_KEYS = ("max_batch_size", "batch_wait_timeout_s")
 #: Ray Serve's own default for target_ongoing_requests (written out so -/strategy and errors show it)
 DEFAULT_TARGET_ONGOING_REQUESTS = 2.0
 DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.005
+#: a stopping replica checks this often whether its requests are done (Serve's default, 2 s, is
+#: the floor of every stop: a Ctrl-C, an app removal)
+SHUTDOWN_WAIT_LOOP_S = 0.2
+#: and waits at most this long for them (requests here take milliseconds)
+SHUTDOWN_TIMEOUT_S = 5.0
+#: Serve checks each replica this often (its default: 10 s): a dead replica is replaced, and a
+#: lone one's URL answers again, seconds sooner
+HEALTH_CHECK_PERIOD_S = 2.0
 
 
 def deploy(
@@ -51,8 +62,15 @@ def deploy(
     autoscaling: Mapping[str, Any] | None = None,
     batching: Mapping[str, Any] | None = None,
     label_mapping: Mapping[str, str] | None = None,
+    ingress: str = DEFAULT_INGRESS,
+    balancer_port: int = 0,
 ) -> ServingApp:
     """Deploy ``models`` behind one ingress that routes with ``strategy_cls``; wait until healthy.
+
+    ``ingress="direct"`` (the default): clients reach the ingress replicas on their own ports,
+    without Serve's HTTP proxy: the returned app's URL is the replica's port, or with several
+    ingress replicas a load balancer's on ``balancer_port`` (0: a free one); ``"proxy"``: through
+    Serve's proxy on ``host:port`` (see ``ingress_modes.py``). Either way the proxy reaches it too.
 
     ``placement="ingress"``: ``replicas`` ingress replicas, each holding every arm's ONNX session
     (no extra hop). ``placement="deployment"``: one ingress replica and ``replicas`` replicas per
@@ -85,6 +103,7 @@ def deploy(
     """
     where = f"app '{app_name}' on http://{host}:{port}{route_prefix}"
     _validate(models, placement, replicas, route_prefix, where)
+    validate_ingress(ingress, balancer_port, where)
     autoscaling = validate_autoscaling(autoscaling, where)
     batching = validate_batching(batching, where)
     if autoscaling and int(replicas) != 1:
@@ -121,7 +140,11 @@ def deploy(
 
         start_ray()
     ensure_serve(host, port)
-    common = {"ray_actor_options": {"num_cpus": num_cpus}, "max_constructor_retry_count": 2}
+    common = {
+        "ray_actor_options": {"num_cpus": num_cpus}, "max_constructor_retry_count": 2,
+        "graceful_shutdown_wait_loop_s": SHUTDOWN_WAIT_LOOP_S, "graceful_shutdown_timeout_s": SHUTDOWN_TIMEOUT_S,
+        "health_check_period_s": HEALTH_CHECK_PERIOD_S,
+    }
     extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory), "batching": batching,
              **({"label_mapping": label_mapping} if label_mapping else {})}
     # Ray refuses num_replicas next to autoscaling_config: one or the other.
@@ -131,7 +154,8 @@ def deploy(
     if faults:
         log.warning("fault injection is ON for arm(s) %s: for demos, tests and benchmarks only", sorted(faults))
     if placement == "ingress":
-        app = Ingress.options(max_ongoing_requests=ongoing, **scale, **common).bind(
+        options = ingress_modes.deployment_options(ingress, {"max_ongoing_requests": ongoing, **scale, **common})
+        app = Ingress.options(**options).bind(
             models, strategy_cls, strategy_config, record_buffer, admin_token, None, **extra
         )
     else:
@@ -142,16 +166,30 @@ def deploy(
         # The ingress only parses and routes here: many requests may wait on arms at once. It
         # needs the models' metadata, not their bytes (which may be large).
         meta = [dataclasses.replace(m, onnx_bytes=b"") for m in models]
-        app = Ingress.options(num_replicas=1, max_ongoing_requests=4 * MAX_ONGOING_REQUESTS, **common).bind(
+        options = ingress_modes.deployment_options(
+            ingress, {"num_replicas": 1, "max_ongoing_requests": 4 * MAX_ONGOING_REQUESTS, **common}
+        )
+        app = Ingress.options(**options).bind(
             meta, strategy_cls, strategy_config, record_buffer, admin_token, handles, **extra
         )
+    ingress_modes.stop(app_name)  # a redeploy under the same name follows the new replicas
     try:
         serve.run(app, name=app_name, route_prefix=route_prefix, blocking=False)
     except Exception as exc:
         raise ServingError(f"{where}: the deployment failed to start: {exc}") from exc
-    served = ServingApp(app_name, host, port, route_prefix, placement, dict(arms), admin_token)
-    _wait_healthy(served, where)
-    log.info("serving %s at %s", arms, served.url)
+    published = port
+    if ingress == "direct":
+        # the ingress deployment's own scale: with placement "deployment" it is one replica
+        scaled = placement == "ingress"
+        published = ingress_modes.publish(app_name, host, replicas if scaled else 1, autoscaling if scaled else None,
+                                          balancer_port, where, HEALTH_TIMEOUT_S)
+    served = ServingApp(app_name, host, published, route_prefix, placement, dict(arms), admin_token, ingress=ingress)
+    try:
+        _wait_healthy(served, where)
+    except ServingError:
+        ingress_modes.stop(app_name)
+        raise
+    log.info("serving %s at %s (%s ingress)", arms, served.url, ingress)
     return served
 
 
@@ -194,7 +232,8 @@ def ensure_serve(host: str, port: int) -> None:
         return
     _check_port_free(host, port)
     try:
-        serve.start(http_options={"host": host, "port": port})
+        # direct ingress is on in the controller for the apps that ask for it (ingress_modes.py)
+        serve.start(http_options={"host": host, "port": port}, controller_options=controller_options())
     except Exception as exc:
         raise ServingError(f"starting Ray Serve's HTTP proxy on {host}:{port} failed: {exc}") from exc
 
@@ -236,9 +275,13 @@ def _validate(models: list[ServedModel], placement: str, replicas: int, route_pr
         clash = [n for n in m.schema.names if n in RECORD_FIELDS]
         if clash:
             raise ServingError(f"{where}: feature name(s) {clash} clash with the served-record columns {RECORD_FIELDS}")
-        strings = [f.name for f in m.schema.features if f.dtype == "str"]
-        if strings:
-            raise ServingError(f"{where}: arm '{m.arm}' has string features {strings}; the ONNX ingress serves numbers only")
+        layout = m.inputs.to_dict() if m.inputs is not None else None
+        first = models[0].inputs.to_dict() if models[0].inputs is not None else None
+        if (layout or first) and (layout != first or m.schema.to_dict() != models[0].schema.to_dict()):
+            raise ServingError(
+                f"{where}: arm '{m.arm}' takes other inputs than arm '{models[0].arm}' (feature types, categories or "
+                "missing values): every arm must take the same request, the one GET schema describes"
+            )
 
 
 def _int_at_least(value: Any, low: int) -> bool:
@@ -382,8 +425,11 @@ def fetch_records(app: ServingApp, timeout: float = 30.0):
         raise ServingError(f"app '{app.app_name}': GET {app.url}-/records answered {r.status_code}: {r.text[:300]}")
     frame = pd.DataFrame(r.json())
     features = [c for c in frame.columns if c not in RECORD_FIELDS]
-    # Clients may send 3 or 3.0; the model saw float32 either way, so monitors get floats.
-    frame[features] = frame[features].astype("float64")
+    # Clients may send 3 or 3.0; the model saw float32 either way, so monitors get floats. The
+    # records keep raw values: a category stays a string, a missing value None (then NaN).
+    numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+    if numeric:
+        frame[numeric] = frame[numeric].astype("float64")
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
     return frame
 
@@ -412,6 +458,7 @@ def shutdown_app(app: ServingApp | str) -> None:
     from ray import serve
 
     name = app if isinstance(app, str) else app.app_name
+    ingress_modes.stop(name)  # the balancer first: it must not outlive the replicas behind it
     try:
         serve.delete(name)
     except Exception as exc:

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..components import Outcome, Route
 from ..errors import RequestError, ServingError
-from ..explain import attributions_from_probabilities, occlusion_batch, top_attributions
+from ..explain import (attributions_from_probabilities, occlusion_batch, occlusion_feeds, regression_attributions,
+                       top_attributions)
 from .batching import batched_predict
 from .onnx_runner import OnnxRunner
 from .types import ServedModel
@@ -72,6 +73,10 @@ class ArmPool:
         self.versions = {m.arm: m.version for m in models}
         self.feature_names = models[0].schema.names
         self.classes = {m.arm: [_plain(c) for c in m.classes] for m in models}
+        #: the models' input layout when they take typed raw rows (every arm the same), else None
+        self.layout = models[0].inputs
+        #: arms answering one number per row (a regression), not class probabilities
+        self.regression = {m.arm for m in models if getattr(m, "task", "classification") == "regression"}
         self.batching = dict(batching) if batching and batching.get("max_batch_size") else None
         if handles:
             missing = [a for a in self.versions if a not in handles]
@@ -87,7 +92,8 @@ class ArmPool:
         #: arm -> labels(probabilities): the predicted class per row
         self.labeler = {arm: (self.local.get(arm) or self.remote[arm]).labels for arm in self.versions}
         self.baselines, self.no_baseline = _baselines(models, len(self.feature_names))
-        self.rank_index = {arm: _class_index(classes, rank_class) for arm, classes in self.classes.items()}
+        self.rank_index = {arm: 0 if arm in self.regression else _class_index(classes, rank_class)
+                           for arm, classes in self.classes.items()}
         unknown = [a for a in (faults or {}) if a not in self.versions]
         if unknown:
             raise ServingError(f"serve.faults.{unknown[0]}: no such arm; arms: {', '.join(self.versions)}")
@@ -150,8 +156,16 @@ class ArmPool:
             log.warning("merged route: arm(s) %s failed on request %s; merging the others' answers", failed, request_id)
         return answered, primary_failure
 
+    def answer(self, arm: str, out: np.ndarray) -> dict:
+        """The body fields of ``arm``'s answer: ``predictions`` (classes, or a regression's
+        numbers) and, for classes, ``probabilities``."""
+        if arm in self.regression:
+            return {"predictions": self.labeler[arm](out)}
+        return {"predictions": self.labeler[arm](out), "probabilities": out.tolist()}
+
     def ranking(self, arm: str, probabilities: np.ndarray, item_ids: list) -> list:
-        """``item_ids`` by the rank class's probability, highest first (ties keep input order)."""
+        """``item_ids`` by the rank class's probability (a regression: the predicted value),
+        highest first (ties keep input order)."""
         scores = probabilities[:, self.rank_index[arm]]
         return [item_ids[i] for i in np.argsort(-scores, kind="stable")]
 
@@ -198,6 +212,7 @@ class ArmPool:
 
     # -- explanations --------------------------------------------------------------------------
     def check_explainable(self, arms: list[str], shape: tuple[int, ...]) -> None:
+        """``shape``: (instances, features) of the request."""
         """RequestError before any model runs: 409 without a baseline, 413 when too many rows."""
         for a in arms:
             if a in self.no_baseline:
@@ -210,18 +225,29 @@ class ArmPool:
                 f"send at most {most} instances with explain", 413,
             )
 
-    async def explain(self, arm: str, x: np.ndarray) -> list[list[list]]:
+    async def explain(self, arm: str, x: np.ndarray | dict) -> list[list[list]]:
         """Per instance, its top features as ``[feature, attribution]``, largest first: how much
-        each feature's value pushed the answer toward the predicted class, compared with an
-        average case (the training mean). One model call for the whole request (any placement;
-        the explanation is not a served answer, so no fault injection and no batching queue)."""
-        batch = occlusion_batch(x, self.baselines[arm])
+        each feature's value pushed the answer toward the predicted class (a regression: moved
+        the predicted value), compared with an average case (the training mean; for typed raw
+        rows the mean of a number, the most frequent value of a category or a bool). One model
+        call for the whole request (any placement; the explanation is not a served answer, so no
+        fault injection and no batching queue)."""
+        f = len(self.feature_names)
+        if isinstance(x, dict):
+            n = len(next(iter(x.values())))
+            batch = occlusion_feeds(x, self.layout, self.feature_names, self.baselines[arm])
+        else:
+            n = x.shape[0]
+            batch = occlusion_batch(x, self.baselines[arm])
         runner = self.local.get(arm)
         if runner is not None:
-            probabilities = runner.predict(batch)
+            out = runner.predict(batch)
         else:
-            probabilities = await self.remote[arm].handle.predict.remote(batch)
-        attributions, _ = attributions_from_probabilities(probabilities, x.shape[0], x.shape[1])
+            out = await self.remote[arm].handle.predict.remote(batch)
+        if arm in self.regression:
+            attributions = regression_attributions(out, n, f)
+        else:
+            attributions, _ = attributions_from_probabilities(out, n, f)
         return top_attributions(attributions, self.feature_names, EXPLAIN_TOP)
 
     # -- read-only -----------------------------------------------------------------------------
@@ -265,8 +291,11 @@ class _RemoteArm:
         self.handle = handle
         self.predict = handle.predict_batched if batched else handle.predict
         self.classes = np.asarray([_plain(c) for c in model.classes], dtype=object)
+        self.regression = getattr(model, "task", "classification") == "regression"
 
     def labels(self, probabilities: np.ndarray) -> list:
+        if self.regression:
+            return probabilities[:, 0].astype(np.float64).tolist()
         return self.classes[probabilities.argmax(axis=1)].tolist()
 
 
@@ -277,6 +306,12 @@ def _baselines(models: Sequence[ServedModel], n_features: int) -> tuple[dict[str
     for m in models:
         if m.baseline is None:
             missing[m.arm] = NO_BASELINE
+            continue
+        if m.inputs is not None:  # raw values of an average case: numbers, booleans, categories
+            if len(m.baseline) != n_features:
+                missing[m.arm] = f"no usable baseline for explanations: {len(m.baseline)} values for {n_features} features"
+            else:
+                baselines[m.arm] = list(m.baseline)
             continue
         b = np.asarray(m.baseline, dtype=np.float64).ravel()
         if b.size != n_features or not np.isfinite(b).all():

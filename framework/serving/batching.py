@@ -40,13 +40,16 @@ class BatchedPredict:
 
     async def _run(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         self.sizes[len(xs)] += 1
-        counts = [len(x) for x in xs]
+        counts = [len(next(iter(x.values()))) if isinstance(x, dict) else len(x) for x in xs]
         self.rows += sum(counts)
         if len(xs) == 1:
             return [self.runner.predict(xs[0])]
         # Softmax and argmax are row-wise, so one call over the stacked rows answers each request
         # as its own call would (up to ORT's float rounding across batch shapes, ~1e-7).
-        out = self.runner.predict(np.concatenate(xs))
+        if isinstance(xs[0], dict):  # typed inputs: every feed stacked
+            out = self.runner.predict({k: np.concatenate([x[k] for x in xs]) for k in xs[0]})
+        else:
+            out = self.runner.predict(np.concatenate(xs))
         return np.split(out, np.cumsum(counts)[:-1])
 
     def stats(self) -> dict:

@@ -27,7 +27,7 @@ _STRATEGY_METHODS = ("route", "observe", "feedback", "decide", "apply", "set_wei
 class StrategyHost:
     """Hosts one strategy over ``arms`` (arm -> model version) and keeps the events it caused.
 
-    Every event is ``{index, time, verdict, arm, reason, weights, arms, source}``: ``arm`` is the
+    Every event is ``{index, time, verdict, arm, reason, weights, evidence, arms, source}``: ``arm`` is the
     arm answering everything after the verdict, ``arms`` the declared arm -> version map.
     """
 
@@ -131,6 +131,7 @@ class StrategyHost:
             "decision_arm": decision.arm,
             "reason": decision.reason,
             "weights": dict(decision.weights) if decision.weights is not None else None,
+            "evidence": dict(getattr(decision, "evidence", None) or {}) or None,
             "arms": dict(self.arms),
             "source": source,
         }

@@ -29,9 +29,11 @@ from ..components import Decision, InputSchema, Outcome, Verdict
 from ..errors import RequestError
 from .arms import ArmFailure, ArmPool
 from .host import StrategyHost
+from .jsonio import dumps
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
 from .records import RecordBuffer
-from .requests import MAX_BODY_BYTES, RequestParser, load_json, parse_feedback_body
+from .requests import MAX_BODY_BYTES, load_json, parse_feedback_body
+from .typed_requests import make_parser
 from .types import ServedModel
 
 log = logging.getLogger("ray.serve")
@@ -60,7 +62,7 @@ class Ingress:
     ):
         self.versions = {m.arm: m.version for m in models}
         self.schema: InputSchema = models[0].schema
-        self.parser = RequestParser(self.schema)
+        self.parser = make_parser(models[0])  # raw typed rows, or one float matrix
         self.admin_token = admin_token
         self.host = StrategyHost(strategy_cls(strategy_config, arms=dict(self.versions)), self.versions)
         self.arms = ArmPool(
@@ -132,11 +134,11 @@ class Ingress:
         arm = route.primary
         version = self.versions[arm]
         if parsed.explain:  # refused before any model runs: nothing recorded, nothing observed
-            self.arms.check_explainable(self.arms.merge_arms(route) if route.merge else [arm], parsed.x.shape)
+            self.arms.check_explainable(self.arms.merge_arms(route) if route.merge else [arm], parsed.shape)
         explained = arm
         if route.merge:
             answered, failure = await self.arms.run_all(self.arms.merge_arms(route), parsed.x, request_id)
-            answers = {a: {"predictions": self.labeler[a](p), "probabilities": p.tolist()} for a, p in answered.items()}
+            answers = {a: self.arms.answer(a, p) for a, p in answered.items()}
             merged = self.host.merge(route_request, answers)
             if merged is None and arm not in answered:
                 raise failure  # nothing merged and the primary failed: nothing to answer with
@@ -148,7 +150,7 @@ class Ingress:
             elif isinstance(merged, (list, tuple)):
                 # the primary's probabilities would no longer match the merged predictions
                 body["predictions"] = list(merged)
-                body.pop("probabilities")
+                body.pop("probabilities", None)
             served = body["predictions"]
             if not (isinstance(served, list) and len(served) == len(parsed.rows)):
                 served = labels
@@ -157,12 +159,13 @@ class Ingress:
             probabilities = await self.arms.run_primary(arm, parsed.x, request_id, start)
             labels = served = self.labeler[arm](probabilities)
             latency_ms = (time.perf_counter() - start) * 1000.0
-            body = {"request_id": request_id, "model_version": version, "arm": arm,
-                    "predictions": labels, "probabilities": probabilities.tolist()}
+            body = {"request_id": request_id, "model_version": version, "arm": arm, "predictions": labels}
+            if arm not in self.arms.regression:  # a regression answers numbers only
+                body["probabilities"] = probabilities.tolist()
             self.host.observe(Outcome(request_id, arm, latency_ms, prediction=labels))
         if parsed.explain:
             body["explanations"] = await self.arms.explain(explained, parsed.x)
-        payload = json.dumps(body, default=str).encode()
+        payload = dumps(body)
         self.records.append(parsed.rows, served, version, arm, latency_ms, request_id)
         self.ledger.remember(request_id, arm, served[0] if len(served) == 1 else served, "predict")
         if route.shadows and not route.merge:
@@ -197,7 +200,7 @@ class Ingress:
         body = {"request_id": request_id, "model_version": version, "arm": arm, "ranking": ranking}
         if teams is not None:
             body["teams"] = teams
-        payload = json.dumps(body, default=str).encode()
+        payload = dumps(body)
         # Ranked instances are served traffic too: monitors see them, with the primary's class.
         self.records.append(parsed.rows, self.labeler[arm](probabilities), version, arm, latency_ms, request_id)
         self.ledger.remember(request_id, arm, ranking, "rank")
@@ -290,13 +293,16 @@ class Ingress:
     async def _schema(self, request: Request, request_id: str, start: float) -> Response:
         first = next(iter(self.versions))
         classes = self.arms.classes
+        # each feature's type, whether it may be null, and a category's known values
         return _json({
             **self.schema.to_dict(),
+            "task": "regression" if first in self.arms.regression else "classification",
+            **({"unknown_categories": self.arms.layout.unknown_categories} if self.arms.layout is not None else {}),
             "classes": classes[first],
             "models": self.versions,
             "arms": {arm: {"version": v, "classes": classes[arm]} for arm, v in self.versions.items()},
             "max_instances": self.parser.max_instances,
-            "rank_class": classes[first][self.arms.rank_index[first]],
+            "rank_class": None if first in self.arms.regression else classes[first][self.arms.rank_index[first]],
         })
 
     async def _records(self, request: Request, request_id: str, start: float) -> Response:
@@ -334,12 +340,12 @@ class Ingress:
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data, default=str).encode(), status_code=status, media_type=JSON_TYPE)
+    return Response(dumps(data), status_code=status, media_type=JSON_TYPE)
 
 
 def _error(status: int, field: str | None, reason: str, request_id: str) -> Response:
     body = {"error": {"field": field, "reason": reason}, "request_id": request_id}
-    return Response(json.dumps(body).encode(), status_code=status, media_type=JSON_TYPE)
+    return Response(dumps(body), status_code=status, media_type=JSON_TYPE)
 
 
 def _ranking_and_teams(merged: Any, fallback: list) -> tuple[list, Any]:

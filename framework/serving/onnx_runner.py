@@ -1,4 +1,5 @@
-"""One ONNX model in-process: an onnxruntime session built from bytes, returning probabilities."""
+"""One ONNX model in-process: an onnxruntime session built from bytes, returning probabilities
+(or a regression's values)."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,10 @@ def make_session(onnx_bytes: bytes):
 
 
 class OnnxRunner:
-    """Runs one ServedModel; ``predict(x float32 [n, f]) -> probabilities float32 [n, classes]``."""
+    """Runs one ServedModel; ``predict(x float32 [n, f]) -> probabilities float32 [n, classes]``.
+
+    A model of typed inputs takes its feeds (``{input name: array}``, see ``InputLayout``)
+    instead of ``x``; a regression returns its values, float32 [n, 1]."""
 
     def __init__(self, model: ServedModel):
         where = f"serve.models.{model.arm} (version {model.version})"
@@ -31,6 +35,24 @@ class OnnxRunner:
             raise ServingError(f"{where}: onnxruntime cannot load the model: {exc}") from None
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
+        self.regression = getattr(model, "task", "classification") == "regression"
+        self.outputs = [model.output_name]
+        self.n_features = len(model.schema.features)
+        self.n_classes = 1 if self.regression else len(model.classes)
+        self.classes = np.asarray([_plain(c) for c in model.classes], dtype=object)
+        self.layout = getattr(model, "inputs", None)
+        if model.output_name not in outputs:
+            raise ServingError(f"{where}: the ONNX model has no output '{model.output_name}' (outputs: {outputs})")
+        if self.layout is not None:  # typed raw rows: a float and / or a string input
+            wanted = {self.layout.numeric: "tensor(float)", self.layout.categorical: "tensor(string)"}
+            for name, kind in wanted.items():
+                if name is not None and (name not in inputs or inputs[name].type != kind):
+                    found = {i: v.type for i, v in inputs.items()}
+                    raise ServingError(f"{where}: the ONNX model has no {kind} input '{name}' (inputs: {found})")
+            self.batch_one = False
+            self.input_name = model.input_name
+            self.softmax = self._decide_softmax(model.output, where)
+            return
         if model.input_name not in inputs:
             raise ServingError(f"{where}: the ONNX model has no input '{model.input_name}' (inputs: {list(inputs)})")
         if model.output_name not in outputs:
@@ -42,13 +64,11 @@ class OnnxRunner:
         # A model exported with a fixed batch of 1 is run row by row instead of failing on batches.
         self.batch_one = bool(spec.shape) and spec.shape[0] == 1
         self.input_name = model.input_name
-        self.outputs = [model.output_name]
-        self.n_features = len(model.schema.features)
-        self.n_classes = len(model.classes)
-        self.classes = np.asarray([_plain(c) for c in model.classes], dtype=object)
         self.softmax = self._decide_softmax(model.output, where)
 
-    def raw(self, x: np.ndarray) -> np.ndarray:
+    def raw(self, x: np.ndarray | dict) -> np.ndarray:
+        if type(x) is dict:  # a model of typed inputs: its feeds as they are
+            return self.session.run(self.outputs, x)[0]
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         if self.batch_one and len(x) > 1:
@@ -64,21 +84,37 @@ class OnnxRunner:
         return out
 
     def labels(self, probabilities: np.ndarray) -> list:
+        if self.regression:  # the predicted values, as JSON numbers
+            return probabilities[:, 0].astype(np.float64).tolist()
         return self.classes[probabilities.argmax(axis=1)].tolist()
 
+    def _probe(self) -> np.ndarray | dict:
+        """Four rows of the model's input: random numbers, missing categories."""
+        if self.layout is None:
+            return np.random.default_rng(0).normal(size=(4, self.n_features)).astype(np.float32)
+        feeds = {}
+        if self.layout.numeric:
+            feeds[self.layout.numeric] = np.random.default_rng(0).normal(
+                size=(4, len(self.layout.numeric_columns))).astype(np.float32)
+        if self.layout.categorical:
+            feeds[self.layout.categorical] = np.full((4, len(self.layout.categorical_columns)),
+                                                     self.layout.missing_token, dtype=object)
+        return feeds
+
     def _decide_softmax(self, output: str, where: str) -> bool:
-        probe = np.random.default_rng(0).normal(size=(4, self.n_features)).astype(np.float32)
         try:
-            out = np.asarray(self.raw(probe))
+            out = np.asarray(self.raw(self._probe()))
         except Exception as exc:
             raise ServingError(
-                f"{where}: a probe batch of shape [4, {self.n_features}] (the schema's features) failed: {exc}"
+                f"{where}: a probe batch of 4 rows of the schema's {self.n_features} features failed: {exc}"
             ) from None
         if out.ndim != 2 or out.shape != (4, self.n_classes):
             raise ServingError(
-                f"{where}: output '{self.outputs[0]}' has shape {list(out.shape[1:])} per batch, "
-                f"expected [{self.n_classes}] (one score per class)"
+                f"{where}: output '{self.outputs[0]}' has shape {list(out.shape[1:])} per batch, expected "
+                f"[{self.n_classes}] ({'one value per row: a regression' if self.regression else 'one score per class'})"
             )
+        if self.regression:
+            return False
         if output == "probabilities":
             return False
         if output == "logits":

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..components import InputSchema
 from ..errors import RequestError
+from .jsonio import loads
 
 MAX_INSTANCES = 1024
 #: bytes; far above 1024 instances of a few hundred features, small enough to refuse abuse
@@ -24,10 +25,45 @@ _NUMBER_TYPES = (int, float)  # exact types: bool is an int subclass but not a n
 
 @dataclass
 class ParsedRequest:
-    x: np.ndarray  # float32 [n, features], model order
-    rows: list[list[float]]  # the same values as Python numbers, for the record buffer
+    #: float32 [n, features] in model order; a model of typed inputs: its ONNX feeds by input name
+    x: np.ndarray | dict
+    rows: list[list[Any]]  # the same values as the client sent them, for the record buffer
     key: str | None
     explain: bool = False  # "explain": true asks for per-instance attributions (predict only)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(instances, features)."""
+        if isinstance(self.x, np.ndarray):
+            return self.x.shape
+        return len(self.rows), len(self.rows[0]) if self.rows else 0
+
+
+def envelope(data: Any, max_instances: int) -> tuple[list, str, str | None, bool]:
+    """``{"instances": [...]}`` or ``{"instance": {...}}``, with ``key`` and ``explain``, checked:
+    (instances, where, key, explain)."""
+    if not isinstance(data, dict):
+        raise RequestError("body", f"expected a JSON object, got {describe_value(data)}")
+    if "instances" in data:
+        instances = data["instances"]
+        where = "instances"
+        if not isinstance(instances, list):
+            raise RequestError("instances", f"expected a list of objects, got {describe_value(instances)}")
+        if not instances:
+            raise RequestError("instances", "empty list: send at least one instance")
+        if len(instances) > max_instances:
+            raise RequestError("instances", f"{len(instances)} instances exceed the limit of {max_instances} per request", 413)
+    elif "instance" in data:
+        instances = [data["instance"]]
+        where = "instance"
+    else:
+        raise RequestError("instances", 'missing: send {"instances": [{"feature": number, ...}]}')
+    key = data.get("key")
+    if key is not None:
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise RequestError("key", f"expected a string, got {describe_value(key)}")
+        key = str(key)
+    return instances, where, key, parse_explain(data)
 
 
 class RequestParser:
@@ -52,30 +88,7 @@ class RequestParser:
         return parsed, parse_item_ids(data, len(parsed.rows))
 
     def parse(self, data: Any) -> ParsedRequest:
-        if not isinstance(data, dict):
-            raise RequestError("body", f"expected a JSON object, got {_describe(data)}")
-        if "instances" in data:
-            instances = data["instances"]
-            where = "instances"
-            if not isinstance(instances, list):
-                raise RequestError("instances", f"expected a list of objects, got {_describe(instances)}")
-            if not instances:
-                raise RequestError("instances", "empty list: send at least one instance")
-            if len(instances) > self.max_instances:
-                raise RequestError(
-                    "instances", f"{len(instances)} instances exceed the limit of {self.max_instances} per request", 413
-                )
-        elif "instance" in data:
-            instances = [data["instance"]]
-            where = "instance"
-        else:
-            raise RequestError("instances", 'missing: send {"instances": [{"feature": number, ...}]}')
-        key = data.get("key")
-        if key is not None:
-            if isinstance(key, bool) or not isinstance(key, (str, int)):
-                raise RequestError("key", f"expected a string, got {_describe(key)}")
-            key = str(key)
-        explain = parse_explain(data)
+        instances, where, key, explain = envelope(data, self.max_instances)
 
         names, n = self.names, self.n
         try:  # fast path: every instance a dict with exactly the schema's keys, numbers only
@@ -105,19 +118,19 @@ class RequestParser:
         for i, inst in enumerate(instances):
             at = f"{where}[{i}]" if where == "instances" else where
             if not isinstance(inst, dict):
-                raise RequestError(at, f"expected an object of feature: number, got {_describe(inst)}")
+                raise RequestError(at, f"expected an object of feature: number, got {describe_value(inst)}")
             for name in self.names:
                 if name not in inst:
                     raise RequestError(f"{at}.{name}", "missing feature")
                 value = inst[name]
-                if type(value) not in _NUMBER_TYPES or not _finite32(value):
-                    raise RequestError(f"{at}.{name}", f"expected a finite number, got {_short(value)}")
+                if type(value) not in _NUMBER_TYPES or not finite32(value):
+                    raise RequestError(f"{at}.{name}", f"expected a finite number, got {short_value(value)}")
                 if name in self.integer and not float(value).is_integer():
-                    raise RequestError(f"{at}.{name}", f"expected an integer, got {_short(value)}")
+                    raise RequestError(f"{at}.{name}", f"expected an integer, got {short_value(value)}")
             extra = [k for k in inst if k not in self.name_set]
             if extra:
                 raise RequestError(
-                    f"{at}.{extra[0]}", f"unknown feature; expected only: {_list(self.names)}"
+                    f"{at}.{extra[0]}", f"unknown feature; expected only: {list_names(self.names)}"
                 )
 
 
@@ -127,7 +140,7 @@ def parse_explain(data: dict) -> bool:
     if value is None:
         return False
     if type(value) is not bool:
-        raise RequestError("explain", f"expected true or false, got {_describe(value)}")
+        raise RequestError("explain", f"expected true or false, got {describe_value(value)}")
     return value
 
 
@@ -135,12 +148,12 @@ def load_json(body: bytes) -> Any:
     if len(body) > MAX_BODY_BYTES:
         raise RequestError("body", f"request body of {len(body)} bytes exceeds {MAX_BODY_BYTES}", 413)
     try:
-        return json.loads(body)
+        return loads(body)  # orjson, or the standard library for what orjson refuses
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise RequestError("body", f"invalid JSON: {exc}", 400) from None
 
 
-def _finite32(value: int | float) -> bool:
+def finite32(value: int | float) -> bool:
     """Finite once cast to the model's float32 (1e39 is a finite double but inf in float32)."""
     try:
         return math.isfinite(float(value)) and abs(float(value)) <= float(np.finfo(np.float32).max)
@@ -148,14 +161,14 @@ def _finite32(value: int | float) -> bool:
         return False
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
     kind = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
     )
-    return f"{kind} ({_short(value)})"
+    return f"{kind} ({short_value(value)})"
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def short_value(value: Any, limit: int = 60) -> str:
     """The offending value as the client would recognise it: 'abc', true, null, nan, [1]..."""
     if isinstance(value, str) or (isinstance(value, float) and not math.isfinite(value)):
         text = repr(value)
@@ -167,7 +180,7 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _list(names: list[str], limit: int = 8) -> str:
+def list_names(names: list[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} features)" if len(names) > limit else "")
 
@@ -181,15 +194,15 @@ def parse_item_ids(data: dict, n: int) -> list:
     if ids is None:
         return [str(i) for i in range(n)]
     if not isinstance(ids, list):
-        raise RequestError("item_ids", f"expected a list of ids (one per instance), got {_describe(ids)}")
+        raise RequestError("item_ids", f"expected a list of ids (one per instance), got {describe_value(ids)}")
     if len(ids) != n:
         raise RequestError("item_ids", f"expected {n} ids (one per instance), got {len(ids)}")
     seen: dict = {}
     for i, item in enumerate(ids):
         if isinstance(item, bool) or not isinstance(item, (str, int)):
-            raise RequestError(f"item_ids[{i}]", f"expected a string or an integer, got {_describe(item)}")
+            raise RequestError(f"item_ids[{i}]", f"expected a string or an integer, got {describe_value(item)}")
         if item in seen:
-            raise RequestError(f"item_ids[{i}]", f"duplicate id {_short(item)} (also at item_ids[{seen[item]}])")
+            raise RequestError(f"item_ids[{i}]", f"duplicate id {short_value(item)} (also at item_ids[{seen[item]}])")
         seen[item] = i
     return ids
 
@@ -223,14 +236,14 @@ def parse_feedback_body(body: bytes) -> tuple[list[FeedbackItem], bool]:
     """
     data = load_json(body)
     if not isinstance(data, dict):
-        raise RequestError("body", f"expected a JSON object, got {_describe(data)}")
+        raise RequestError("body", f"expected a JSON object, got {describe_value(data)}")
     if "feedback" in data:
         extra = [k for k in data if k != "feedback"]
         if extra:
             raise RequestError(extra[0], 'unexpected next to "feedback": put every field inside the items')
         items = data["feedback"]
         if not isinstance(items, list):
-            raise RequestError("feedback", f"expected a list of feedback objects, got {_describe(items)}")
+            raise RequestError("feedback", f"expected a list of feedback objects, got {describe_value(items)}")
         if not items:
             raise RequestError("feedback", "empty list: send at least one feedback object")
         if len(items) > MAX_FEEDBACK_ITEMS:
@@ -241,7 +254,7 @@ def parse_feedback_body(body: bytes) -> tuple[list[FeedbackItem], bool]:
 
 def _feedback_item(data: Any, at: str) -> FeedbackItem:
     if not isinstance(data, dict):
-        raise RequestError(at.rstrip(".") or "body", f"expected a feedback object, got {_describe(data)}")
+        raise RequestError(at.rstrip(".") or "body", f"expected a feedback object, got {describe_value(data)}")
     for k in data:
         if k not in _FEEDBACK_FIELDS:
             raise RequestError(f"{at}{k}", f"unknown field; expected only: {', '.join(_FEEDBACK_FIELDS)}")
@@ -249,7 +262,7 @@ def _feedback_item(data: Any, at: str) -> FeedbackItem:
     if rid is None:
         raise RequestError(f"{at}request_id", "missing: the request_id of the answer this feedback is about")
     if not isinstance(rid, str) or not rid:
-        raise RequestError(f"{at}request_id", f"expected a non-empty string, got {_describe(rid)}")
+        raise RequestError(f"{at}request_id", f"expected a non-empty string, got {describe_value(rid)}")
     item = FeedbackItem(rid, at=at)
     kinds = []
     if data.get("label") is not None:  # null means "no label", like an absent field
@@ -258,16 +271,16 @@ def _feedback_item(data: Any, at: str) -> FeedbackItem:
     if data.get("reward") is not None:
         reward = data["reward"]
         if type(reward) not in _NUMBER_TYPES or not math.isfinite(float(reward)):
-            raise RequestError(f"{at}reward", f"expected a finite number, got {_short(reward)}")
+            raise RequestError(f"{at}reward", f"expected a finite number, got {short_value(reward)}")
         item.reward = float(reward)
         kinds.append("reward")
     if data.get("clicks") is not None:
         clicks = data["clicks"]
         if not isinstance(clicks, list):
-            raise RequestError(f"{at}clicks", f"expected a list of item ids, got {_describe(clicks)}")
+            raise RequestError(f"{at}clicks", f"expected a list of item ids, got {describe_value(clicks)}")
         for j, c in enumerate(clicks):
             if isinstance(c, bool) or not isinstance(c, (str, int)):
-                raise RequestError(f"{at}clicks[{j}]", f"expected an item id (string or integer), got {_describe(c)}")
+                raise RequestError(f"{at}clicks[{j}]", f"expected an item id (string or integer), got {describe_value(c)}")
         item.clicks = tuple(clicks)
         kinds.append("clicks")
     if not kinds:

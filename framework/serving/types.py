@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..components import InputSchema
+from ..components import InputLayout, InputSchema
 
 #: columns of a served row after the feature columns (see ``fetch_records`` and ServedWindow)
 RECORD_FIELDS = ("prediction", "model_version", "arm", "latency_ms", "request_id", "timestamp")
@@ -27,14 +27,28 @@ class ServedModel:
     output_name: str
     output: str = "auto"
     #: each feature's training mean (schema order): the "average case" that ``"explain": true``
-    #: compares against; None -> explanations are refused (409)
-    baseline: list[float] | None = None
+    #: compares against; None -> explanations are refused (409). Typed inputs: raw values
+    baseline: list | None = None
+    #: how raw rows feed the file (None: one float32 matrix ``input_name`` of every feature)
+    inputs: InputLayout | None = None
+    #: "regression": the answer is one number per row (no probabilities)
+    task: str = "classification"
+
+    @property
+    def layout(self) -> InputLayout:
+        return self.inputs or InputLayout.matrix(self.input_name, self.schema.names)
+
+    @property
+    def typed(self) -> bool:
+        """Raw typed rows (categories, missing values) rather than one float matrix."""
+        return self.inputs is not None
 
     @classmethod
     def from_registered(cls, arm: str, model: Any) -> "ServedModel":
         """Arm ``arm`` serving a registered version (a ``framework.registry.models.RegisteredModel``)."""
         return cls(arm=arm, version=model.ref, onnx_bytes=model.onnx_bytes, schema=model.schema, classes=model.classes,
-                   input_name=model.input_name, output_name=model.output_name, baseline=model.baseline)
+                   input_name=model.input_name, output_name=model.output_name, baseline=model.baseline,
+                   inputs=getattr(model, "inputs", None), task=getattr(model, "task", "classification"))
 
     def __repr__(self) -> str:  # never dump the model bytes into a log line
         return (
@@ -54,6 +68,9 @@ class ServingApp:
     placement: str
     models: dict[str, str]  # arm -> model version
     admin_token: str | None = field(default=None, repr=False)
+    #: "direct": ``port`` is an ingress replica's own port or the balancer in front of several;
+    #: "proxy": ``port`` is Ray Serve's HTTP proxy (see ``serving/ingress_modes.py``)
+    ingress: str = "proxy"
 
     @property
     def url(self) -> str:

@@ -41,32 +41,40 @@ def run_export(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCo
         def shown(value: float, fmt: str) -> str:
             return "-" if value != value else format(value, fmt)  # NaN: not measured (the teacher)
 
-        ctx.metric("variants", {row["variant"]: f"acc {row['accuracy']:.4f}, {shown(row['size_kb'], '.1f')} KB, "
-                                f"p50 {shown(row['latency_b1_p50_ms'], '.3f')} ms" for row in table})
+        quality = "r2" if state.exported.task == "regression" else "acc"
+        ctx.metric("variants", {row["variant"]: f"{quality} {row.get('r2', row.get('accuracy')):.4f}, "
+                                f"{shown(row['size_kb'], '.1f')} KB, p50 {shown(row['latency_b1_p50_ms'], '.3f')} ms"
+                                for row in table})
 
 
 def variant_table(plan: Plan, state: RunState) -> list[dict]:
-    """Accuracy, size and one-thread latency (batch 1 and 64) of every variant, the teacher's
-    training metrics and the current champion, all measured on the same test rows."""
-    x_test, _ = state.splits.arrays("test")
-    batch = x_test[:64]
+    """Accuracy (a regression: r2 and mae), size and one-thread latency (batch 1 and 64) of every
+    variant, the teacher's training metrics and the current champion, all measured on the same
+    test rows (fed as each model takes raw rows)."""
+    test = state.splits.test
+    regression = state.exported.task == "regression"
 
     def measure(name: str, onnx_bytes: bytes, model: Any) -> dict:
-        quality = onnx_quality(onnx_bytes, model.input_name, model.output_name, model.classes, state.splits)
-        b1 = onnx_latency(onnx_bytes, model.input_name, x_test[:1], 100)
-        b64 = onnx_latency(onnx_bytes, model.input_name, batch, 30)
-        return {"variant": name, "accuracy": quality["accuracy"], "size_kb": len(onnx_bytes) / 1024,
+        layout = model.layout
+        quality = onnx_quality(onnx_bytes, model.input_name, model.output_name, model.classes, state.splits,
+                               layout, model.task)
+        b1 = onnx_latency(onnx_bytes, model.input_name, layout.feeds(test.head(1)), 100)
+        b64 = onnx_latency(onnx_bytes, model.input_name, layout.feeds(test.head(64)), 30)
+        figures = {"r2": quality["r2"], "mae": quality["mae"]} if regression else {"accuracy": quality["accuracy"]}
+        return {"variant": name, **figures, "size_kb": len(onnx_bytes) / 1024,
                 "latency_b1_p50_ms": b1["latency_p50_ms"], "latency_b64_p50_ms": b64["latency_p50_ms"]}
 
     rows = [measure(v["name"], Path(v["exported"].path).read_bytes(), v["exported"]) for v in state.variants]
     teacher = state.trained.details.get("teacher_metrics")
     if teacher:
-        rows.insert(0, {"variant": "teacher (before compression)", "accuracy": teacher.get("test_accuracy", float("nan")),
+        figures = ({"r2": teacher.get("test_r2", float("nan")), "mae": teacher.get("test_mae", float("nan"))} if regression
+                   else {"accuracy": teacher.get("test_accuracy", float("nan"))})
+        rows.insert(0, {"variant": "teacher (before compression)", **figures,
                         "size_kb": float("nan"), "latency_b1_p50_ms": float("nan"), "latency_b64_p50_ms": float("nan")})
     try:
         champion = load_registered_model(state.registry, f"{plan.recipe.register.model_name}@prod")
     except StoreError:  # no champion yet
         champion = None
-    if champion is not None:
+    if champion is not None and champion.task == state.exported.task:
         rows.append(measure(f"champion {champion.ref}", champion.onnx_bytes, champion))
     return rows

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..artifacts import write_json
 from ..context import RunStageContext
 from ..errors import GateError, StageError, StoreError
-from ..evaluation import onnx_latency, onnx_quality
+from ..evaluation import LOWER_IS_BETTER, onnx_latency, onnx_quality
 from ..plan import Plan, PlannedStage
 from ..plugins import Components
 from ..registry.models import load_registered_model
@@ -18,9 +18,11 @@ def run_gate(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCont
     cfg = plan.recipe.gates
     exported = state.exported
     onnx_bytes = Path(exported.path).read_bytes()
-    measured = onnx_quality(onnx_bytes, exported.input_name, exported.output_name, exported.classes, state.splits)
-    x_test, _ = state.splits.arrays("test")
-    measured.update(onnx_latency(onnx_bytes, exported.input_name, x_test[:1], cfg.latency_runs))
+    measured = onnx_quality(onnx_bytes, exported.input_name, exported.output_name, exported.classes, state.splits,
+                            exported.layout, exported.task)
+    # one raw row, fed as the model takes it (a float matrix, or typed inputs)
+    measured.update(onnx_latency(onnx_bytes, exported.input_name, exported.layout.feeds(state.splits.test.head(1)),
+                                 cfg.latency_runs))
     measured["size_mb"] = len(onnx_bytes) / 1e6
     metrics = {**state.trained.metrics, **exported.metrics, **measured}
     rows: list[dict] = []
@@ -33,23 +35,30 @@ def run_gate(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCont
                                           f"<= {bounds.max:g}" if bounds.max is not None else "")))
         rows.append({"gate": name, "value": value, "rule": rule, "passed": ok})
     champion = cfg.champion
+    metric = champion.metric or ("r2" if exported.task == "regression" else "accuracy")
+    if champion.ref and metric not in measured:
+        raise StageError(f"gates.champion.metric: '{metric}' does not measure a {exported.task} model; "
+                         f"use {', '.join(k for k in measured if not k.startswith('latency'))}")
     if champion.ref:
         try:
             champ = load_registered_model(state.registry, champion.ref)
         except StoreError as exc:  # no champion yet
             if not champion.missing_ok:
                 raise StageError(f"gates.champion.ref: {exc}") from exc
-            rows.append({"gate": f"champion {champion.metric}", "value": None,
+            rows.append({"gate": f"champion {metric}", "value": None,
                          "rule": f"no champion '{champion.ref}' yet (missing_ok)", "passed": True})
         else:
-            theirs = onnx_quality(champ.onnx_bytes, champ.input_name, champ.output_name, champ.classes, state.splits)
-            ours, base = measured[champion.metric], theirs[champion.metric]
-            delta = (base - ours) if champion.metric == "log_loss" else (ours - base)
-            rows.append({"gate": f"champion {champion.metric}", "value": delta,
+            if champ.task != exported.task:
+                raise StageError(f"gates.champion.ref: '{champ.ref}' is a {champ.task} model, this run's a {exported.task}")
+            theirs = onnx_quality(champ.onnx_bytes, champ.input_name, champ.output_name, champ.classes, state.splits,
+                                  champ.layout, champ.task)
+            ours, base = measured[metric], theirs[metric]
+            delta = (base - ours) if metric in LOWER_IS_BETTER else (ours - base)
+            rows.append({"gate": f"champion {metric}", "value": delta,
                          "rule": f"this run {ours:.4f} vs {champ.ref} {base:.4f}: delta >= {champion.min_delta:g}",
                          "passed": delta >= champion.min_delta})
             ctx.metric("champion", champ.ref)
-            ctx.metric(f"champion_{champion.metric}", base)
+            ctx.metric(f"champion_{metric}", base)
     for key, value in measured.items():
         ctx.metric(key, value)
     passed = sum(r["passed"] for r in rows)

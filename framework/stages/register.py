@@ -49,15 +49,23 @@ def register_export(plan: Plan, state: RunState, exported: ExportedModel, traine
     from ..explain import training_means
     from ..model_card import render_markdown
 
-    x_train, _ = state.splits.arrays("train")
     manifest = {
         "format": exported.format,
         "input_name": exported.input_name,
         "output_name": exported.output_name,
         "classes": list(exported.classes),
         "schema": exported.schema.to_dict(),
-        "baseline": training_means(x_train),  # for explain: true (occlusion against an average case)
     }
+    transform = state.splits.features
+    if exported.inputs is not None and transform is not None:
+        # typed raw rows: the feeds every layer builds, and an average case in raw space
+        manifest["inputs"] = exported.inputs.to_dict()
+        manifest["baseline"] = list(transform.baseline)
+    else:
+        x_train, _ = state.splits.arrays("train")
+        manifest["baseline"] = training_means(x_train)  # for explain: true (occlusion against an average case)
+    if exported.task != "classification":
+        manifest["task"] = exported.task
     onnx_bytes = Path(exported.path).read_bytes()
     card = model_card(plan, state, exported, onnx_bytes, {**trained.metrics, **exported.metrics}, trained)
     files = {
@@ -116,29 +124,72 @@ def model_card(plan: Plan, state: RunState, exported: ExportedModel, onnx_bytes:
     from ..explain import permutation_importance
     from ..model_card import build_model_card, slice_metrics
 
+    from ..explain import negative_squared_error, permutation_importance_frame
+
     card_cfg = plan.recipe.register.card
     session = onnx_session(onnx_bytes)
+    layout = exported.layout
+    regression = exported.task == "regression"
 
     def probabilities(x: Any) -> Any:
         return session.run([exported.output_name], {exported.input_name: x.astype("float32")})[0]
 
-    x_test, y_test = state.splits.arrays("test")
+    def outputs_of(frame: Any) -> Any:
+        return session.run([exported.output_name], layout.feeds(frame))[0]
+
     dataset = state.splits.dataset
+    typed = exported.inputs is not None
+    score = {"score": negative_squared_error} if regression else {}
     try:
-        slices = slice_metrics(probabilities, state.splits.test, dataset.features, dataset.target,
-                               list(exported.classes), dict(card_cfg.slices))
+        slices = slice_metrics(outputs_of if typed else probabilities, state.splits.test, dataset.features,
+                               dataset.target, list(exported.classes), dict(card_cfg.slices),
+                               rows_of=(lambda part: part) if typed else None, task=exported.task)
     except ValueError as exc:
         raise StageError(f"register.card.slices: {exc}") from None
-    return build_model_card(
+    if typed:  # shuffled in raw space: a category is one feature, not its one-hot columns
+        y_test = _test_targets(state.splits, regression)
+        importance = permutation_importance_frame(outputs_of, state.splits.test, y_test, exported.schema.names,
+                                                  seed=plan.recipe.seed, **score)
+    else:
+        x_test, y_test = state.splits.arrays("test")
+        importance = permutation_importance(probabilities, x_test, y_test, exported.schema.names, seed=plan.recipe.seed,
+                                            **score)
+    measured = _card_metrics(metrics, regression)
+    card = build_model_card(
         f"{plan.recipe.register.model_name} (this version)",
         state.data_ref,
-        metrics,
+        measured,
         slices,
-        permutation_importance(probabilities, x_test, y_test, exported.schema.names, seed=plan.recipe.seed),
+        importance,
         card_cfg.intended_use or "Not stated: the recipe has no register.card.intended_use.",
         list(card_cfg.limitations),
         {"target": dataset.target, "classes": list(exported.classes), "trainer": trainer_label(plan),
+         **({"task": exported.task} if exported.task != "classification" else {}),
          "hyperparameters": trained.hyperparameters, "features": len(dataset.features),
          "rows": {"train": len(state.splits.train), "val": len(state.splits.val), "test": len(state.splits.test)},
          **({"privacy": trained.details["privacy"]} if trained.details.get("privacy") else {})},
     )
+    if regression:
+        card["explanations"] = {"method": "occlusion with a training average case",
+                                "meaning": "how much this feature's value moved the predicted number, compared with an "
+                                           "average case (the feature set to its training mean or most frequent value)"}
+    return card
+
+
+def _test_targets(splits: Any, regression: bool) -> Any:
+    """The test split's targets: a regression's values, or class indices."""
+    import numpy as np
+
+    frame, dataset = splits.test, splits.dataset
+    if regression:
+        return frame[dataset.target].to_numpy(dtype=np.float64)
+    index = {c: i for i, c in enumerate(dataset.classes or [])}
+    return np.asarray([index[v] for v in frame[dataset.target]], dtype=np.int64)
+
+
+def _card_metrics(metrics: dict, regression: bool) -> dict:
+    """The card's figures: the run's, plus a regression's test mse / mae / r2 under their plain
+    names (what the page's headline reads)."""
+    if not regression:
+        return metrics
+    return {**metrics, **{k: metrics[f"test_{k}"] for k in ("mse", "mae", "r2") if f"test_{k}" in metrics}}

@@ -44,8 +44,11 @@ def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
         autoscaling=dict(serve_cfg.autoscaling or {}),
         batching=dict(serve_cfg.batching or {}),
         **({"label_mapping": dict(serve_cfg.label_mapping)} if serve_cfg.label_mapping else {}),
+        ingress=serve_cfg.ingress,
+        balancer_port=serve_cfg.balancer_port,
     )
     ctx.metric("url", state.app.predict_url)
+    ctx.metric("ingress", state.app.ingress)
     ctx.metric("arms", {m.arm: m.version for m in models})
     write_json(ctx.out_dir / "endpoint.json", {"predict_url": state.app.predict_url, "models": {m.arm: m.version for m in models}})
 
@@ -56,20 +59,25 @@ def run_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
     import httpx
     import numpy as np
 
+    from ..components import raw_instances
+
     cfg = plan.recipe.online_eval
     splits = state.splits
     rows = splits.test.head(cfg.rows)
     features = splits.dataset.features
-    x = rows[features].to_numpy(dtype=np.float32)
     offline: dict[str, Callable[[int, int], Any]] = {}
     classes: dict[str, list] = {}
+    regression: set[str] = set()
     for arm, ref in plan.recipe.serve.models.items():
         model = load_registered_model(state.registry, state.registry_ref(str(ref), f"serve.models.{arm}"))
         session = onnx_session(model.onnx_bytes)
         # offline answers for exactly the rows of each request: a dynamically quantized model's
-        # activation scales depend on the batch it sees
-        offline[arm] = (lambda a, b, s=session, m=model: s.run([m.output_name], {m.input_name: x[a:b]})[0])
+        # activation scales depend on the batch it sees; the feeds from the raw rows as the
+        # model's input layout says (the same the server builds from the JSON)
+        offline[arm] = (lambda a, b, s=session, m=model: s.run([m.output_name], m.layout.feeds(rows.iloc[a:b]))[0])
         classes[arm] = model.classes
+        if model.task == "regression":
+            regression.add(arm)
 
     served_probs, expected_probs = [], []
     served_labels, offline_labels, truth, arms = [], [], [], []
@@ -79,7 +87,7 @@ def run_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
     with httpx.Client(timeout=30.0) as client:
         for start in range(0, len(rows), cfg.batch_size):
             chunk = rows.iloc[start:start + cfg.batch_size]
-            body = {"instances": [{f: float(v) for f, v in zip(features, r)} for r in chunk[features].to_numpy()]}
+            body = {"instances": raw_instances(chunk, features)}  # raw values: strings, nulls
             t0 = time.perf_counter()
             resp = client.post(state.app.predict_url, json=body)
             latencies.append((time.perf_counter() - t0) * 1000.0)
@@ -92,22 +100,40 @@ def run_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
             answer = resp.json()
             arm = answer["arm"]
             expected = offline[arm](start, start + len(chunk))
-            served_probs.extend(answer["probabilities"])
-            expected_probs.extend(expected.tolist())
-            served_labels.extend(answer["predictions"])
-            offline_labels.extend(classes[arm][i] for i in expected.argmax(axis=1))
+            if arm in regression:  # numbers: compared as the values they are
+                served_probs.extend([p] for p in answer["predictions"])
+                expected_probs.extend(expected.tolist())
+                served_labels.extend(answer["predictions"])
+                offline_labels.extend(float(v) for v in expected[:, 0])
+            else:
+                served_probs.extend(answer["probabilities"])
+                expected_probs.extend(expected.tolist())
+                served_labels.extend(answer["predictions"])
+                offline_labels.extend(classes[arm][i] for i in expected.argmax(axis=1))
             truth.extend(chunk[splits.dataset.target].tolist())
             arms.extend([arm] * len(chunk))
     served = np.asarray(served_probs, dtype=np.float64)
-    max_abs_diff = float(np.max(np.abs(served - np.asarray(expected_probs)))) if len(served) else 0.0
-    agreement = float(np.mean([a == b for a, b in zip(served_labels, offline_labels)])) if served_labels else 0.0
-    served_accuracy = float(np.mean([a == b for a, b in zip(served_labels, truth)])) if served_labels else 0.0
+    expected_all = np.asarray(expected_probs, dtype=np.float64)
+    if regression:  # a value's difference relative to its size (at least 1): float32 in target units
+        diffs = np.abs(served - expected_all) / np.maximum(1.0, np.abs(expected_all)) if len(served) else np.zeros(0)
+        same = [bool(d <= cfg.tolerance) for d in diffs.reshape(-1)]
+    else:
+        diffs = np.abs(served - expected_all) if len(served) else np.zeros(0)
+        same = [a == b for a, b in zip(served_labels, offline_labels)]
+    max_abs_diff = float(np.max(diffs)) if len(served) else 0.0
+    agreement = float(np.mean(same)) if same else 0.0
+    if regression and served_labels:
+        from ..metrics import regression_metrics
+
+        ctx.metric("served_r2", regression_metrics(truth, served_labels)["r2"])
+    served_accuracy = float(np.mean([a == b for a, b in zip(served_labels, truth)])) if served_labels and not regression else None
     ctx.metric("rows_sent", len(rows))
     ctx.metric("rows_compared", len(served_labels))
     ctx.metric("requests", len(latencies))
     ctx.metric("max_abs_diff", max_abs_diff)
     ctx.metric("agreement", agreement)
-    ctx.metric("served_accuracy", served_accuracy)
+    if served_accuracy is not None:
+        ctx.metric("served_accuracy", served_accuracy)
     ctx.metric("latency_p50_ms", float(np.percentile(latencies, 50)))
     ctx.metric("latency_p99_ms", float(np.percentile(latencies, 99)))
     if injected:

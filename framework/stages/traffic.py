@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..artifacts import write_json
-from ..components import DataSplits, Decision, Verdict
+from ..components import DataSplits, Decision, Verdict, raw_instances
 from ..context import RunStageContext
 from ..plan import Plan, PlannedStage
 from ..plugins import Components
@@ -24,14 +24,14 @@ class _SimulatedUsers:
         self.frame = getattr(splits, cfg.source)
         self.features = list(splits.dataset.features)
         self.target = splits.dataset.target
-        classes = list(splits.dataset.classes)
+        classes = list(splits.dataset.classes or [None])  # a regression has none
         self.relevant = classes[-1]  # ranking: items of the last class are the ones users click
 
     def request(self, i: int) -> tuple[dict, dict, Any]:
         """(body, headers, truth) of request ``i``."""
         n = 1 if self.cfg.endpoint == "predict" else self.cfg.rank_size
         rows = self.frame.iloc[self.rng.integers(0, len(self.frame), size=n)]
-        instances = [{f: float(v) for f, v in zip(self.features, r)} for r in rows[self.features].to_numpy()]
+        instances = raw_instances(rows, self.features)  # raw values: strings, nulls
         headers = {"X-User-Id": f"user-{int(self.rng.integers(0, self.cfg.users))}"}
         if self.cfg.endpoint == "predict":
             return {"instances": instances}, headers, rows[self.target].iloc[0]

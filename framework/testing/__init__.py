@@ -8,7 +8,7 @@ module, and seeded inputs for them.
 
 Each kit checks what every component shares (:mod:`framework.testing.component_contract`) and
 what its kind promises; the modules say how to use them: :mod:`~framework.testing.data_contracts`
-(data sources, data checks, labelers), :mod:`~framework.testing.model_contracts` (models,
+(data sources, data checks, labelers), :mod:`~framework.testing.features_contract` (preprocessors), :mod:`~framework.testing.model_contracts` (models,
 trainers, compressors, exporters, batch predictors), :mod:`~framework.testing.monitor_contract`,
 :mod:`~framework.testing.strategy_contract` (traffic strategies, with a seeded traffic simulator).
 Small real datasets are in :mod:`framework.testing.data`, a small trained model and its ONNX
@@ -17,6 +17,7 @@ export in :mod:`framework.testing.models`. PLUGINS.md walks through writing a pl
 from .component_contract import ComponentContract, assert_jsonable, make_stage_context
 from .data_contracts import (DataCheckContract, DataSourceContract, LabelerContract, assert_valid_dataset,
                              assert_valid_labelset)
+from .features_contract import PreprocessorContract
 from .model_contracts import (BatchPredictorContract, CompressorContract, ExporterContract, ModelContract,
                               TrainerContract, assert_valid_trained_model)
 from .monitor_contract import MonitorContract, served_window
@@ -27,6 +28,7 @@ CONTRACTS = {
     "data_source": DataSourceContract,
     "data_check": DataCheckContract,
     "labeler": LabelerContract,
+    "preprocessor": PreprocessorContract,
     "model": ModelContract,
     "trainer": TrainerContract,
     "compressor": CompressorContract,
@@ -39,6 +41,6 @@ CONTRACTS = {
 __all__ = [
     "CONTRACTS", "BatchPredictorContract", "ComponentContract", "CompressorContract", "DataCheckContract",
     "DataSourceContract", "ExporterContract", "LabelerContract", "ModelContract", "MonitorContract",
-    "SimulatedArm", "SimulationResult", "TrafficStrategyContract", "TrainerContract", "assert_jsonable",
+    "PreprocessorContract", "SimulatedArm", "SimulationResult", "TrafficStrategyContract", "TrainerContract", "assert_jsonable",
     "assert_valid_dataset", "assert_valid_labelset", "assert_valid_trained_model", "make_stage_context", "served_window", "simulate_traffic",
 ]

@@ -35,12 +35,20 @@ What the suite checks, beyond the types of :class:`framework.components.TrafficS
   traffic and decisions do not reverse it;
 * a PROMOTE / ROLLBACK that ``decide()`` returns names, if anything, a declared ``arm``;
   applying it has the effect above;
-* ``route`` + ``observe`` stay within ``hot_path_budget_us`` per request.
+* ``route`` + ``observe`` stay within ``hot_path_budget_us`` per request;
+* the statistical contract: on an A/A simulation (every arm behaves the same) under continuous
+  monitoring (``decide`` after every outcome and feedback), the share of ``aa_seeds`` runs that
+  end in a false verdict (``aa_false_verdicts()``: PROMOTE or ROLLBACK by default) is compatible
+  with the alpha the strategy declares (``declared_alpha()``: ``config.alpha`` or
+  ``config.gates.alpha``): the run fails when a one-sided binomial test at 0.001 says the true
+  rate is above alpha. A strategy that declares no alpha passes if it takes no such verdict
+  (single, shadow), and is skipped with a message if it does (there is no rate to hold it to).
 
 Optional hooks of the subclass: ``invalid_config()``, ``behaviours()`` (how each simulated arm
 behaves), ``predict(arm, label, correct)`` and ``make_feedback(...)`` (what answers and feedback
-look like, e.g. ranked lists and clicks for an interleaving strategy), ``hot_path_budget_us`` and
-``weights_tolerance``.
+look like, e.g. ranked lists and clicks for an interleaving strategy), ``hot_path_budget_us``,
+``weights_tolerance``, and for the A/A test ``aa_config()``, ``aa_behaviours()``,
+``aa_false_verdicts()``, ``declared_alpha(config)``, ``aa_seeds`` and ``aa_requests``.
 """
 from __future__ import annotations
 
@@ -200,6 +208,9 @@ class TrafficStrategyContract:
     hot_path_budget_us: ClassVar[float] = 50.0
     #: absolute tolerance on each arm's share of 2000 requests after set_weights (~4.5 sigma)
     weights_tolerance: ClassVar[float] = 0.05
+    #: A/A test: simulated runs, and requests per run (a decision after every outcome and feedback)
+    aa_seeds: ClassVar[int] = 200
+    aa_requests: ClassVar[int] = 600
 
     # -- what the subclass provides --------------------------------------------------------
     def make_config(self) -> Any:
@@ -224,6 +235,27 @@ class TrafficStrategyContract:
 
     def make_feedback(self, request: RouteRequest, route: Route, served: Any, label: int, reward: float) -> Feedback | None:
         return default_feedback(request, route, served, label, reward)
+
+    def declared_alpha(self, config: Any) -> float | None:
+        """The false-verdict rate the strategy declares: ``config.alpha``, else
+        ``config.gates.alpha``; None: it declares none (it should then never decide by itself)."""
+        for holder in (config, getattr(config, "gates", None)):
+            alpha = getattr(holder, "alpha", None)
+            if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 < alpha < 1:
+                return float(alpha)
+        return None
+
+    def aa_config(self) -> Any:
+        """The config of the A/A test (default: ``make_config()``)."""
+        return self.make_config()
+
+    def aa_behaviours(self) -> dict[str, SimulatedArm]:
+        """Arms that behave the same: 1% errors, 80% accuracy, the same reward."""
+        return {arm: SimulatedArm(error_rate=0.01, accuracy=0.8, reward_mean=0.5) for arm in self.arms()}
+
+    def aa_false_verdicts(self) -> tuple[Verdict, ...]:
+        """The verdicts that are wrong between equal arms (a canary's PROMOTE is right: override)."""
+        return (Verdict.PROMOTE, Verdict.ROLLBACK)
 
     # -- helpers ---------------------------------------------------------------------------
     def new_strategy(self) -> TrafficStrategy:
@@ -462,6 +494,32 @@ class TrafficStrategyContract:
         per_request_us = (time.perf_counter() - t0) / n * 1e6
         assert per_request_us < self.hot_path_budget_us, f"route+observe: {per_request_us:.1f} µs per request"
 
+    def test_aa_false_verdicts_stay_within_the_declared_alpha(self):
+        config = self.aa_config()
+        alpha = self.declared_alpha(config)
+        seeds = self.aa_seeds if alpha is not None else min(self.aa_seeds, 20)
+        false, seen = 0, []
+        for seed in range(seeds):
+            s = self.strategy_cls(config, arms=self.arms())
+            result = simulate_traffic(
+                s, self.aa_behaviours(), self.aa_requests, seed=10_000 + seed,
+                predict=self.predict, make_feedback=self.make_feedback, users=500,
+            )
+            if result.final is not None and result.final.verdict in self.aa_false_verdicts():
+                false += 1
+                seen.append(result.final.reason)
+        if alpha is None:
+            if false:  # nothing to hold the rate to: say so rather than fail a plugin's CI
+                pytest.skip(f"{self.strategy_cls.__name__} declares no alpha (config.alpha or config.gates.alpha), yet "
+                            f"{false}/{seeds} A/A runs ended in a verdict between equal arms, e.g. {seen[0]!r}: declare "
+                            "the error rate it keeps under continuous monitoring to have it checked")
+            return  # never decides between equal arms: nothing to check
+        tail = _binomial_upper_tail(false, seeds, alpha)
+        assert tail >= 0.001, (
+            f"{false}/{seeds} A/A runs ended in a false verdict under continuous monitoring, above the declared "
+            f"alpha {alpha:g} (one-sided binomial p={tail:.2g}); e.g. {seen[:2]}"
+        )
+
     def test_class_and_instance_pickle(self):
         cls = pickle.loads(pickle.dumps(self.strategy_cls))
         assert cls is self.strategy_cls
@@ -474,3 +532,10 @@ class TrafficStrategyContract:
         config_clone = pickle.loads(pickle.dumps(self.make_config()))
         fresh = self.strategy_cls(config_clone, arms=self.arms())
         assert fresh.route(RouteRequest("p")).primary in self.arms()
+
+
+def _binomial_upper_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    if k <= 0:
+        return 1.0
+    return min(1.0, sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1)))

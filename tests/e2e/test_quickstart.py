@@ -135,7 +135,7 @@ def test_lifecycle_hooks_fired_in_order(quickstart):
     assert names[0] == "plan"
     assert names[-1] == "run_finished" and recorder.events[-1][1] == "ok"
     started = [e[1] for e in recorder.events if e[0] == "start"]
-    assert started == ["data", "checks", "version", "train", "export", "register", "serve", "online_eval", "monitor"]
+    assert started == ["data", "checks", "version", "features", "train", "export", "register", "serve", "online_eval", "monitor"]
     assert names.index("data_version") < names.index("model_version")
 
 

@@ -75,10 +75,14 @@ def test_shadow_never_answers_and_records_agreement(ray_session, serve_port, tmp
     assert len(windows) >= 3
     for window in windows:
         shadow = window["shadows"]["shadow"]
-        # fraction 1.0: every request mirrored (a few shadow answers land in the next window)
-        assert abs(shadow["mirrored"] - window["requests"]) <= 8, window
+        # fraction 1.0: every request mirrored. Shadows run after the answer left, and on the
+        # direct path the next requests (4 clients) come back within a millisecond, ahead of
+        # them: some shadow answers land in the next window, none is lost (the sum below)
+        assert abs(shadow["mirrored"] - window["requests"]) <= 16, window
         assert shadow["compared"] > 0 and 0.8 <= shadow["agreement"] <= 1.0  # two good models mostly agree
         assert shadow["latency_ms"]["shadow"]["p50"] is not None
+    mirrored = sum(w["shadows"]["shadow"]["mirrored"] for w in windows)
+    assert abs(mirrored - sum(w["requests"] for w in windows)) <= 16, windows
 
 
 def test_bandit_allocates_most_traffic_to_the_best_arm(ray_session, serve_port, tmp_path):

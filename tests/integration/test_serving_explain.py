@@ -1,6 +1,7 @@
 """``"explain": true`` on a real Ray Serve over HTTP: per-instance occlusion attributions that
 match the offline ``framework.explain.occlusion_attributions``, the 422 / 409 contract, and an
-unchanged answer without it. Both placements (in the ingress, and through an arm deployment)."""
+unchanged answer without it. Both placements (in the ingress, and through an arm deployment);
+the module's app on both ingress paths (direct, proxy)."""
 from __future__ import annotations
 
 import uuid
@@ -74,9 +75,9 @@ def onnx_bytes() -> bytes:
     return make_onnx()
 
 
-@pytest.fixture(scope="module")
-def app(ray_session, serve_port, onnx_bytes):
-    served_app = _deploy(serve_port, [served(onnx_bytes, "primary", "v-explain", BASELINE)])
+@pytest.fixture(scope="module", params=["direct", "proxy"])
+def app(request, ray_session, serve_port, onnx_bytes):
+    served_app = _deploy(serve_port, [served(onnx_bytes, "primary", "v-explain", BASELINE)], ingress=request.param)
     yield served_app
     shutdown_app(served_app)
 

@@ -3,7 +3,7 @@ real Ray Serve over real HTTP.
 
 Two apps per module, both with test-local strategies (no dependency on the strategy plugins):
 ``lab`` (admin token, four arms, routes chosen by the request's key so that one deployment
-covers shadows, merges and weights) and ``canary`` (no admin token, a candidate that always
+covers shadows, merges and weights; deployed once per ingress path, direct and proxy) and ``canary`` (no admin token, a candidate that always
 fails, a strategy that rolls back after 3 errors).
 """
 from __future__ import annotations
@@ -192,9 +192,10 @@ def onnx_models() -> dict[str, bytes]:
     return {arm: make_onnx(seed=i) for i, arm in enumerate([INC, CAND, "boom", "slow"])}
 
 
-@pytest.fixture(scope="module")
-def lab(ray_session, serve_port, onnx_models):
-    name = f"it-lab-{uuid.uuid4().hex[:6]}"
+@pytest.fixture(scope="module", params=["direct", "proxy"])
+def lab(request, ray_session, serve_port, onnx_models):
+    """On both ingress paths: every feedback, routing, shadow, merge, rank and admin test runs twice."""
+    name = f"it-lab-{request.param}-{uuid.uuid4().hex[:6]}"
     app = deploy(
         [served_model(b, arm=arm, version=f"v-{arm}") for arm, b in onnx_models.items()],
         LabStrategy,
@@ -205,6 +206,7 @@ def lab(ray_session, serve_port, onnx_models):
         admin_token=TOKEN,
         faults={"boom": {"error_rate": 1.0}, "slow": {"extra_latency_ms": 200.0}},
         feedback_memory=100,
+        ingress=request.param,
     )
     yield app
     shutdown_app(app)

@@ -1,7 +1,8 @@
 """The serving app on a real Ray Serve, over real HTTP: answers, 4xx contract, records, admin.
 
-One app is deployed per module (ingress placement); one test deploys a second app with
-``placement="deployment"``. Both use the session's Ray and Serve port from conftest.
+The module's app is deployed once per ingress mode (``direct``: the replica's own port;
+``proxy``: through Serve's HTTP proxy), so every test here runs on both paths; one test deploys a
+second app with ``placement="deployment"``. All use the session's Ray and Serve port from conftest.
 """
 from __future__ import annotations
 
@@ -69,9 +70,12 @@ def onnx_bytes() -> bytes:
     return make_onnx()
 
 
-@pytest.fixture(scope="module")
-def app(ray_session, serve_port, onnx_bytes):
-    name = f"it-serving-{uuid.uuid4().hex[:6]}"
+INGRESS = ["direct", "proxy"]
+
+
+@pytest.fixture(scope="module", params=INGRESS)
+def app(request, ray_session, serve_port, onnx_bytes):
+    name = f"it-serving-{request.param}-{uuid.uuid4().hex[:6]}"
     served = deploy(
         [served_model(onnx_bytes)],
         SingleStrategy,
@@ -81,9 +85,19 @@ def app(ray_session, serve_port, onnx_bytes):
         app_name=name,
         admin_token=TOKEN,
         record_buffer=500,
+        ingress=request.param,
     )
+    assert served.ingress == request.param
     yield served
     shutdown_app(served)
+
+
+def gone(client, url: str) -> bool:
+    """Nothing answers ``url`` any more: the proxy says 404, a direct port refuses connections."""
+    try:
+        return client.get(url).status_code == 404
+    except httpx.ConnectError:
+        return True
 
 
 @pytest.fixture(scope="module")
@@ -279,6 +293,7 @@ def test_deployment_placement_and_shutdown(app, client, serve_port, onnx_bytes):
         route_prefix=f"/{name}",
         app_name=name,
         placement="deployment",
+        ingress=app.ingress,
     )
     try:
         x = np.random.default_rng(2).normal(size=(7, len(FEATURES))).astype(np.float32)
@@ -302,7 +317,7 @@ def test_deployment_placement_and_shutdown(app, client, serve_port, onnx_bytes):
     from ray import serve
 
     assert name not in serve.status().applications
-    assert client.get(other.url + "healthz").status_code == 404  # the proxy no longer routes there
+    assert gone(client, other.url + "healthz")  # neither the proxy nor a replica port answers for it
     assert client.get(app.url + "healthz").status_code == 200  # the other app is untouched
 
 

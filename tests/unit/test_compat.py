@@ -60,3 +60,123 @@ def test_the_private_serve_client_we_rely_on_still_exists():
     from ray.serve.context import _get_global_client
 
     assert "raise_if_no_controller_running" in inspect.signature(_get_global_client).parameters
+
+
+# ---------------------------------------------------------------------------------------------
+# ray_direct_ingress: direct ingress is a feature flag read from the environment
+# ---------------------------------------------------------------------------------------------
+def _serve_constants(env: dict[str, str], names: list[str]) -> dict:
+    """Ray Serve's constants as a fresh interpreter with ``env`` reads them (they are read at import)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    code = ("import json; from ray.serve._private import constants as c; "
+            f"print(json.dumps({{n: getattr(c, n) for n in {names!r}}}))")
+    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_direct_ingress_is_still_off_by_default_with_a_30_s_drain():
+    """ray_direct_ingress exists because direct ingress is opt-in and drains stopping replicas 30 s."""
+    found = _serve_constants({}, ["RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
+                                  "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"])
+    assert found["RAY_SERVE_ENABLE_DIRECT_INGRESS"] is False, (
+        "direct ingress is Ray Serve's default now: drop the flag from framework/compat/ray_direct_ingress.py")
+    assert found["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] >= 10, "the long drain is gone: drop our override"
+    assert found["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] is True, "user code shares the loop by default now"
+
+
+def test_the_direct_ingress_flags_we_set_are_still_read():
+    from framework.compat.ray_direct_ingress import MIN_DRAINING_PERIOD_S, replica_runtime_env
+
+    found = _serve_constants(replica_runtime_env()["env_vars"], [
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH",
+    ])
+    assert found == {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": True,
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": MIN_DRAINING_PERIOD_S,
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": False,
+        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "framework.compat.ray_direct_ingress:replica_server_setup",
+    }
+    autoscaled = _serve_constants(replica_runtime_env(same_loop=False)["env_vars"],
+                                  ["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"])
+    assert autoscaled["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] is True
+    off = _serve_constants(replica_runtime_env(direct=False)["env_vars"], ["RAY_SERVE_ENABLE_DIRECT_INGRESS"])
+    assert off["RAY_SERVE_ENABLE_DIRECT_INGRESS"] is False
+
+
+def test_the_controller_takes_our_env_vars_and_lists_replica_ports():
+    from ray.serve._private.controller import ServeController
+    from ray.serve.config import ControllerOptions
+    from ray.serve.schema import Target, TargetGroup
+
+    from framework.compat.ray_direct_ingress import controller_options
+
+    ControllerOptions(**controller_options())  # Serve still accepts (only) env_vars for its controller
+    assert "app_name" in inspect.signature(ServeController.get_target_groups).parameters
+    assert {"ip", "port", "name"} <= set(Target.model_fields)
+    assert {"targets", "app_name", "protocol"} <= set(TargetGroup.model_fields)
+
+
+def test_direct_ingress_sockets_still_lack_so_reuseaddr():
+    """The SO_REUSEADDR shim exists because Ray makes the replica's listening socket without it."""
+    from ray.serve._private import http_util
+
+    source = inspect.getsource(http_util.start_asgi_http_server)
+    assert "socket.socket(" in source, "Ray no longer makes the socket there: re-check replica_server_setup"
+    assert "SO_REUSEADDR" not in source, (
+        "Ray sets SO_REUSEADDR itself now: drop replica_server_setup and RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH")
+
+
+def test_replica_server_setup_makes_reusable_sockets_and_adds_no_middleware():
+    import socket
+    import subprocess
+    import sys
+
+    code = (
+        "import socket; from ray.serve._private import http_util as h; "
+        "from framework.compat.ray_direct_ingress import replica_server_setup as s; "
+        "assert s() == [] and s() == []; "
+        "assert h.validate_http_proxy_callback_return(s()) == []; "
+        "k = h.socket.socket(socket.AF_INET, socket.SOCK_STREAM); "
+        "print(k.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR), h.socket.SOL_SOCKET == socket.SOL_SOCKET)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["1", "True"]
+    assert socket.socket is not None  # this process's socket module is untouched
+
+
+# ---------------------------------------------------------------------------------------------
+# ray_auth_notice: Ray's "token authentication is enabled" notice
+# ---------------------------------------------------------------------------------------------
+def test_ray_still_logs_the_token_auth_notice_and_we_drop_only_that(caplog):
+    import logging
+
+    from ray._private.authentication import authentication_token_setup as setup
+
+    from framework.compat.ray_auth_notice import _FILTER, NOTICE_LOGGER, NOTICE_START, quiet_token_auth_notice
+
+    assert setup.__name__ == NOTICE_LOGGER
+    logger = logging.getLogger(NOTICE_LOGGER)
+    logger.removeFilter(_FILTER)
+    caplog.set_level(logging.WARNING, logger=NOTICE_LOGGER)
+    logger.propagate, propagate = True, logger.propagate
+    try:
+        setup._warn_token_auth_enabled()
+        assert [r.getMessage()[: len(NOTICE_START)] for r in caplog.records] == [NOTICE_START], (
+            "Ray no longer logs its token-auth notice this way: drop framework/compat/ray_auth_notice.py")
+        caplog.clear()
+        quiet_token_auth_notice()
+        quiet_token_auth_notice()
+        setup._warn_token_auth_enabled()
+        setup._warn_token_auth_disabled()  # the security warning stays
+        assert [r.getMessage().split(".")[0] for r in caplog.records] == [
+            "Token authentication is disabled for this Ray cluster"]
+    finally:
+        logger.propagate = propagate

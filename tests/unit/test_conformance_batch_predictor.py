@@ -1,10 +1,11 @@
-"""The batch predictor kit, on a small onnxruntime predictor defined here (no built-in yet)."""
+"""The batch predictor kit, on a small onnxruntime predictor defined here and on the built-in one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from framework import BatchPredictor, RecipeError
 from framework.testing import BatchPredictorContract
+from plugins.batch_onnx import OnnxBatchPredictor as BuiltinOnnxBatchPredictor
 
 
 class OnnxBatchPredictor(BatchPredictor):
@@ -46,3 +47,13 @@ class TestOnnxBatchPredictorContract(BatchPredictorContract):
 
     def invalid_config(self):
         return OnnxBatchPredictor.Config(batch_size=0)
+
+
+class TestBuiltinOnnxBatchPredictorContract(BatchPredictorContract):
+    predictor_cls = BuiltinOnnxBatchPredictor
+
+    def make_config(self):
+        return BuiltinOnnxBatchPredictor.Config(batch_size=16)
+
+    def invalid_config(self):
+        return BuiltinOnnxBatchPredictor.Config(batch_size=0)

@@ -37,8 +37,6 @@ HOOKSPECS = ROOT / "framework" / "hookspecs.py"
 
 #: hooks no installed plugin implements yet, with the reason (remove an entry once one does)
 NO_IMPLEMENTATION_YET = {
-    "register_batch_predictors": "no built-in batch predictor yet; BatchPredictorContract runs on a small one in "
-                                 "tests/unit/test_conformance_batch_predictor.py",
 }
 
 

@@ -24,7 +24,8 @@ def error_of(*overrides: str) -> str:
 def test_quickstart_plans_with_every_stage_bound():
     plan = plan_recipe(["+recipe=quickstart"])
     enabled = [s.name for s in plan.stages if s.enabled]
-    assert enabled == ["data", "checks", "version", "train", "export", "register", "serve", "online_eval", "monitor"]
+    assert enabled == ["data", "checks", "version", "features", "train", "export", "register", "serve", "online_eval", "monitor"]
+    assert plan.stage("features").component.type == "tabular"
     assert plan.stage("train").component.type == "tune"
     assert plan.stage("train").component.refs["model"].name == "mlp"
     assert plan.stage("train").component.plugin == "train_tune"

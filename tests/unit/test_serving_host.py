@@ -136,10 +136,11 @@ def test_event_arm_falls_back_to_the_decision_contract():
     """Canary's apply() does not record answering_arm(): the event still names who answers."""
     host, canary = host_of(CanaryStrategy(CanaryConfig(), ARMS))
     assert canary.answering_arm() is None
-    for i in range(20):  # challenger errors: an immediate rollback
+    for i in range(60):  # challenger errors: a rollback once min_challenger_requests (50) answered
         host.observe(Outcome(f"r{i}", "challenger", 1.0, error=True))
     [event] = host.events_since(0)
     assert event["verdict"] == "rollback" and event["arm"] == "champion"  # not Decision.arm (the loser)
+    assert event["evidence"]["gate"] == "error_rate"  # the verdict's evidence, copied into the event
     assert host.route("next", "user-1")[1] == Route("champion")
 
 

@@ -1,4 +1,5 @@
-"""The `ab` traffic strategy: routing, sticky keys and the significance tests, without Ray."""
+"""The `ab` traffic strategy: routing, sticky keys, the anytime-valid and fixed-horizon tests and
+the guardrails, without Ray."""
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ def make(arms=ARMS, **kwargs) -> ABStrategy:
 
 
 def labelled(s: ABStrategy, arm: str, n: int, correct: int, start: int = 0) -> None:
-    """n labelled answers of arm, the first `correct` of them right."""
+    """n answers of arm (outcome, then a label), the first `correct` of them right."""
     for i in range(n):
+        s.observe(Outcome(f"{arm}-{start + i}", arm, 5.0, prediction=1 if i < correct else 0))
         s.feedback(Feedback(f"{arm}-{start + i}", arm, label=1, prediction=1 if i < correct else 0))
 
 
@@ -107,15 +109,21 @@ def test_finds_the_better_arm_with_simulated_traffic():
     assert winner is not None and winner["arm"] == "challenger"
     d = s.decide()
     assert d.verdict is Verdict.HOLD  # auto_promote is off: an operator promotes
-    assert re.match(r"arm challenger beats champion on accuracy: 0\.\d{3} vs 0\.\d{3}, p=[\d.e-]+ \(n=\d+ vs \d+\)", d.reason), d.reason
+    assert re.match(r"arm challenger beats champion on accuracy: 0\.\d+ vs 0\.\d+, always-valid p=[\d.e-]+ < 0\.05 \(n=\d+ vs \d+\)", d.reason), d.reason
     assert winner["p_value"] < 0.05 and winner["value"] > winner["versus"]["champion"]
+    evidence = winner["evidence"]
+    assert evidence["statistic"] >= 20 and evidence["alpha"] == 0.05 and evidence["minimum_effect"] == 0.05
+    # each stream's own confidence sequence (the verdict rests on their product, so a bound may
+    # still include 1 when the e-value already passed)
+    assert set(evidence["bound"]) == {"success_rate_ratio", "failure_rate_ratio"}
+    assert evidence["bound"]["failure_rate_ratio"][0] < 1.0
     assert s.candidate() == "challenger"
     s.apply(Decision(Verdict.PROMOTE, "operator"))
     assert {s.route(RouteRequest(f"x{i}", key=f"user{i}")) for i in range(200)} == {Route("challenger")}
     json.dumps(s.state())
 
 
-def test_auto_promote_returns_promote_once_with_weights():
+def test_auto_promote_returns_promote_once_with_weights_and_evidence():
     s = make(min_samples_per_arm=100, auto_promote=True)
     behaviours = {"champion": SimulatedArm(accuracy=0.95), "challenger": SimulatedArm(accuracy=0.75)}
     result = simulate_traffic(s, behaviours, requests=6000, seed=4)
@@ -123,45 +131,69 @@ def test_auto_promote_returns_promote_once_with_weights():
     assert d is not None and d.verdict is Verdict.PROMOTE
     assert d.reason.startswith("arm champion beats challenger on accuracy")
     assert dict(d.weights) == {"champion": 1.0, "challenger": 0.0}
+    assert {"method", "statistic", "p_value", "bound", "samples", "alpha", "minimum_effect"} <= set(d.evidence)
+    assert d.evidence["p_value"] < 0.05 and set(d.evidence["samples"]) == set(ARMS)
+    json.dumps(d.evidence)
     after = s.decide()
     assert after.verdict is Verdict.HOLD and after.reason.startswith("experiment finished")
     s.apply(d)
     assert {s.route(RouteRequest(f"r{i}")) for i in range(200)} == {Route("champion")}
 
 
-def test_no_difference_reports_p_value_and_power_sample_size():
+def test_hold_reports_the_e_value_and_always_valid_p_value():
     s = make(min_samples_per_arm=200)
     labelled(s, "champion", 200, 170)  # 0.850
     labelled(s, "challenger", 200, 176)  # 0.880
     d = s.decide()
     assert d.verdict is Verdict.HOLD
-    # pooled two-proportion z-test, as scipy would compute it
-    p_pool = 346 / 400
-    z = (0.88 - 0.85) / math.sqrt(p_pool * (1 - p_pool) * 2 / 200)
-    p = 2 * stats.norm.sf(z)
-    assert f"p={p:.3g}" in d.reason
-    # 80 % power at the observed effect (two-sided 5 %), the classic two-proportion formula
-    za, zb = stats.norm.ppf(0.975), stats.norm.ppf(0.8)
-    bar = 0.865
-    n = math.ceil(((za * math.sqrt(2 * bar * (1 - bar)) + zb * math.sqrt(0.85 * 0.15 + 0.88 * 0.12)) / 0.03) ** 2)
-    assert f"~{n} samples per arm needed for 80% power" in d.reason, d.reason
-    assert d.reason.startswith("no significant difference on accuracy yet (look 1)")
-    assert "next look at 400 per arm" in d.reason
+    assert d.reason.startswith("no winner on accuracy yet: challenger 0.88 vs champion 0.85, e-value ")
+    assert "the test may be read at any time" in d.reason
+    # the same e-value as framework.sequential computes for these counts (equal split)
+    from framework import sequential as sq
+
+    mixture = sq.two_arm_mixture(0.5, 0.05)
+    log_e = sq.two_arm_bernoulli_log_e(170, 30, 176, 24, 0.5, mixture)
+    assert d.evidence["statistic"] == pytest.approx(math.exp(log_e))
+    assert d.evidence["p_value"] == pytest.approx(min(1.0, math.exp(-log_e)))
 
 
-def test_tests_only_at_looks():
-    s = make(min_samples_per_arm=100)
-    labelled(s, "champion", 100, 85)
-    labelled(s, "challenger", 100, 86)
-    first = s.decide()
-    labelled(s, "challenger", 50, 50, start=100)  # would be significant now, but it is no look yet
-    assert s.decide().reason == first.reason
-    labelled(s, "champion", 100, 85, start=100)
-    labelled(s, "challenger", 50, 50, start=150)  # both arms at 200: look 2
-    assert s.decide().reason.startswith("arm challenger beats champion")
+def test_the_verdict_can_come_at_any_feedback_and_the_p_value_never_rises():
+    s = make(min_samples_per_arm=20)
+    p_values = []
+    for i in range(400):
+        labelled(s, "champion", 1, int(i % 10 < 7), start=i)  # 0.7
+        labelled(s, "challenger", 1, int(i % 10 < 9), start=i)  # 0.9
+        d = s.decide()
+        if d.evidence and "p_value" in d.evidence:
+            p_values.append(d.evidence["p_value"])
+        if s.state()["winner"]:
+            break
+    assert s.state()["winner"]["arm"] == "challenger" and i < 300
+    assert all(b <= a for a, b in zip(p_values, p_values[1:]))  # always-valid: a running minimum
 
 
-def test_reward_metric_uses_welch_t_test():
+def test_equal_arms_are_declared_equivalent_once_the_bounds_are_tight():
+    s = make(minimum_effect=0.2, min_samples_per_arm=100)
+    for i in range(6000):
+        s.feedback(Feedback(f"a{i}", "champion", label=1, prediction=int(i % 5 != 0)))
+        s.feedback(Feedback(f"b{i}", "challenger", label=1, prediction=int(i % 5 != 1)))
+    d = s.decide()
+    assert s.state()["equivalent"] and d.reason.startswith("no effect of 20% or more between the arms")
+    assert s.state()["winner"] is None
+
+
+def test_clicks_metric_counts_a_click_as_a_success():
+    s = make(metric="clicks", min_samples_per_arm=2)
+    s.feedback(Feedback("a", "champion", clicks=("item-1",)))
+    s.feedback(Feedback("b", "champion"))  # answered, not clicked
+    s.feedback(Feedback("c", "champion", label=1))  # a label says nothing about clicks
+    s.feedback(Feedback("d", "challenger", reward=1.0))
+    arms = s.state()["arms"]
+    assert (arms["champion"]["feedback"], arms["champion"]["successes"]) == (2, 1)
+    assert (arms["challenger"]["feedback"], arms["challenger"]["successes"]) == (1, 1)
+
+
+def test_reward_metric_uses_the_gaussian_msprt():
     s = make(metric="reward", min_samples_per_arm=50)
     import numpy as np
 
@@ -174,21 +206,115 @@ def test_reward_metric_uses_welch_t_test():
     s.feedback(Feedback("nan", "challenger", reward=float("nan")))  # ignored
     s.feedback(Feedback("none", "challenger"))  # ignored
     d = s.decide()
-    expected = stats.ttest_ind(a, b, equal_var=False).pvalue
-    assert f"p={expected:.3g}" in d.reason, d.reason
+    variance = a.var(ddof=1) / 50 + b.var(ddof=1) / 50
+    tau2 = (0.05 * abs(a.mean())) ** 2  # the minimum effect times the incumbent's mean
+    delta = b.mean() - a.mean()
+    log_e = 0.5 * math.log(variance / (variance + tau2)) + tau2 * delta**2 / (2 * variance * (variance + tau2))
+    assert d.evidence["p_value"] == pytest.approx(min(1.0, math.exp(-log_e)), rel=1e-9)
     assert s.state()["arms"]["challenger"]["feedback"] == 50
 
 
-def test_three_arms_are_bonferroni_corrected():
+def test_three_arms_split_alpha_over_every_pair():
     arms = {"a": "x", "b": "y", "c": "z"}
     s = make(arms=arms, min_samples_per_arm=300)
-    labelled(s, "a", 300, 240)
-    labelled(s, "b", 300, 270)
-    labelled(s, "c", 300, 245)
+    labelled(s, "a", 1500, 1200)
+    labelled(s, "b", 1500, 1350)
+    labelled(s, "c", 1500, 1225)
     d = s.decide()
-    assert d.reason.startswith("arm b beats a, c on accuracy: 0.900 vs 0.800, 0.817")
-    assert "Bonferroni alpha 0.025" in d.reason
-    assert s.state()["winner"]["alpha"] == 0.025
+    assert d.reason.startswith("arm b beats a, c on accuracy: 0.9 vs 0.8, 0.8167")
+    assert "alpha 0.0167 per pair of 3" in d.reason
+    assert s.state()["winner"]["alpha"] == pytest.approx(0.05 / 3)
+
+
+def test_fixed_horizon_plans_the_sample_size_and_tests_once():
+    from framework import sequential as sq
+
+    s = make(mode="fixed_horizon", baseline=0.8, minimum_effect=0.1, power=0.8)
+    planned = sq.sample_size_two_proportions(0.8, 0.88, 0.05, 0.8)
+    assert s.state()["planned_per_arm"] == planned
+    # the classic formula, by hand
+    za, zb = stats.norm.ppf(0.975), stats.norm.ppf(0.8)
+    bar = 0.84
+    expected = math.ceil(((za * math.sqrt(2 * bar * (1 - bar)) + zb * math.sqrt(0.8 * 0.2 + 0.88 * 0.12)) / 0.08) ** 2)
+    assert planned == expected
+    labelled(s, "champion", planned - 1, int(0.8 * planned))
+    labelled(s, "challenger", planned - 1, int(0.95 * planned))  # would be significant already
+    d = s.decide()
+    assert d.reason.startswith(f"fixed horizon: collecting {planned} samples per arm")
+    labelled(s, "champion", 1, 1, start=planned)
+    labelled(s, "challenger", 1, 1, start=planned)
+    d = s.decide()
+    assert d.reason.startswith("arm challenger beats champion on accuracy") and f"planned {planned} per arm" in d.reason
+    assert d.evidence["planned_per_arm"] == planned
+
+
+def test_fixed_horizon_without_a_difference_ends_the_experiment():
+    s = make(mode="fixed_horizon", baseline=0.8, minimum_effect=0.2)
+    n = s.state()["planned_per_arm"]
+    labelled(s, "champion", n, int(0.8 * n))
+    labelled(s, "challenger", n, int(0.8 * n))
+    d = s.decide()
+    assert d.verdict is Verdict.HOLD and d.reason.startswith("no significant difference on accuracy at the planned")
+    assert s.state()["finished"]
+
+
+def test_fixed_horizon_needs_a_baseline():
+    with pytest.raises(RecipeError, match=r"strategy\.baseline"):
+        ABStrategy.check_config(ABConfig(mode="fixed_horizon"), "strategy")
+    with pytest.raises(RecipeError, match=r"strategy\.baseline_sd"):
+        ABStrategy.check_config(ABConfig(mode="fixed_horizon", metric="reward", baseline=1.0), "strategy")
+    with pytest.raises(RecipeError, match=r"strategy\.mode"):
+        ABStrategy.check_config(ABConfig(mode="bayesian"), "strategy")
+    with pytest.raises(RecipeError, match=r"strategy\.minimum_effect"):
+        ABStrategy.check_config(ABConfig(minimum_effect=0.0), "strategy")
+
+
+# -- guardrails -------------------------------------------------------------------------------
+def test_error_rate_guardrail_rolls_back_even_when_the_primary_metric_wins():
+    from plugins.strategy_ab import ABGuardrails
+
+    s = make(min_samples_per_arm=50, auto_promote=True, guardrails=ABGuardrails(min_samples=300))
+    behaviours = {"champion": SimulatedArm(accuracy=0.8, error_rate=0.01),
+                  "challenger": SimulatedArm(accuracy=0.95, error_rate=0.2)}
+    reasons = []
+    result = simulate_traffic(s, behaviours, requests=6000, seed=5, on_decision=lambda i, d: reasons.append(d.reason))
+    d = result.final
+    assert d.verdict is Verdict.ROLLBACK and d.arm == "challenger", d
+    # the primary metric had already found the challenger better: it waited for the guardrails
+    assert any("waiting for the guardrails' minimum samples" in r for r in reasons)
+    assert d.reason.startswith("guardrail error_rate breached by arm challenger")
+    assert d.evidence["guardrail"] == "error_rate" and set(d.evidence["bound"]) == {"challenger", "champion"}
+    lo = d.evidence["bound"]["challenger"][0]
+    assert lo > d.evidence["bound"]["champion"][1]
+    s.apply(d)
+    assert {s.route(RouteRequest(f"r{i}", key=f"u{i}")) for i in range(100)} == {Route("champion")}
+
+
+def test_latency_guardrail_and_reward_guardrail():
+    from plugins.strategy_ab import ABGuardrails
+
+    s = make(guardrails=ABGuardrails(latency_p95_ms_max=20.0))
+    slow = {"champion": SimulatedArm(latency_ms=5), "challenger": SimulatedArm(latency_ms=30)}
+    d = simulate_traffic(s, slow, requests=3000, seed=1).final
+    assert d.verdict is Verdict.ROLLBACK and d.reason.startswith("guardrail latency_p95 breached by arm challenger")
+
+    s = make(guardrails=ABGuardrails(reward_drop_max=0.05))  # accuracy primary, revenue as reward
+    poorer = {"champion": SimulatedArm(reward_mean=1.0), "challenger": SimulatedArm(reward_mean=0.7)}
+    d = simulate_traffic(s, poorer, requests=3000, seed=2).final
+    assert d.verdict is Verdict.ROLLBACK and d.reason.startswith("guardrail reward breached by arm challenger")
+    assert d.evidence["samples"]["challenger"]["rewards"] >= 100
+
+
+def test_healthy_arms_trip_no_guardrail():
+    from plugins.strategy_ab import ABGuardrails
+
+    tripped = 0
+    for seed in range(20):
+        s = make(guardrails=ABGuardrails(latency_p95_ms_max=20.0, reward_drop_max=0.0))
+        same = {arm: SimulatedArm(error_rate=0.02, latency_ms=10, reward_mean=1.0) for arm in ARMS}
+        result = simulate_traffic(s, same, requests=2000, seed=seed)
+        tripped += result.final is not None and result.final.verdict is Verdict.ROLLBACK
+    assert tripped <= 2
 
 
 def test_set_weights_and_operator_rollback():
@@ -211,7 +337,7 @@ def test_latency_and_errors_per_arm():
     s.observe(Outcome("x", "challenger", 1.0, error=True))
     arm = s.state()["arms"]["challenger"]
     assert arm["requests"] == 101 and arm["errors"] == 1
-    assert arm["latency_ms"] == {"window": 100, "p50": 50.0, "p99": 99.0}
+    assert arm["latency_ms"] == {"window": 100, "p50": 50.0, "p95": 95.0, "p99": 99.0}
 
 
 def test_no_ray_import():

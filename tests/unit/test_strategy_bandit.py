@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 
 import pytest
@@ -51,7 +52,7 @@ def test_declared_as_entry_point_and_collected_by_the_core():
 
 
 # -- learning ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("algorithm", ["thompson", "ucb1", "epsilon_greedy"])
+@pytest.mark.parametrize("algorithm", ["thompson", "kl_ucb", "ucb1", "epsilon_greedy"])
 def test_each_algorithm_converges_to_the_best_arm(algorithm):
     for seed in range(3):
         result = simulate(BanditConfig(algorithm=algorithm, seed=seed), EASY, 10_000, env_seed=seed)
@@ -83,11 +84,11 @@ def test_promote_when_one_arm_is_clearly_best():
     assert result["promoted"] is not None
     at, arm = result["promoted"]
     assert arm == "arm2"
-    assert at >= 3 * 50  # never before every arm had min_pulls_per_arm pulls
+    assert at >= 3 * 50  # never before every arm had min_rewards_per_arm rewards
 
 
 def test_promote_decision_names_the_arm_and_apply_pins_it():
-    s = make(seed=0, decide_every=10, min_pulls_per_arm=5)
+    s = make(seed=0, min_rewards_per_arm=5)
     rewards = {"champion": 0.0, "challenger": 0.0, "third": 1.0}
     decision = None
     for i in range(2000):
@@ -98,7 +99,12 @@ def test_promote_decision_names_the_arm_and_apply_pins_it():
             break
     assert decision.verdict is Verdict.PROMOTE
     assert dict(decision.weights) == {"champion": 0.0, "challenger": 0.0, "third": 1.0}
-    assert "'third'" in decision.reason and "probability" in decision.reason
+    assert "'third' is the best arm" in decision.reason and "valid at any time" in decision.reason
+    evidence = decision.evidence
+    assert evidence["bound"]["third"][0] > max(evidence["bound"][a][1] for a in ("champion", "challenger"))
+    assert evidence["alpha"] == pytest.approx(0.05 / 3) and evidence["alpha_total"] == 0.05
+    assert set(evidence["samples"]) == set(ARMS)
+    json.dumps(evidence)
     assert s.decide() == decision  # sticky until applied: a snapshot read does not swallow it
     s.apply(decision)
     assert {s.route(RouteRequest(f"p{i}")) for i in range(200)} == {Route("third")}
@@ -109,7 +115,7 @@ def test_promote_decision_names_the_arm_and_apply_pins_it():
 
 def test_promote_naming_an_arm_pins_that_arm_not_the_learned_best():
     # regression: apply() read only Decision.weights (else candidate()) and ignored Decision.arm
-    s = make(seed=0, min_pulls_per_arm=5)
+    s = make(seed=0, min_rewards_per_arm=5)
     rewards = {"champion": 0.0, "challenger": 0.0, "third": 1.0}
     for i in range(300):
         arm = s.route(RouteRequest(f"r{i}")).primary
@@ -124,24 +130,113 @@ def test_promote_naming_an_arm_pins_that_arm_not_the_learned_best():
 
 
 def test_choose_is_a_pure_function_of_state_and_request():
-    s = make(seed=4, min_pulls_per_arm=0)
-    for i in range(200):
-        arm = s.route(RouteRequest(f"r{i}")).primary
-        s.feedback(Feedback(f"r{i}", arm, reward=float(arm == "third")))
-    before = json.dumps(s.state(), sort_keys=True)
-    asked = [s.choose(RouteRequest(f"q{i}")) for i in range(300)]
-    assert [s.choose(RouteRequest(f"q{i}")) for i in range(300)] == asked
-    assert json.dumps(s.state(), sort_keys=True) == before
-    assert s.route(RouteRequest("q7")) == asked[7]  # the served route is the one choose() gave
+    for algorithm in ("thompson", "kl_ucb", "ucb1", "epsilon_greedy"):
+        s = make(seed=4, min_rewards_per_arm=0, algorithm=algorithm)
+        for i in range(200):
+            arm = s.route(RouteRequest(f"r{i}")).primary
+            s.feedback(Feedback(f"r{i}", arm, reward=float(arm == "third")))
+        before = json.dumps(s.state(), sort_keys=True)
+        asked = [s.choose(RouteRequest(f"q{i}")) for i in range(300)]
+        assert [s.choose(RouteRequest(f"q{i}")) for i in range(300)] == asked
+        assert json.dumps(s.state(), sort_keys=True) == before
+        assert s.route(RouteRequest("q7")) == asked[7]  # the served route is the one choose() gave
 
 
-def test_no_promotion_between_equal_arms_at_a_strict_threshold():
-    # P(best) is re-checked every decide_every rewards (repeated looks), so at 0.95 equal arms
-    # do get promoted now and then (measured: 10/40 runs with 3 arms, 23/40 with 2, over 10k
-    # requests); a strict threshold keeps that rare (0/40 at 0.999).
-    for seed in range(5):
-        result = simulate(BanditConfig(seed=seed, promote_probability=0.999), (0.5, 0.5, 0.5), 5000, env_seed=seed)
+# -- the statistical contract and the defects of the former promotion rule -------------------------
+@pytest.mark.parametrize("algorithm", ["thompson", "kl_ucb", "ucb1", "epsilon_greedy"])
+def test_equal_arms_are_not_promoted_under_continuous_monitoring(algorithm):
+    # regression: "P(best) > promote_probability" checked every 100 rewards promoted one of two
+    # equal arms in 30-49% of runs; the confidence-sequence rule keeps it below alpha
+    promoted = 0
+    for seed in range(30):
+        result = simulate(BanditConfig(algorithm=algorithm, seed=seed, min_rewards_per_arm=20), (0.5, 0.5), 1500,
+                          env_seed=seed, batch=5)
+        promoted += result["promoted"] is not None
+    assert promoted <= 4, promoted  # alpha 0.05 of 30 runs is 1.5; 5 or more has chance < 0.02
+
+
+def test_ucb1_at_a_click_through_rate_does_not_promote_equal_arms():
+    # regression: UCB1's bonus (~0.07) dwarfs gaps of ~0.003 at 0.5 % clicks, so it allocated
+    # almost uniformly, yet its "P(best)" promotion fired most eagerly of all (49/100 A/A runs)
+    for seed in range(4):
+        result = simulate(BanditConfig(algorithm="ucb1", reward="clicks", seed=seed), (0.005, 0.005), 12_000,
+                          env_seed=seed, batch=100)
         assert result["promoted"] is None, (seed, result["promoted"])
+
+
+def test_burn_in_and_promotion_guard_count_rewards_not_routed_requests():
+    # regression: burn-in ended after min_pulls_per_arm *routed* requests, so with late feedback
+    # the bandit left burn-in, and could promote, with almost no evidence
+    s = make(min_rewards_per_arm=20)
+    for i in range(300):  # routed, no feedback yet
+        s.route(RouteRequest(f"r{i}"))
+    state = s.state()
+    assert state["burn_in"] and [state["arms"][a]["pulls"] for a in ARMS] == [100, 100, 100]
+    d = s.decide()
+    assert d.verdict is Verdict.HOLD and d.reason.startswith("burn-in: waiting for 20 rewards from every arm")
+    for i in range(0, 300, 3):  # late rewards of a third of the requests: one arm looks perfect
+        arm = s._routes[s._requests[f"r{i}"]].primary
+        s.feedback(Feedback(f"r{i}", arm, reward=1.0 if arm == "third" else 0.0))
+    counts = s.state()["arms"]
+    if min(counts[a]["rewards"] for a in ARMS) < 20:
+        assert s.state()["burn_in"] and s.decide().verdict is Verdict.HOLD
+
+
+def test_an_arm_without_a_single_success_is_never_promoted():
+    # regression: with a Beta(1, 1) prior an arm with 244 rewards, all zero, was promoted
+    # (P(best) 0.959) because the others, with more zeros still, looked even worse
+    s = make(min_rewards_per_arm=50, seed=2)
+    for i in range(3000):
+        arm = s.route(RouteRequest(f"r{i}")).primary
+        s.feedback(Feedback(f"r{i}", arm, reward=0.0))
+        assert s.decide().verdict is Verdict.HOLD
+    assert all(info["bound"][0] == 0.0 for info in s.state()["arms"].values())
+
+
+def test_clicks_count_as_rewards():
+    # regression: Feedback.clicks was ignored (counted as a missing reward)
+    s = make(min_rewards_per_arm=0)
+    a = s.route(RouteRequest("a")).primary
+    s.feedback(Feedback("a", a, clicks=("item-3",)))
+    assert s.state()["arms"][a]["reward_sum"] == 1.0 and s.state()["feedback_ignored"]["missing_reward"] == 0
+    c = make(reward="clicks", min_rewards_per_arm=0)
+    routed = [(rid, c.route(RouteRequest(rid)).primary) for rid in ("x", "y", "z")]
+    c.feedback(Feedback("x", routed[0][1], clicks=("i1",)))  # clicked
+    c.feedback(Feedback("y", routed[1][1]))  # shown, not clicked
+    c.feedback(Feedback("z", routed[2][1], label=1))  # a label says nothing about clicks: waits
+    state = c.state()
+    assert state["rewards"] == 2 and state["feedback_ignored"]["missing_reward"] == 1
+    assert sum(info["reward_sum"] for info in state["arms"].values()) == 1.0
+
+
+def test_empirical_prior_fits_the_rate_not_one_half():
+    s = make(min_rewards_per_arm=100)
+    for i in range(6000):
+        arm = s.route(RouteRequest(f"r{i}")).primary
+        s.feedback(Feedback(f"r{i}", arm, reward=1.0 if i % 200 == 0 else 0.0))  # 0.5 % clicks
+    prior = s.state()["prior"]
+    assert prior["kind"] == "empirical" and prior["alpha"] / (prior["alpha"] + prior["beta"]) < 0.02
+    recipe = make(prior="recipe", prior_alpha=1.0, prior_beta=199.0)
+    assert recipe.state()["prior"] == {"kind": "recipe", "alpha": 1.0, "beta": 199.0}
+
+
+def test_kl_ucb_index_solves_the_kl_bound():
+    from plugins.strategy_bandit import kl_bernoulli, kl_ucb_index
+
+    for mean, n, t in [(0.005, 2000, 10_000), (0.0, 100, 500), (0.5, 50, 1000), (0.9, 10, 100), (1.0, 5, 10)]:
+        q = kl_ucb_index(mean, n, math.log(t))
+        assert mean <= q <= 1.0
+        if mean < 1.0 and q < 1 - 1e-9:
+            assert n * kl_bernoulli(mean, q) == pytest.approx(math.log(t), rel=1e-6)
+
+
+def test_delayed_and_batched_rewards():
+    # 200 requests routed, then their rewards in one shuffled batch, again and again
+    results = [simulate(BanditConfig(algorithm=a, seed=1), (0.2, 0.5, 0.8), 6000, env_seed=1, batch=200)
+               for a in ("thompson", "kl_ucb")]
+    for result in results:
+        assert result["best_share"] > 0.6
+        assert result["state"]["rewards"] == 6000
 
 
 def test_rollback_pins_the_incumbent_and_hold_resumes_learning():
@@ -155,19 +250,20 @@ def test_rollback_pins_the_incumbent_and_hold_resumes_learning():
     assert s.state()["pinned"] is None
 
 
-def test_decide_runs_the_monte_carlo_only_every_decide_every_rewards(monkeypatch):
-    s = make(decide_every=100, min_pulls_per_arm=0)
+def test_decide_looks_at_the_rule_on_a_geometric_schedule(monkeypatch):
+    s = make(min_rewards_per_arm=0)
     calls = []
-    original = s._estimate
-    monkeypatch.setattr(s, "_estimate", lambda: (calls.append(s.total_rewarded), original())[1])
-    for i in range(1000):
+    original = s._check
+    monkeypatch.setattr(s, "_check", lambda: (calls.append(s.total_rewarded), original())[1])
+    for i in range(5000):
         arm = s.route(RouteRequest(f"r{i}")).primary
         s.observe(Outcome(f"r{i}", arm, 2.0))
         s.decide()
         s.feedback(Feedback(f"r{i}", arm, reward=float(i % 2)))
         d = s.decide()
         assert d.verdict is Verdict.HOLD and abs(sum(d.weights.values()) - 1) < 1e-9
-    assert calls == list(range(100, 1001, 100))
+    assert calls[:65] == list(range(0, 65))  # every reward at first
+    assert 150 < len(calls) < 400  # then every ~1.5 % more rewards: not 5000 looks
 
 
 # -- feedback handling ----------------------------------------------------------------------------
@@ -190,7 +286,7 @@ def test_feedback_for_an_unknown_request_is_ignored():
 
 
 def test_late_out_of_order_feedback_counts_for_the_routed_arm():
-    s = make(min_pulls_per_arm=0)
+    s = make(min_rewards_per_arm=0)
     routed = [(f"r{i}", s.route(RouteRequest(f"r{i}")).primary) for i in range(300)]
     for rid, arm in reversed(routed):
         s.feedback(Feedback(rid, "whatever-the-host-said", reward=1.0 if arm == "third" else 0.0))
@@ -203,7 +299,7 @@ def test_late_out_of_order_feedback_counts_for_the_routed_arm():
 
 
 def test_fractional_rewards_update_the_beta_posterior():
-    s = make(min_pulls_per_arm=0, algorithm="ucb1")
+    s = make(min_rewards_per_arm=0, algorithm="ucb1", prior="recipe")
     arm = s.route(RouteRequest("r")).primary
     s.feedback(Feedback("r", arm, reward=0.25))
     assert s.state()["arms"][arm]["posterior"] == {"alpha": 1.25, "beta": 1.75}
@@ -231,21 +327,21 @@ def test_accuracy_reward_compares_label_and_prediction():
 
 # -- routing --------------------------------------------------------------------------------------
 def test_burn_in_gives_every_arm_min_pulls_first():
-    s = make(min_pulls_per_arm=20)
+    s = make(min_rewards_per_arm=20)
     for i in range(60):
         s.route(RouteRequest(f"r{i}"))
     assert [s.state()["arms"][a]["pulls"] for a in ARMS] == [20, 20, 20]
 
 
 def test_ucb1_plays_each_arm_once_first():
-    s = make(algorithm="ucb1", min_pulls_per_arm=0)
+    s = make(algorithm="ucb1", min_rewards_per_arm=0)
     first = [s.route(RouteRequest(f"r{i}")).primary for i in range(3)]
     assert sorted(first) == sorted(ARMS)
 
 
 def test_same_seed_same_routes():
     def routes(seed):
-        s = make(seed=seed, min_pulls_per_arm=0)
+        s = make(seed=seed, min_rewards_per_arm=0)
         out = []
         for i in range(500):
             arm = s.route(RouteRequest(f"r{i}")).primary
@@ -293,14 +389,15 @@ def test_state_is_json_and_reports_each_arm():
 @pytest.mark.parametrize(
     "options, field, words",
     [
-        ({"algorithm": "softmax"}, "algorithm", ["thompson", "ucb1", "epsilon_greedy"]),
-        ({"reward": "clicks"}, "reward", ["reward", "accuracy"]),
+        ({"algorithm": "softmax"}, "algorithm", ["thompson", "kl_ucb", "ucb1", "epsilon_greedy"]),
+        ({"reward": "revenue"}, "reward", ["reward", "accuracy", "clicks"]),
+        ({"prior": "flat"}, "prior", ["empirical", "recipe"]),
         ({"epsilon": 1.5}, "epsilon", ["[0, 1]"]),
         ({"prior_alpha": 0.0}, "prior_alpha", ["> 0"]),
         ({"prior_beta": -1.0}, "prior_beta", ["> 0"]),
-        ({"promote_probability": 0.0}, "promote_probability", ["(0, 1]"]),
-        ({"min_pulls_per_arm": -1}, "min_pulls_per_arm", ["negative"]),
-        ({"decide_every": 0}, "decide_every", ["at least 1"]),
+        ({"alpha": 0.0}, "alpha", ["(0, 1)"]),
+        ({"minimum_effect": -0.1}, "minimum_effect", ["negative"]),
+        ({"min_rewards_per_arm": -1}, "min_rewards_per_arm", ["negative"]),
     ],
 )
 def test_config_validation_names_the_key(options, field, words):
@@ -317,8 +414,8 @@ def test_config_validation_names_the_key(options, field, words):
 def test_config_through_the_planner_validation():
     from framework.plan import validate_component_config
 
-    config = validate_component_config(BanditStrategy, {"algorithm": "ucb1", "decide_every": 10}, "strategy")
-    assert config == BanditConfig(algorithm="ucb1", decide_every=10)
+    config = validate_component_config(BanditStrategy, {"algorithm": "kl_ucb", "min_rewards_per_arm": 10}, "strategy")
+    assert config == BanditConfig(algorithm="kl_ucb", min_rewards_per_arm=10)
 
 
 @pytest.mark.parametrize("arms", [{}, {"only": "m@1"}])

@@ -5,16 +5,14 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import pytest
-from scipy import stats
 
 from framework.components import Decision, Feedback, Outcome, Route, RouteRequest, TrafficStrategy, Verdict
 from framework.errors import RecipeError
 from framework.testing import SimulatedArm, simulate_traffic
 from plugins import strategy_canary
-from plugins.strategy_canary import CanaryConfig, CanaryStrategy, Gates, _critical, _upper_tail
+from plugins.strategy_canary import CanaryConfig, CanaryStrategy, Gates
 
 ARMS = {"champion": "m@champion", "challenger": "m:v2"}
 HEALTHY = {"champion": SimulatedArm(error_rate=0.001), "challenger": SimulatedArm(error_rate=0.001)}
@@ -72,16 +70,6 @@ def test_config_errors_name_the_key(config, key):
         CanaryStrategy.check_config(config, "strategy")
 
 
-def test_exact_binomial_helpers_match_scipy():
-    for n, p in [(50, 0.01), (125, 0.01), (925, 0.01), (300, 0.2), (40, 0.5)]:
-        for k in (0, 1, 3, 7, 20):
-            assert _upper_tail(k, n, p) == pytest.approx(stats.binom.sf(k - 1, n, p), rel=1e-9, abs=1e-300)
-        crit = _critical(n, p, 0.05)
-        assert stats.binom.sf(crit - 1, n, p) <= 0.05 < stats.binom.sf(crit - 2, n, p)
-    assert _critical(50, 0.0, 0.05) == 1  # no error allowed: the first one fails
-    assert _critical(50, 1.0, 0.05) == 51  # everything allowed: nothing fails
-
-
 def test_routes_the_step_share_to_the_challenger_stickily_and_monotonically():
     s = make()
     n = 20_000
@@ -133,27 +121,47 @@ def test_injected_errors_roll_back_within_three_windows():
 
 
 def test_healthy_canary_is_never_rolled_back_in_100_rollouts():
-    t0 = time.perf_counter()
+    # (their cost is measured in benchmarks/strategy_decisions.py, not timed here)
     for seed in range(100):
         s, result = rollout(seed)
         d = result.final
         assert d is not None and d.verdict is Verdict.PROMOTE, f"seed {seed}: false {d}"
-    assert time.perf_counter() - t0 < 10  # 100 whole rollouts stay cheap enough for CI
 
 
 def test_immediate_rollback_before_the_window_ends():
     s = make()
-    s.set_weights({"champion": 1, "challenger": 1})  # 50 %: a 250-request window, 6 errors tolerated
-    tolerated = s.state()["gates"]["errors_tolerated_this_window"]
-    assert tolerated == _critical(250, 0.01, 0.05) - 1
-    for i in range(tolerated):
-        s.observe(Outcome(f"e{i}", "challenger", 5.0, error=True))
-        assert s.decide().verdict is Verdict.HOLD
-    s.observe(Outcome("last", "challenger", 5.0, error=True))
-    d = s.decide()
-    assert d.verdict is Verdict.ROLLBACK
-    assert d.reason.startswith(f"error_rate 1.000 > 0.01 over {tolerated + 1} challenger requests (window 2, step 50%)")
-    assert d.reason.endswith(f"immediate: {tolerated + 1} errors already exceed the {tolerated} tolerated over the whole 250-request window")
+    s.set_weights({"champion": 1, "challenger": 1})  # 50 %: a 250-request window
+    from plugins.strategy_canary import _rate_mixture
+
+    for i in range(60):
+        s.observe(Outcome(f"ok{i}", "challenger", 5.0))
+    errors = 0
+    while True:
+        errors += 1
+        s.observe(Outcome(f"e{errors}", "challenger", 5.0, error=True))
+        d = s.decide()
+        lower = _rate_mixture(0.01).bounds(errors, 60 + errors, 0.05).lower
+        if d.verdict is Verdict.ROLLBACK:
+            break
+        assert lower <= 0.01  # held exactly as long as the bound allowed
+    assert lower > 0.01 and 60 + errors < 250  # long before the window's end
+    assert d.reason.startswith(f"error_rate {errors / (60 + errors):.3f} > 0.01 over {60 + errors} challenger requests (windows 1-2, step 50%)")
+    assert "valid at any time" in d.reason
+    assert d.evidence["gate"] == "error_rate" and d.evidence["bound"]["error_rate"][0] > 0.01
+    assert d.evidence["samples"]["challenger"]["errors"] == errors
+
+
+def test_false_rollbacks_do_not_grow_with_the_number_of_windows():
+    # a challenger exactly at the tolerated error rate: the worst case for a false rollback.
+    # One binomial test per window at alpha would roll it back in far more than alpha of the
+    # rollouts once there are many windows; the confidence sequence keeps it below alpha
+    at_limit = {"champion": SimulatedArm(error_rate=0.02), "challenger": SimulatedArm(error_rate=0.02)}
+    rolled_back = 0
+    for seed in range(60):
+        s, result = rollout(seed, at_limit, requests=5000, steps=[10, 20, 30, 40, 50, 60, 70, 80, 90, 100],
+                            window_requests=300, gates=Gates(error_rate_max=0.02))
+        rolled_back += result.final is not None and result.final.verdict is Verdict.ROLLBACK
+    assert rolled_back <= 7, rolled_back  # alpha 0.05 of 60 rollouts is 3; 8 or more has chance ~0.01
 
 
 def test_latency_gate_trips_with_its_reason_and_a_fast_challenger_passes():
@@ -162,7 +170,7 @@ def test_latency_gate_trips_with_its_reason_and_a_fast_challenger_passes():
     s, result = rollout(1, slow, gates=gates)
     d = result.final
     assert d.verdict is Verdict.ROLLBACK
-    assert re.match(r"p99_latency_ms \d+\.\d > 50 over \d+ challenger requests \(window 1, step 5%\): \d+ answers slower than 50 ms", d.reason), d.reason
+    assert re.match(r"p99_latency_ms \d+\.\d > 50 over \d+ challenger requests \(windows? [\d-]+, step \d+%\): \d+ answers slower than 50 ms", d.reason), d.reason
     fast = {"champion": SimulatedArm(latency_ms=10), "challenger": SimulatedArm(latency_ms=20, latency_sigma=0.25)}
     _, result = rollout(1, fast, gates=gates)  # p99 ~ 36 ms
     assert result.final.verdict is Verdict.PROMOTE
@@ -194,8 +202,8 @@ def test_accuracy_gate_waits_for_feedback():
 
 def test_finished_rollout_holds_and_routing_waits_for_apply():
     s = make()
-    for i in range(3):
-        s.observe(Outcome(f"e{i}", "challenger", 5.0, error=True))
+    for i in range(60):
+        s.observe(Outcome(f"e{i}", "challenger", 5.0, error=i % 2 == 0))
     d = s.decide()
     assert d.verdict is Verdict.ROLLBACK
     again = s.decide()
@@ -242,3 +250,19 @@ def test_no_ray_or_scipy_import():
     code = "import sys, plugins.strategy_canary; print('ray' in sys.modules, 'scipy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_reward_gate_rolls_back_a_challenger_that_earns_less():
+    # a business metric beside the model metrics: the challenger is as accurate and as healthy,
+    # but its answers earn 20% less revenue per request
+    gates = Gates(reward_delta_min=-0.05, min_feedback=30)
+    poorer = {"champion": SimulatedArm(reward_mean=1.0, reward_sd=0.3), "challenger": SimulatedArm(reward_mean=0.8, reward_sd=0.3)}
+    s, result = rollout(4, poorer, gates=gates)
+    d = result.final
+    assert d.verdict is Verdict.ROLLBACK and d.reason.startswith("reward_delta -0.")
+    assert d.evidence["gate"] == "reward" and set(d.evidence["bound"]["reward"]) == {"champion", "challenger"}
+    same = {arm: SimulatedArm(reward_mean=1.0, reward_sd=0.3) for arm in ARMS}
+    _, result = rollout(4, same, gates=gates)
+    assert result.final.verdict is Verdict.PROMOTE
+    with pytest.raises(RecipeError, match=r"strategy\.gates\.reward_delta_min"):
+        CanaryStrategy.check_config(CanaryConfig(gates=Gates(reward_delta_min=float("nan"))), "strategy")

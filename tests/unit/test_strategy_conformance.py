@@ -1,6 +1,7 @@
 """Every built-in traffic strategy passes the conformance suite plugin authors subclass."""
 from __future__ import annotations
 
+from framework.components import Verdict
 from framework.testing import TrafficStrategyContract
 from plugins.strategy_ab import ABConfig, ABStrategy
 from plugins.strategy_canary import CanaryConfig, CanaryStrategy, Gates
@@ -80,3 +81,12 @@ class TestCanaryContract(TrafficStrategyContract):
 
     def invalid_config(self):
         return CanaryConfig(steps=[50.0, 25.0])
+
+    def aa_config(self):
+        # the hardest A/A: a challenger exactly at every tolerance (error rate at its max, no
+        # accuracy loss allowed) over many small windows
+        return CanaryConfig(steps=[10.0, 25.0, 50.0, 75.0, 100.0], window_requests=100, min_challenger_requests=20,
+                            gates=Gates(error_rate_max=0.01, accuracy_delta_min=0.0, min_feedback=10))
+
+    def aa_false_verdicts(self):
+        return (Verdict.ROLLBACK,)  # promoting a challenger as good as the champion is right

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -13,7 +14,6 @@ from plugins import strategy_interleaving
 from plugins.strategy_interleaving import (
     InterleavingConfig,
     InterleavingStrategy,
-    sign_test,
     team_draft,
 )
 
@@ -29,7 +29,7 @@ class TestInterleavingContract(TrafficStrategyContract):
         return InterleavingConfig(min_impressions=50)
 
     def invalid_config(self):
-        return InterleavingConfig(confidence=1.0)
+        return InterleavingConfig(alpha=1.0)
 
     def predict(self, arm, label, correct):
         filler = [f"{arm}-{i}" for i in range(12)]
@@ -176,27 +176,6 @@ def test_duplicate_and_unknown_feedback_is_ignored():
     assert state["feedback_ignored"] == {"duplicate": 2, "unknown": 1}
 
 
-# -- the sign test --------------------------------------------------------------------------------
-@pytest.mark.parametrize("a, b", [(0, 0), (5, 5), (0, 10), (3, 17), (40, 60), (230, 270), (480, 520),
-                                  (50, 0)])
-def test_sign_test_matches_scipy(a, b):
-    scipy_stats = pytest.importorskip("scipy.stats")
-    expected = scipy_stats.binomtest(b, a + b, 0.5).pvalue if a + b else 1.0
-    assert sign_test(a, b) == pytest.approx(expected, rel=1e-6, abs=1e-12)
-    assert sign_test(a, b) == sign_test(b, a)
-
-
-def test_sign_test_normal_approximation_for_large_counts():
-    scipy_stats = pytest.importorskip("scipy.stats")
-    for a, b in [(520, 600), (4900, 5100), (6000, 6100), (50_000, 51_000), (20_000, 20_100), (30_000, 30_000)]:
-        assert sign_test(a, b) == pytest.approx(scipy_stats.binomtest(b, a + b, 0.5).pvalue, abs=1e-4)
-
-
-def test_sign_test_exact_small_values():
-    assert sign_test(0, 10) == pytest.approx(2 / 1024)
-    assert sign_test(1, 4) == pytest.approx(2 * (1 + 5) / 32)
-
-
 # -- simulated users ------------------------------------------------------------------------------
 def run_users(s: InterleavingStrategy, queries: int, seed: int, noise_a: float, noise_b: float):
     """Each query: 30 candidates with a true relevance; each ranker sorts them by relevance plus its
@@ -230,12 +209,16 @@ def test_better_ranker_b_is_declared_the_winner():
     assert first is not None, last.reason
     at, decision = first
     assert decision.verdict is Verdict.PROMOTE and decision.weights == {"ranker_a": 0.0, "ranker_b": 1.0}
-    assert at >= 200  # min_impressions informative queries take at least that many queries
+    assert at >= 100  # min_impressions informative queries take at least that many queries
     state = s.state()
     assert state["winner"] == "ranker_b" and state["significant"]
     assert state["p_value"] < 0.05 and state["win_share"] > 0.5 and state["delta"] > 0
-    for text in ("ranker_b", "win share", "p=", "delta"):
+    for text in ("ranker_b", "win share", "always-valid p=", "delta"):
         assert text in decision.reason
+    evidence = decision.evidence
+    assert evidence["statistic"] >= 20 and evidence["p_value"] < 0.05 and evidence["alpha"] == 0.05
+    assert 0.5 < evidence["bound"]["win_share_b"][0] < evidence["bound"]["win_share_b"][1]
+    assert evidence["samples"]["ranker_b"] > evidence["samples"]["ranker_a"]
     assert state["verdict"] == "promote"
     json.dumps(state)
     s.apply(decision)
@@ -252,15 +235,31 @@ def test_better_incumbent_holds_and_says_so():
     assert state["winner"] == "ranker_a" and state["significant"] and state["delta"] < 0
 
 
-def test_equal_rankers_have_no_winner_in_most_seeds():
-    alpha = 1 - InterleavingConfig().confidence
-    p_values = []
-    for seed in range(20):
+def test_equal_rankers_are_not_promoted_under_continuous_monitoring():
+    # regression: a sign test repeated after every feedback promoted equal rankers in 7/60 runs
+    # at a nominal 2.5 %; the e-value keeps the promotions at or below alpha
+    promoted = 0
+    for seed in range(40):
         s = make(seed=seed)
-        run_users(s, 500, seed=100 + seed, noise_a=0.3, noise_b=0.3)
+        first, _ = run_users(s, 500, seed=100 + seed, noise_a=0.3, noise_b=0.3)
+        promoted += first is not None
+    assert promoted <= 4, promoted  # alpha 0.05 of 40 runs is 2
+
+
+def test_the_always_valid_p_value_is_the_inverse_of_the_largest_e_value():
+    from framework import sequential as sq
+
+    s = make()
+    p_values = []
+    for q in range(400):
+        ranking, teams = _merged(s, f"q{q}")
+        team = "b" if q % 3 else "a"  # b wins two queries in three
+        s.feedback(Feedback(f"q{q}", "ranker_a", clicks=(ranking[teams.index(team)],)))
+        s.decide()
         p_values.append(s.state()["p_value"])
-    # under H0 a false "significant" has probability alpha per seed: expect ~1 in 20
-    assert sum(p > alpha for p in p_values) >= 16, p_values
+    assert all(b <= a for a, b in zip(p_values, p_values[1:]))
+    mixture = sq.BetaMixture.centred(0.5, 0.05, scales=(1.0, 4.0))
+    assert s.state()["e_value"] >= math.exp(mixture.log_e(s.wins_b, s.wins_a + s.wins_b, 0.5)) * (1 - 1e-9)
 
 
 def test_no_verdict_before_min_impressions():
@@ -306,7 +305,7 @@ def test_named_arms():
 
 @pytest.mark.parametrize(
     "options, field",
-    [({"confidence": 1.0}, "confidence"), ({"confidence": 0.0}, "confidence"),
+    [({"alpha": 1.0}, "alpha"), ({"alpha": 0.0}, "alpha"), ({"minimum_effect": 0.5}, "minimum_effect"),
      ({"min_impressions": 0}, "min_impressions"), ({"list_length": 0}, "list_length")],
 )
 def test_config_validation_names_the_key(options, field):
