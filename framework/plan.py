@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .components import is_registry_ref
 from .errors import FrameworkError, PluginError, RecipeError
+from .expressions import ExpressionError, RowFilter, parse_filter
 from .pipeline import STAGES, StageSpec
 from .plugins import Components
 from .recipe import Bounds, RecipeConfig, describe_omegaconf_error
@@ -298,6 +299,7 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
         raise RecipeError(f"ray.num_cpus: must be >= 1, got {recipe.ray.num_cpus}")
     if recipe.online_eval.rows < 1:
         raise RecipeError(f"online_eval.rows: must be >= 1, got {recipe.online_eval.rows}")
+    slice_filters(recipe)
     if not re.match(r"^[A-Za-z0-9_.-]+$", recipe.register.model_name):
         raise RecipeError(f"register.model_name: use letters, digits, '_', '.', '-' only; got '{recipe.register.model_name}'")
 
@@ -411,8 +413,8 @@ def check_data_source(plan: Plan) -> None:
     checks = plan.stage("checks")
     for check in checks.components if checks.enabled else []:
         named += _named_columns(check.config, check.key, CHECK_COLUMN_FIELDS)
-    for slice_name, query in plan.recipe.register.card.slices.items():
-        named += [(f"register.card.slices.{slice_name}", c) for c in _query_columns(str(query))]
+    for slice_name, row_filter in slice_filters(plan.recipe).items():
+        named += [(f"register.card.slices.{slice_name}", c) for c in row_filter.columns()]
     present = set(names)
     for key_path, column in named:
         if column not in present:
@@ -446,20 +448,16 @@ def _named_columns(config: Any, key: str, fields: tuple[str, ...]) -> list[tuple
     return named
 
 
-def _query_columns(query: str) -> list[str]:
-    """The columns a pandas query names: `quoted names` and bare names. The query is parsed,
-    never evaluated; one that does not parse as an expression (``@local``) gives only its quoted names."""
-    import ast
-
-    quoted = re.findall(r"`([^`]+)`", query)
-    try:
-        tree = ast.parse(re.sub(r"`[^`]+`", "0", query), mode="eval")
-    except SyntaxError:
-        return quoted
-    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
-    bare = [node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called
-            and node.id not in ("index", "True", "False", "None")]
-    return quoted + bare
+def slice_filters(recipe: RecipeConfig) -> dict[str, RowFilter]:
+    """Every model card slice parsed by the filter grammar (never evaluated); a filter outside it
+    is a RecipeError naming ``register.card.slices.NAME`` and the character position."""
+    parsed: dict[str, RowFilter] = {}
+    for name, text in recipe.register.card.slices.items():
+        try:
+            parsed[str(name)] = parse_filter(text)
+        except ExpressionError as exc:
+            raise RecipeError(f"register.card.slices.{name}: {exc}") from None
+    return parsed
 
 
 def _source_label(data: PlannedComponent) -> str:
