@@ -5,6 +5,7 @@ import logging
 import os
 from pathlib import Path
 
+from .compat.ray_auth_token import protect_ray_auth_token
 from .compat.ray_loopback import keep_local_ray_on_loopback
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,14 @@ def start_ray(address: str | None = None, num_cpus: int = 2, namespace: str = "f
     # Workers should not oversubscribe 2 cores with their own thread pools.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     keep_local_ray_on_loopback()  # a loopback address given by the user must stay loopback too
+    protect_ray_auth_token()  # Ray writes ~/.ray/auth_token world-readable; before and after init
     if address:
         # A local Ray started by ray.init() has token auth on, with its token in ~/.ray/auth_token;
         # a client only presents it when told to, so do what Ray does for local starts.
         if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
             os.environ["RAY_AUTH_MODE"] = "token"
         ray.init(address=address, namespace=namespace, log_to_driver=False)
+        protect_ray_auth_token()
         log.info("connected to Ray at %s", address)
         return {"address": address, "started": False}
     ray.init(
@@ -40,6 +43,7 @@ def start_ray(address: str | None = None, num_cpus: int = 2, namespace: str = "f
         configure_logging=True,
         logging_level=logging.WARNING,
     )
+    protect_ray_auth_token()
     return {"address": ray.get_runtime_context().gcs_address, "started": True}
 
 

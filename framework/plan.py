@@ -23,6 +23,7 @@ from .expressions import ExpressionError, RowFilter, parse_filter
 from .pipeline import STAGES, StageSpec
 from .plugins import Components
 from .recipe import Bounds, RecipeConfig, describe_omegaconf_error
+from .tokens import ServiceTokens, resolve_token
 
 THIS_RUN = re.compile(r"^this_run(#[1-9][0-9]*)?$")
 
@@ -90,6 +91,8 @@ class Plan:
     recipe_path: Path | None
     resolved: dict  # the whole composed recipe, JSON-able
     stages: list[PlannedStage]
+    #: the served app's tokens, read from the environment or 0600 files: never in ``resolved``
+    tokens: ServiceTokens = field(default_factory=ServiceTokens, repr=False)
 
     @property
     def recipe_hash(self) -> str:
@@ -200,8 +203,25 @@ def build_plan(cfg: DictConfig, recipe_path: Path | None, components: Components
     plan = Plan(recipe=recipe, recipe_path=recipe_path, resolved=resolved, stages=stages)
     _bind_compression_chain(plan)
     _check_stage_dependencies(plan, components)
+    plan.tokens = service_tokens(recipe)
     check_data_source(plan)
     return plan
+
+
+def service_tokens(recipe: RecipeConfig) -> ServiceTokens:
+    """The admin and client tokens (RecipeError for a literal, empty, short or readable-by-others
+    one); read only when the recipe serves, but a literal is refused in any case."""
+    serve = recipe.serve
+    for kind in ("admin", "client"):
+        if getattr(serve, f"{kind}_token") is not None:  # refused whatever else is set
+            resolve_token(getattr(serve, f"{kind}_token"), getattr(serve, f"{kind}_token_env"), None, f"serve.{kind}_token")
+    if not serve.enabled:
+        return ServiceTokens()
+    admin = resolve_token(None, serve.admin_token_env, serve.admin_token_file, "serve.admin_token")
+    client = resolve_token(None, serve.client_token_env, serve.client_token_file, "serve.client_token")
+    if admin is not None and admin == client:
+        raise RecipeError("serve.client_token: the same as the admin token; a client must not be able to administer")
+    return ServiceTokens(admin=admin, client=client)
 
 
 def _bind_compression_chain(plan: Plan) -> None:
@@ -248,6 +268,10 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
         raise RecipeError(f"serve.replicas: must be >= 1, got {serve.replicas}")
     if not serve.route_prefix.startswith("/"):
         raise RecipeError(f"serve.route_prefix: must start with '/', got '{serve.route_prefix}'")
+    if serve.record_log_fsync not in ("batch", "never"):
+        raise RecipeError(f"serve.record_log_fsync: must be 'batch' or 'never', got '{serve.record_log_fsync}'")
+    if not str(serve.record_log).strip():
+        raise RecipeError("serve.record_log: a folder for the durable record log, or 'off'")
     if not serve.models:
         serve.models = {"primary": "this_run"}
     for arm, ref in serve.models.items():

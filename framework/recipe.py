@@ -58,7 +58,8 @@ class ModelCardConfig:
 
     intended_use: str = ""
     limitations: List[str] = field(default_factory=list)
-    #: slice name -> pandas query over the test split, e.g. {large: "`mean radius` > 15"}
+    #: slice name -> row filter over the test split, e.g. {large: "`mean radius` > 15"}: column
+    #: comparisons joined by and / or / not (framework/expressions.py), never evaluated as Python
     slices: Dict[str, str] = field(default_factory=dict)
 
 
@@ -95,8 +96,24 @@ class ServeConfig:
     models: Dict[str, str] = field(default_factory=dict)
     #: served rows kept in memory for monitors (a ring buffer, off the request path)
     record_buffer: int = 10000
-    #: token for the admin endpoints (promote, roll back, reweight); unset: they are disabled
+    #: refused when set: a token in the recipe or on the command line is visible to every user of
+    #: the machine. The admin token (every ``-/`` endpoint) comes from the environment variable
+    #: named by admin_token_env, or from admin_token_file (mode 0600); with neither, the run makes
+    #: up a random one that only its own stages know
     admin_token: Optional[str] = None
+    admin_token_env: Optional[str] = "FRAMEWORK_ADMIN_TOKEN"
+    admin_token_file: Optional[str] = None
+    #: likewise refused; the optional token of predict, rank and feedback ("Authorization: Bearer
+    #: TOKEN"): from client_token_env or client_token_file; with neither, those endpoints are open
+    client_token: Optional[str] = None
+    client_token_env: Optional[str] = "FRAMEWORK_CLIENT_TOKEN"
+    client_token_file: Optional[str] = None
+    #: the durable record log (every served prediction and feedback item, surviving replica
+    #: restarts): a local folder (relative paths are under the store when it is local) or "off"
+    record_log: str = "records"
+    #: when the record log is forced to disk: "batch" (an fsync per write batch, off the request
+    #: path) or "never" (written at once, flushed to disk when the OS decides)
+    record_log_fsync: str = "batch"
     #: fault injection for demos and tests only: arm -> {error_rate, extra_latency_ms, seed}
     faults: Dict[str, Any] = field(default_factory=dict)
 

@@ -5,12 +5,16 @@ import dataclasses
 import errno
 import logging
 import math
+import secrets
 import socket
 import time
+import uuid
+from pathlib import Path
 from typing import Any, Mapping
 
 from ..compat.ray_serve import running_http_options
 from ..errors import RecipeError, ServingError
+from ..tokens import token_problem
 from .types import RECORD_FIELDS, ServedModel, ServingApp
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,9 @@ def deploy(
     feedback_memory: int = 100_000,
     autoscaling: Mapping[str, Any] | None = None,
     batching: Mapping[str, Any] | None = None,
+    client_token: str | None = None,
+    record_log: str | Path | None = None,
+    record_log_fsync: str = "batch",
 ) -> ServingApp:
     """Deploy ``models`` behind one ingress that routes with ``strategy_cls``; wait until healthy.
 
@@ -62,8 +69,13 @@ def deploy(
     request another replica answered is refused as unknown (404). Deploy one ingress replica (or
     ``placement="deployment"``, whose ingress is always one replica) when strategies decide.
 
-    ``admin_token``: required as ``X-Admin-Token`` by every ``-/`` endpoint; None disables the
-    commands (``-/admin/...``: 403) and leaves the read-only ones open.
+    ``admin_token``: required as ``X-Admin-Token`` by every ``-/`` endpoint, commands and reads
+    alike (at least 16 characters); None makes up a random one, returned in
+    ``ServingApp.admin_token`` (so only the caller can administer the app).
+    ``client_token``: when given, predict, rank and feedback need ``Authorization: Bearer TOKEN``.
+    ``record_log``: a folder for this deployment's durable record log (each deploy makes a new
+    sub-folder, which its replicas share and a restarted replica reads back); None: off.
+    ``record_log_fsync``: "batch" (fsync each write batch) or "never".
     ``faults``: **for demos, tests and benchmarks only**: ``{arm: {"error_rate": 0.05,
     "extra_latency_ms": 0.0, "seed": 0}}`` makes that arm fail (503 when it answers the client)
     or answer late, injected by the ingress in front of the arm whatever the placement.
@@ -88,6 +100,22 @@ def deploy(
             f"{where}: serve.replicas={replicas} and serve.autoscaling are both set: autoscaling decides the "
             "replica count between min_replicas and max_replicas; drop serve.replicas"
         )
+    for name, token in (("serve.admin_token", admin_token), ("serve.client_token", client_token)):
+        if token is not None and token_problem(token):
+            raise ServingError(f"{where}: {name}: refused: {token_problem(token)}")
+    if admin_token is not None and admin_token == client_token:
+        raise ServingError(f"{where}: serve.client_token: the same as the admin token")
+    admin_token = admin_token or secrets.token_urlsafe(32)
+    if record_log_fsync not in ("batch", "never"):
+        raise ServingError(f"{where}: serve.record_log_fsync: must be 'batch' or 'never', got {record_log_fsync!r}")
+    log_settings = None
+    if record_log is not None:
+        folder = Path(record_log).expanduser().resolve() / app_name / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        try:
+            folder.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise ServingError(f"{where}: serve.record_log: cannot create {folder}: {exc.strerror or exc}") from None
+        log_settings = {"directory": str(folder), "fsync": record_log_fsync}
     faults = _validate_faults(faults, [m.arm for m in models], where)
     _validate_rank_class(models, rank_class, where)
     if int(feedback_memory) < 1:
@@ -117,7 +145,8 @@ def deploy(
         start_ray()
     ensure_serve(host, port)
     common = {"ray_actor_options": {"num_cpus": num_cpus}, "max_constructor_retry_count": 2}
-    extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory), "batching": batching}
+    extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory), "batching": batching,
+             "client_token": client_token, "record_log": log_settings}
     # Ray refuses num_replicas next to autoscaling_config: one or the other.
     scale = {"autoscaling_config": dict(autoscaling)} if autoscaling else {"num_replicas": replicas}
     # A replica must accept at least a batch's worth of calls, or batches could never fill.
@@ -143,7 +172,8 @@ def deploy(
         serve.run(app, name=app_name, route_prefix=route_prefix, blocking=False)
     except Exception as exc:
         raise ServingError(f"{where}: the deployment failed to start: {exc}") from exc
-    served = ServingApp(app_name, host, port, route_prefix, placement, dict(arms), admin_token)
+    served = ServingApp(app_name, host, port, route_prefix, placement, dict(arms), admin_token, client_token,
+                        log_settings["directory"] if log_settings else None)
     _wait_healthy(served, where)
     log.info("serving %s at %s", arms, served.url)
     return served
