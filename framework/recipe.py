@@ -295,6 +295,7 @@ def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
     from hydra import initialize_config_dir
     from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
+    import yaml
     from hydra.errors import HydraException
 
     recipe, recipes_dir, rest = split_recipe_override(overrides)
@@ -332,6 +333,18 @@ def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
         raise RecipeError(_explain_compose_error(exc, recipe_path)) from None
     except AssertionError as exc:  # Hydra asserts on some impossible overrides (e.g. into a null node)
         raise RecipeError(f"recipe composition failed on overrides {rest}: {exc}") from None
+    except (TypeError, KeyError, AttributeError, IndexError) as exc:  # Hydra's own crash on odd values
+        groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+        named = [o.split("=", 1)[0].lstrip("+~") for o in rest if o.split("=", 1)[0].lstrip("+~") in groups]
+        hint = (f"; {', '.join(named)} picks file(s) of conf/{named[0]}/ by name, e.g. {named[0]}=NAME or "
+                f"{named[0]}=[NAME1,NAME2]") if named else ""
+        raise RecipeError(f"{', '.join(named) or 'overrides'}: recipe composition failed on overrides {rest}: "
+                          f"{type(exc).__name__}: {exc}{hint}") from None
+    except yaml.YAMLError as exc:  # what PyYAML lets pass and OmegaConf's loader refuses (a duplicate key)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{recipe_path or 'a config file'}:{mark.line + 1}:{mark.column + 1}" if mark else str(recipe_path)
+        what = " ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None)))) or str(exc)
+        raise RecipeError(f"{where}: YAML error: {what}") from None
     finally:
         GlobalHydra.instance().clear()
     choices = dict(cfg.hydra.runtime.choices)
