@@ -350,9 +350,30 @@ def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    _drop_group_leftovers(cfg, choices, recipe_yaml, rest)
-    check_schema_keys(cfg, RecipeConfig)
+    try:
+        _drop_group_leftovers(cfg, choices, recipe_yaml, rest)
+        check_schema_keys(cfg, RecipeConfig)
+    except OmegaConfBaseException as exc:  # e.g. an interpolation to a key that does not exist
+        message = describe_omegaconf_error(exc, prefix="")
+        if message.startswith(": "):  # OmegaConf did not say where: find the section that fails
+            message = f"{_unresolvable_key(cfg)}{message}"
+        raise RecipeError(message) from None
     return cfg, recipe_path
+
+
+def _unresolvable_key(cfg: DictConfig, path: str = "") -> str:
+    """The first key path (depth first) whose value does not resolve, or "recipe"."""
+    for key in cfg.keys():
+        where = f"{path}.{key}" if path else str(key)
+        try:
+            value = cfg[key]
+        except OmegaConfBaseException:
+            return where
+        if isinstance(value, DictConfig):
+            inner = _unresolvable_key(value, where)
+            if inner != "recipe":
+                return inner
+    return "recipe"
 
 
 def load_yaml_file(path: Path, text: str | None = None) -> dict:

@@ -78,51 +78,49 @@ def test_sigkill_during_store_writes_leaves_a_consistent_store(tmp_path, figures
 TRAINER = """
 import json, sys
 from pathlib import Path
-import ray
 from framework.context import RunStageContext
+from framework.engine import start_ray
 from framework.testing.data import breast_cancer_splits
 from plugins.train_tune import TuneTrainer
 
-ray.init(address=sys.argv[1], log_to_driver=False)
-ctx = RunStageContext(stage="train", out_dir=Path(sys.argv[2]), seed=3)
+start_ray(num_cpus=2)  # its own local Ray: a SIGKILL takes the driver and its trials down together
+ctx = RunStageContext(stage="train", out_dir=Path(sys.argv[1]), seed=3)
 def progress(description, total):
     def advance(done, total_, note):
         print("trials", done, flush=True)
     return advance
 ctx.progress_factory = progress
-options = dict(num_samples=6, max_epochs=8, search_space={"hidden": {"choice": [8, 16]}, "lr": 0.01, "dropout": 0.0})
+options = dict(num_samples=6, max_epochs=40, early_stopping_patience=40, search_space={"hidden": {"choice": [8, 16]}, "lr": 0.01, "dropout": 0.0})
 model = TuneTrainer(TuneTrainer.Config(**options)).fit(breast_cancer_splits(), ctx)
 print("DONE", json.dumps({"resumed": model.details["resumed"], "kept": model.details.get("resumed_finished_trials", []),
                           "trials": model.metrics["trials"]}), flush=True)
 """
 
 
-@pytest.mark.ray
 @pytest.mark.skipif(os.environ.get("FRAMEWORK_RELIABILITY", "short") != "full",
                     reason="a whole Tune search twice: in make reliability only")
-def test_sigkill_during_training_resumes_from_the_saved_experiment(ray_session, tmp_path, figures):
-    import ray
-
-    address = ray.get_runtime_context().gcs_address
+def test_sigkill_during_training_resumes_from_the_saved_experiment(tmp_path, figures):
     stage_dir = tmp_path / "train"
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
-    first = subprocess.Popen([sys.executable, "-c", TRAINER, address, str(stage_dir)], cwd=ROOT, env=env,
+    # Tune saves its experiment state every few seconds ("auto"); every second here, so that the
+    # SIGKILL lands after a save that already holds finished trials
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    first = subprocess.Popen([sys.executable, "-c", TRAINER, str(stage_dir)], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in first.stdout:
             if line.startswith("trials") and int(line.split()[1]) >= 2:
                 break
-        time.sleep(1.0)  # Tune saves its experiment state periodically
+        time.sleep(1.5)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
     finally:
         if first.poll() is None:
             first.kill()
-    second = subprocess.run([sys.executable, "-c", TRAINER, address, str(stage_dir)], cwd=ROOT, env=env,
+    second = subprocess.run([sys.executable, "-c", TRAINER, str(stage_dir)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     done = [line for line in second.stdout.splitlines() if line.startswith("DONE ")]
     assert second.returncode == 0 and done, second.stdout[-3000:] + second.stderr[-3000:]
     outcome = json.loads(done[-1][5:])
     figures.update(**outcome)
     assert outcome["resumed"] is True and outcome["trials"] == 6
-    assert len(outcome["kept"]) >= 1
+    assert 1 <= len(outcome["kept"]) < 6  # finished trials kept, the others trained after the restart
