@@ -52,3 +52,15 @@ def test_every_port_of_the_local_ray_and_serve_is_on_loopback(ray_session, serve
         assert any(port == serve_port for _, _, _, port in listening), "the Serve proxy is not among them"
     finally:
         shutdown_app(app)
+
+
+def test_the_ray_token_file_is_private(ray_session):
+    """Ray writes ~/.ray/auth_token 0644; a Ray started by the framework leaves it 0600 ([harden] 8)."""
+    import stat
+
+    from framework.compat.ray_auth_token import token_path
+
+    path = token_path()
+    if not path.exists():
+        pytest.skip("this Ray runs without token authentication: no token file")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
