@@ -38,7 +38,7 @@ from ..tokens import token_problem
 from .arms import ArmFailure, ArmPool
 from .host import StrategyHost
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
-from .recordlog import RecordLog, read_records
+from .recordlog import RESTORE_BYTES, RecordLog, read_records
 from .records import RecordBuffer
 from .requests import MAX_BODY_BYTES, RequestParser, finite_number, load_json, parse_feedback_body
 from .types import ServedModel
@@ -116,7 +116,7 @@ class Ingress:
     def _restore(self, directory: str) -> int:
         """A restarted replica: the ledger and the record buffer refilled from the record log."""
         try:
-            answers, feedback = read_records(directory)
+            answers, feedback = read_records(directory, RESTORE_BYTES)
         except OSError:
             log.exception("record log %s cannot be read; starting with an empty memory", directory)
             return 0

@@ -210,9 +210,23 @@ def segments(directory: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
 
 
-def iter_raw(directory: str | os.PathLike) -> Iterator[dict]:
-    """Every intact record of every segment, in file order; torn and corrupt lines skipped."""
-    for path in segments(directory):
+#: how much of the newest log a restarted replica reads back (its ledger keeps ~100k answers)
+RESTORE_BYTES = 256 * 1024 * 1024
+
+
+def iter_raw(directory: str | os.PathLike, max_bytes: int | None = None) -> Iterator[dict]:
+    """Every intact record of the segments, in file order; torn and corrupt lines skipped. With
+    ``max_bytes``, only the newest segments that fit (at least one)."""
+    files = segments(directory)
+    if max_bytes is not None:
+        kept, total = [], 0
+        for path in reversed(files):
+            total += path.stat().st_size
+            if kept and total > max_bytes:
+                break
+            kept.append(path)
+        files = kept[::-1]
+    for path in files:
         with open(path, "rb") as f:
             for line in f:
                 record = decode(line)
@@ -220,14 +234,14 @@ def iter_raw(directory: str | os.PathLike) -> Iterator[dict]:
                     yield record
 
 
-def read_records(directory: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+def read_records(directory: str | os.PathLike, max_bytes: int | None = None) -> tuple[list[dict], list[dict]]:
     """(answers, feedback) deduplicated: the first answer per request id, the first feedback
-    per (request id, kind)."""
+    per (request id, kind); ``max_bytes`` as for ``iter_raw``."""
     answers: list[dict] = []
     feedback: list[dict] = []
     seen_answers: set[str] = set()
     seen_feedback: set[tuple[str, str]] = set()
-    for record in iter_raw(directory):
+    for record in iter_raw(directory, max_bytes):
         rid = record.get("request_id")
         if not isinstance(rid, str):
             continue

@@ -147,3 +147,15 @@ def test_ledger_memory_is_bounded_by_instances():
         ledger.remember(f"r{i}", "a", ["x"] * 30, "predict")
     assert len(ledger) == 3  # 3 x 30 instances <= 100
     assert "r9" in ledger and "r0" not in ledger
+
+
+def test_a_restart_reads_only_the_newest_segments_that_fit(tmp_path):
+    log = RecordLog(tmp_path, "never", segment_bytes=1_000)
+    for i in range(60):
+        log.append(answer(i))
+        log.flush()
+    log.stop()
+    everything = read_records(tmp_path)[0]
+    newest = read_records(tmp_path, max_bytes=3_000)[0]
+    assert len(everything) == 60 and 0 < len(newest) < 60
+    assert newest[-1]["request_id"] == "r59" and newest == everything[-len(newest):]
