@@ -31,6 +31,23 @@ def scale(short, full):
     return full if FULL else short
 
 
+#: the client token of the shared app (predict, rank and feedback need it)
+CLIENT_TOKEN = "client-token-of-the-reliability-app"
+
+
+@pytest.fixture(scope="session")
+def shared_app(ray_session, serve_port, tmp_path_factory):
+    """One app (one ingress replica, record log on, a client token) for the tests that need no
+    app of their own: each deploy costs seconds on a busy 2-core machine."""
+    from framework.serving import shutdown_app
+    from serving_helpers import assert_loopback, deploy_app
+
+    app = deploy_app(serve_port, tmp_path_factory.mktemp("records"), "rel-shared", client_token=CLIENT_TOKEN)
+    assert_loopback(app.url)
+    yield app
+    shutdown_app(app)
+
+
 @pytest.fixture
 def figures(request):
     """A dict the test fills with its measured figures."""

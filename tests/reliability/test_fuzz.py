@@ -18,12 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import scale
-from framework.serving import shutdown_app
-from serving_helpers import FEATURES, assert_loopback, body, deploy_app
+from serving_helpers import FEATURES, body
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
-CLIENT_TOKEN = "client-token-for-the-fuzz-tests"
 ENDPOINTS = ["predict", "rank", "feedback", "healthz", "schema", "-/records", "-/strategy", "-/events?since=0",
              "-/admin/promote", "-/admin/rollback", "-/admin/weights", "-/admin/record-log/restart", "nope", "-/nope"]
 GET_ENDPOINTS = {"healthz", "schema", "-/records", "-/strategy", "-/events", "nope", "-/nope"}
@@ -51,16 +49,8 @@ CONTENT_TYPES = st.sampled_from([None, "application/json", "application/json; ch
                                  "application/x-www-form-urlencoded", "multipart/form-data", "APPLICATION/JSON", "", "x" * 300])
 
 
-@pytest.fixture(scope="module")
-def fuzzed_app(ray_session, serve_port, tmp_path_factory):
-    app = deploy_app(serve_port, tmp_path_factory.mktemp("records"), "rel-fuzz", client_token=CLIENT_TOKEN)
-    assert_loopback(app.url)
-    yield app
-    shutdown_app(app)
-
-
-def test_fuzz_every_http_endpoint(fuzzed_app, figures):
-    app = fuzzed_app
+def test_fuzz_every_http_endpoint(shared_app, figures):
+    app = shared_app
     seen = {"inputs": 0, "5xx": 0, "statuses": {}}
     served_ids: list[str] = []
     with httpx.Client(timeout=30.0, trust_env=False) as client:

@@ -80,16 +80,9 @@ def test_replica_killed_during_steady_load(ray_session, serve_port, tmp_path, fi
         shutdown_app(app)
 
 
-@pytest.fixture(scope="module")
-def single(ray_session, serve_port, tmp_path_factory):
-    app = deploy_app(serve_port, tmp_path_factory.mktemp("records"), "rel-single")
-    yield app
-    shutdown_app(app)
-
-
-def test_burst_with_the_logging_component_restarted_loses_no_record(single, figures):
+def test_burst_with_the_logging_component_restarted_loses_no_record(shared_app, figures):
     n = scale(600, 10_000)
-    app = single
+    app = shared_app
     assert_loopback(app.url)
     restarts = []
     stop = threading.Event()
@@ -106,7 +99,8 @@ def test_burst_with_the_logging_component_restarted_loses_no_record(single, figu
         restarter.start()
         started = time.monotonic()
         try:
-            result = steady_load(app.predict_url, seconds=600, threads=6, rate_per_thread=1000.0, max_requests=n)
+            result = steady_load(app.predict_url, seconds=600, threads=6, rate_per_thread=1000.0, max_requests=n,
+                                 headers=app.client_headers())
         finally:
             stop.set()
             restarter.join()
@@ -120,13 +114,14 @@ def test_burst_with_the_logging_component_restarted_loses_no_record(single, figu
         stop.set()
 
 
-def test_memory_of_a_replica_under_feedback_at_the_size_limit(single, figures):
+def test_memory_of_a_replica_under_feedback_at_the_size_limit(shared_app, figures):
     from framework.serving.requests import MAX_LABEL_CHARS
 
     n = scale(500, 10_000)
-    app = single
+    app = shared_app
     (replica,) = replica_processes(app.app_name)
-    served = steady_load(app.predict_url, seconds=600, threads=6, rate_per_thread=1000.0, max_requests=n)
+    served = steady_load(app.predict_url, seconds=600, threads=6, rate_per_thread=1000.0, max_requests=n,
+                         headers=app.client_headers())
     ids = [rid for _, rid in served.answered]
     assert len(ids) == n
     with httpx.Client(timeout=30, trust_env=False) as client:
@@ -135,7 +130,7 @@ def test_memory_of_a_replica_under_feedback_at_the_size_limit(single, figures):
         label = "x" * MAX_LABEL_CHARS
         for start in range(0, n, 500):
             items = [{"request_id": rid, "label": label, "reward": 1.0} for rid in ids[start:start + 500]]
-            r = client.post(app.feedback_url, json={"feedback": items})
+            r = client.post(app.feedback_url, json={"feedback": items}, headers=app.client_headers())
             assert r.status_code == 200 and r.json()["accepted"] == len(items), r.text
         time.sleep(0.5)
         rss_after = replica.memory_info().rss
