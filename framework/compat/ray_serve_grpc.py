@@ -48,6 +48,7 @@ def bind_replica_grpc_to_loopback() -> bool:
         return original(server, address)
 
     bind._framework_loopback = True  # type: ignore[attr-defined]
+    bind.original = original  # type: ignore[attr-defined]
     with _lock:
         replica.add_port_to_grpc_server = bind
     return True

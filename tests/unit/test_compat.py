@@ -82,7 +82,9 @@ def test_grpc_patch_is_a_no_op_outside_a_loopback_node(monkeypatch):
 
     from framework.compat.ray_serve_grpc import bind_replica_grpc_to_loopback
 
-    original = replica.add_port_to_grpc_server
+    # an Ingress built in this process (other tests do) may have patched it already
+    original = getattr(replica.add_port_to_grpc_server, "original", replica.add_port_to_grpc_server)
+    monkeypatch.setattr(replica, "add_port_to_grpc_server", original)
     monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "10.1.2.3")
     assert bind_replica_grpc_to_loopback() is False
     assert replica.add_port_to_grpc_server is original
