@@ -36,6 +36,9 @@ log = logging.getLogger("ray.serve")
 
 FSYNC_POLICIES = ("batch", "never")
 SEGMENT_BYTES = 64 * 1024 * 1024
+#: the most one writer keeps on disk: its oldest closed segments are deleted past it, so a flood
+#: of requests cannot fill the disk (a restarted replica reads back the newest 256 MB anyway)
+MAX_BYTES = 4 * 1024 * 1024 * 1024
 FLUSH_INTERVAL_S = 0.02
 #: records waiting for the writer before the oldest are dropped (and counted): bounded memory
 #: if the disk stalls for minutes; about 1 KB each
@@ -66,13 +69,17 @@ class RecordLog:
     """An append-only log in ``directory`` owned by one writer (one replica)."""
 
     def __init__(self, directory: str | os.PathLike, fsync: str = "batch", *, segment_bytes: int = SEGMENT_BYTES,
-                 flush_interval: float = FLUSH_INTERVAL_S, max_pending: int = MAX_PENDING, writer_id: str | None = None):
+                 flush_interval: float = FLUSH_INTERVAL_S, max_pending: int = MAX_PENDING, writer_id: str | None = None,
+                 max_bytes: int = MAX_BYTES):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"record log fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.fsync = fsync
         self.segment_bytes = int(segment_bytes)
+        self.max_bytes = int(max_bytes)
+        self._closed: deque[Path] = deque()  # this writer's closed segments, oldest first
+        self._path: Path | None = None
         self.flush_interval = float(flush_interval)
         self.max_pending = int(max_pending)
         self.writer_id = writer_id or f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -84,7 +91,7 @@ class RecordLog:
         self._thread: threading.Thread | None = None
         self._write_lock = threading.Lock()
         self.stats = {"appended": 0, "written": 0, "dropped": 0, "batches": 0, "write_errors": 0, "restarts": 0,
-                      "unencodable": 0}
+                      "unencodable": 0, "segments_deleted": 0}
 
     # -- the request path ----------------------------------------------------------------------
     def append(self, record: dict) -> None:
@@ -174,6 +181,7 @@ class RecordLog:
                     break
                 self._segment += 1
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._path = path
             self._size = 0
             if self.fsync == "batch":  # the new file's directory entry must survive a crash too
                 dir_fd = os.open(self.directory, os.O_RDONLY)
@@ -190,6 +198,28 @@ class RecordLog:
             finally:
                 self._fd = None
                 self._segment += 1
+                if self._path is not None:
+                    self._closed.append(self._path)
+                    self._path = None
+                    self._retain()
+
+    def _retain(self) -> None:
+        """Delete this writer's oldest closed segments beyond ``max_bytes`` (never another's)."""
+        sizes = []
+        for path in self._closed:
+            try:
+                sizes.append(path.stat().st_size)
+            except OSError:
+                sizes.append(0)
+        total = sum(sizes)
+        while self._closed and total > self.max_bytes:
+            path = self._closed.popleft()
+            total -= sizes.pop(0)
+            try:
+                path.unlink()
+                self.stats["segments_deleted"] += 1
+            except OSError:
+                pass
 
     def pending(self) -> int:
         return len(self._pending)

@@ -159,3 +159,18 @@ def test_a_restart_reads_only_the_newest_segments_that_fit(tmp_path):
     newest = read_records(tmp_path, max_bytes=3_000)[0]
     assert len(everything) == 60 and 0 < len(newest) < 60
     assert newest[-1]["request_id"] == "r59" and newest == everything[-len(newest):]
+
+
+def test_a_writer_keeps_at_most_max_bytes_on_disk(tmp_path):
+    other = tmp_path / "someone-else-00000.log"
+    other.write_bytes(encode(answer(0)))
+    log = RecordLog(tmp_path, "never", segment_bytes=1_000, max_bytes=5_000)
+    for i in range(1, 200):
+        log.append(answer(i))
+        log.flush()
+    log.stop()
+    mine = [p for p in segments(tmp_path) if p != other]
+    assert sum(p.stat().st_size for p in mine) <= 5_000 + 1_500 and log.stats["segments_deleted"] > 0
+    assert other.exists()  # another writer's segment is never deleted
+    ids = [a["request_id"] for a in read_records(tmp_path)[0]]
+    assert ids[0] == "r0" and ids[-1] == "r199"  # the newest records are kept
