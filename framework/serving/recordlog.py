@@ -30,7 +30,7 @@ import uuid
 import zlib
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 log = logging.getLogger("ray.serve")
 

@@ -18,7 +18,6 @@ CLASSES = ["a", "b", "c"]
 
 
 def make_onnx(n_in: int = 4, n_out: int = 3, seed: int = 0) -> bytes:
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -77,7 +76,6 @@ def test_sigkill_during_store_writes_leaves_a_consistent_store(tmp_path, figures
 
 TRAINER = """
 import json, sys
-from pathlib import Path
 from framework.context import RunStageContext
 from framework.engine import start_ray
 from framework.testing.data import breast_cancer_splits
