@@ -370,7 +370,11 @@ def _wait_healthy(app: ServingApp, where: str, timeout: float = HEALTH_TIMEOUT_S
 
 
 def fetch_records(app: ServingApp, timeout: float = 30.0):
-    """The served rows held by the ingress, as a DataFrame (timestamp as UTC datetimes)."""
+    """The served rows held by the ingress, as a DataFrame (timestamp as UTC datetimes).
+
+    They come from the replica's record buffer (``GET -/records``, admin token), which a
+    restarted replica refills from the durable record log: rows served before a restart stay
+    visible to monitors."""
     import httpx
     import pandas as pd
 
