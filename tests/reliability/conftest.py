@@ -35,10 +35,11 @@ def scale(short, full):
 CLIENT_TOKEN = "client-token-of-the-reliability-app"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def shared_app(ray_session, serve_port, tmp_path_factory):
-    """One app (one ingress replica, record log on, a client token) for the tests that need no
-    app of their own: each deploy costs seconds on a busy 2-core machine."""
+    """One app per module (one ingress replica, record log on, a client token) for the tests that
+    need no app of their own. Not per session: a replica holds half a CPU of the session's Ray
+    until it is removed, and later Tune tests need both CPUs."""
     from framework.serving import shutdown_app
     from serving_helpers import assert_loopback, deploy_app
 

@@ -63,8 +63,9 @@ def test_a_burst_with_writer_restarts_loses_no_record(tmp_path):
 
     sender = threading.Thread(target=burst)
     sender.start()
-    for _ in range(5):
-        time.sleep(0.01)
+    for k in range(1, 6):  # each restart while the burst is under way
+        while log.stats["appended"] < k * n // 6 and sender.is_alive():
+            time.sleep(0.001)
         log.restart_writer()
     sender.join()
     log.stop()
@@ -87,10 +88,11 @@ def test_segments_rotate(tmp_path):
 def test_a_write_error_keeps_the_records_queued(tmp_path, monkeypatch):
     log = RecordLog(tmp_path, "batch")
     log.append(answer(1))
-    real_write = os.write
-    monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    bad_fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(bad_fd)  # a closed descriptor: os.write raises OSError, as on a full or failed disk
+    monkeypatch.setattr(log, "_open", lambda: bad_fd)
     assert log.flush() == 0 and log.pending() == 1 and log.stats["write_errors"] == 1
-    monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.undo()
     assert log.flush() == 1 and len(read_records(tmp_path)[0]) == 1
 
 
@@ -103,7 +105,7 @@ while True:
     log.append({"type": "answer", "request_id": f"r{i}", "arm": "a", "rows": [[1.0] * 50], "predictions": ["yes"]})
     i += 1
     if i % 200 == 0:
-        print(i, flush=True)
+        print(log.stats["written"], flush=True)  # written: in the OS's hands, a SIGKILL cannot lose it
         time.sleep(0.001)
 """
 
@@ -112,8 +114,10 @@ while True:
 def test_sigkill_while_writing_leaves_a_readable_log(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
+        written = 0
         for line in proc.stdout:
-            if int(line) >= 4000:
+            written = int(line)
+            if written >= 2000:
                 break
         proc.kill()  # SIGKILL mid-stream
         proc.wait(timeout=10)
@@ -122,7 +126,7 @@ def test_sigkill_while_writing_leaves_a_readable_log(tmp_path):
             proc.kill()
     answers, _ = read_records(tmp_path)
     ids = [int(a["request_id"][1:]) for a in answers]
-    assert len(ids) >= 1000 and ids == list(range(len(ids)))  # a prefix, in order, nothing corrupt
+    assert len(ids) >= written and ids == list(range(len(ids)))  # a prefix, in order, nothing corrupt
 
 
 def test_the_ledger_is_rebuilt_from_the_log(tmp_path):
