@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-fast bench plan plugins clean
+.PHONY: setup demo test test-fast reliability bench plan plugins clean
 
 $(STAMP): pyproject.toml constraints.txt examples/plugin-acme/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"
+
+# the full reliability suite (make test runs its short variant): figures in .framework/reliability/
+reliability: setup
+	FRAMEWORK_RELIABILITY=full $(PY) -m pytest -q tests/reliability
 
 bench: setup
 	$(PY) benchmarks/quickstart_stages.py

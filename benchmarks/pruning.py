@@ -98,7 +98,6 @@ def _timed(files: dict, x, args) -> tuple[dict, dict]:
 
 def _run_cnn(args, work: Path) -> int:
     """The digits CNN, unpruned vs ``--amount`` structured pruning (fine-tuned at ``--cnn-fine-tune-lr``)."""
-    import torch
 
     from framework.components import FeatureSpec, InputSchema, TrainedModel
     from framework.context import RunStageContext

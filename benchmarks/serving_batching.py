@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from serving_latency import Load, benchmark_model, free_port, pct  # noqa: E402
 
 NUM_CPUS = 0.25
-TOKEN = "bench"
+TOKEN = "bench-admin-token-0123456789"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     load.close()
     time.sleep(0.3)  # let the last sleepy shadows finish before reading what was observed
     with httpx.Client(trust_env=False) as c:
-        snap = c.get(app.url + "-/strategy").json()
+        snap = c.get(app.url + "-/strategy", headers=app.admin_headers()).json()
 
     base = {"p50": statistics.median(lat["none"]), "p99": pct(lat["none"], 99)}
     print()

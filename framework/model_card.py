@@ -27,26 +27,29 @@ def slice_metrics(
     rows_of: Callable[[Any], Any] | None = None,
     task: str = "classification",
 ) -> dict[str, dict]:
-    """``{slice: {"query", "n", "accuracy"}}`` for each ``name -> pandas query`` in ``slices``;
+    """``{slice: {"query", "n", "accuracy"}}`` for each ``name -> row filter`` in ``slices``;
     for a regression ``{"query", "n", "mse", "mae", "r2"}``.
 
+    A filter is ``framework.expressions``' small grammar (column comparisons joined by
+    and / or / not), parsed and applied as a boolean mask: never ``DataFrame.query``, never eval.
     ``predict_fn(x float32 [n, features]) -> probabilities [n, classes]`` (column i is
     ``classes[i]``; a regression's predictions [n, 1]). ``rows_of(part)``: what ``predict_fn``
     takes for a slice's rows (default: the features as a float32 matrix; a model of typed inputs
-    takes the frame itself). ``accuracy`` is None for a slice with no rows. A query pandas cannot
-    run (bad syntax, unknown column) or that does not select rows raises ValueError naming the slice.
+    takes the frame itself). ``accuracy`` is None for a slice with no rows. A filter outside the
+    grammar, naming an unknown column or comparing values that do not compare raises ValueError
+    naming the slice.
     """
+    from .expressions import ExpressionError, parse_filter
+
     out: dict[str, dict] = {}
     classes = list(classes)
     for name, query in slices.items():
         if not isinstance(query, str) or not query.strip():
-            raise ValueError(f"slice '{name}': expected a pandas query string, got {query!r}")
+            raise ValueError(f"slice '{name}': expected a filter string such as \"`age` >= 60\", got {query!r}")
         try:
-            part = frame.query(query)
-        except Exception as exc:
-            raise ValueError(f"slice '{name}': query {query!r} failed: {type(exc).__name__}: {exc}") from None
-        if not hasattr(part, "columns"):
-            raise ValueError(f"slice '{name}': query {query!r} did not select rows of the table")
+            part = frame[parse_filter(query).mask(frame)]
+        except ExpressionError as exc:
+            raise ValueError(f"slice '{name}': {exc}") from None
         n = int(len(part))
         rows = (lambda p: p[list(features)].to_numpy(dtype=np.float32)) if rows_of is None else rows_of
         if task == "regression":

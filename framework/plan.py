@@ -20,9 +20,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .components import is_registry_ref
 from .errors import FrameworkError, PluginError, RecipeError
+from .expressions import ExpressionError, RowFilter, parse_filter
 from .pipeline import STAGES, StageSpec
 from .plugins import Components
 from .recipe import Bounds, RecipeConfig, describe_omegaconf_error
+from .tokens import ServiceTokens, resolve_token
 
 THIS_RUN = re.compile(r"^this_run(#[1-9][0-9]*)?$")
 #: what ``gates.champion.metric`` may compare, per task (the first is the default)
@@ -170,6 +172,8 @@ class Plan:
     recipe_path: Path | None
     resolved: dict  # the whole composed recipe, JSON-able
     stages: list[PlannedStage]
+    #: the served app's tokens, read from the environment or 0600 files: never in ``resolved``
+    tokens: ServiceTokens = field(default_factory=ServiceTokens, repr=False)
 
     @property
     def recipe_hash(self) -> str:
@@ -409,8 +413,25 @@ def build_plan(cfg: DictConfig, recipe_path: Path | None, components: Components
     plan = Plan(recipe=recipe, recipe_path=recipe_path, resolved=resolved, stages=stages)
     _bind_compression_chain(plan)
     _check_stage_dependencies(plan, components)
+    plan.tokens = service_tokens(recipe)
     check_data_source(plan)
     return plan
+
+
+def service_tokens(recipe: RecipeConfig) -> ServiceTokens:
+    """The admin and client tokens (RecipeError for a literal, empty, short or readable-by-others
+    one); read only when the recipe serves, but a literal is refused in any case."""
+    serve = recipe.serve
+    for kind in ("admin", "client"):
+        if getattr(serve, f"{kind}_token") is not None:  # refused whatever else is set
+            resolve_token(getattr(serve, f"{kind}_token"), getattr(serve, f"{kind}_token_env"), None, f"serve.{kind}_token")
+    if not serve.enabled:
+        return ServiceTokens()
+    admin = resolve_token(None, serve.admin_token_env, serve.admin_token_file, "serve.admin_token")
+    client = resolve_token(None, serve.client_token_env, serve.client_token_file, "serve.client_token")
+    if admin is not None and admin == client:
+        raise RecipeError("serve.client_token: the same as the admin token; a client must not be able to administer")
+    return ServiceTokens(admin=admin, client=client)
 
 
 def _bind_compression_chain(plan: Plan) -> None:
@@ -458,6 +479,10 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
         raise RecipeError(f"serve.replicas: must be >= 1, got {serve.replicas}")
     if not serve.route_prefix.startswith("/"):
         raise RecipeError(f"serve.route_prefix: must start with '/', got '{serve.route_prefix}'")
+    if serve.record_log_fsync not in ("batch", "never"):
+        raise RecipeError(f"serve.record_log_fsync: must be 'batch' or 'never', got '{serve.record_log_fsync}'")
+    if not str(serve.record_log).strip():
+        raise RecipeError("serve.record_log: a folder for the durable record log, or 'off'")
     if not serve.models:
         serve.models = {"primary": "this_run"}
     for arm, ref in serve.models.items():
@@ -510,6 +535,7 @@ def _check_core_settings(recipe: RecipeConfig) -> None:
         raise RecipeError(f"ray.num_cpus: must be >= 1, got {recipe.ray.num_cpus}")
     if recipe.online_eval.rows < 1:
         raise RecipeError(f"online_eval.rows: must be >= 1, got {recipe.online_eval.rows}")
+    slice_filters(recipe)
     if not re.match(r"^[A-Za-z0-9_.-]+$", recipe.register.model_name):
         raise RecipeError(f"register.model_name: use letters, digits, '_', '.', '-' only; got '{recipe.register.model_name}'")
 
@@ -623,8 +649,8 @@ def check_data_source(plan: Plan) -> None:
     checks = plan.stage("checks")
     for check in checks.components if checks.enabled else []:
         named += _named_columns(check.config, check.key, CHECK_COLUMN_FIELDS)
-    for slice_name, query in plan.recipe.register.card.slices.items():
-        named += [(f"register.card.slices.{slice_name}", c) for c in _query_columns(str(query))]
+    for slice_name, row_filter in slice_filters(plan.recipe).items():
+        named += [(f"register.card.slices.{slice_name}", c) for c in row_filter.columns()]
     present = set(names)
     for key_path, column in named:
         if column not in present:
@@ -671,20 +697,16 @@ def _named_columns(config: Any, key: str, fields: tuple[str, ...]) -> list[tuple
     return named
 
 
-def _query_columns(query: str) -> list[str]:
-    """The columns a pandas query names: `quoted names` and bare names. The query is parsed,
-    never evaluated; one that does not parse as an expression (``@local``) gives only its quoted names."""
-    import ast
-
-    quoted = re.findall(r"`([^`]+)`", query)
-    try:
-        tree = ast.parse(re.sub(r"`[^`]+`", "0", query), mode="eval")
-    except SyntaxError:
-        return quoted
-    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
-    bare = [node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called
-            and node.id not in ("index", "True", "False", "None")]
-    return quoted + bare
+def slice_filters(recipe: RecipeConfig) -> dict[str, RowFilter]:
+    """Every model card slice parsed by the filter grammar (never evaluated); a filter outside it
+    is a RecipeError naming ``register.card.slices.NAME`` and the character position."""
+    parsed: dict[str, RowFilter] = {}
+    for name, text in recipe.register.card.slices.items():
+        try:
+            parsed[str(name)] = parse_filter(text)
+        except ExpressionError as exc:
+            raise RecipeError(f"register.card.slices.{name}: {exc}") from None
+    return parsed
 
 
 def _source_label(data: PlannedComponent) -> str:

@@ -58,7 +58,8 @@ class ModelCardConfig:
 
     intended_use: str = ""
     limitations: List[str] = field(default_factory=list)
-    #: slice name -> pandas query over the test split, e.g. {large: "`mean radius` > 15"}
+    #: slice name -> row filter over the test split, e.g. {large: "`mean radius` > 15"}: column
+    #: comparisons joined by and / or / not (framework/expressions.py), never evaluated as Python
     slices: Dict[str, str] = field(default_factory=dict)
 
 
@@ -102,8 +103,24 @@ class ServeConfig:
     models: Dict[str, str] = field(default_factory=dict)
     #: served rows kept in memory for monitors (a ring buffer, off the request path)
     record_buffer: int = 10000
-    #: token for the admin endpoints (promote, roll back, reweight); unset: they are disabled
+    #: refused when set: a token in the recipe or on the command line is visible to every user of
+    #: the machine. The admin token (every ``-/`` endpoint) comes from the environment variable
+    #: named by admin_token_env, or from admin_token_file (mode 0600); with neither, the run makes
+    #: up a random one that only its own stages know
     admin_token: Optional[str] = None
+    admin_token_env: Optional[str] = "FRAMEWORK_ADMIN_TOKEN"
+    admin_token_file: Optional[str] = None
+    #: likewise refused; the optional token of predict, rank and feedback ("Authorization: Bearer
+    #: TOKEN"): from client_token_env or client_token_file; with neither, those endpoints are open
+    client_token: Optional[str] = None
+    client_token_env: Optional[str] = "FRAMEWORK_CLIENT_TOKEN"
+    client_token_file: Optional[str] = None
+    #: the durable record log (every served prediction and feedback item, surviving replica
+    #: restarts): a local folder (relative paths are under the store when it is local) or "off"
+    record_log: str = "records"
+    #: when the record log is forced to disk: "batch" (an fsync per write batch, off the request
+    #: path) or "never" (written at once, flushed to disk when the OS decides)
+    record_log_fsync: str = "batch"
     #: fault injection for demos and tests only: arm -> {error_rate, extra_latency_ms, seed}
     faults: Dict[str, Any] = field(default_factory=dict)
     #: arms that predict different classes (an old and a new label schema) are compared through
@@ -294,6 +311,7 @@ def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
     from hydra import initialize_config_dir
     from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
+    import yaml
     from hydra.errors import HydraException
 
     recipe, recipes_dir, rest = split_recipe_override(overrides)
@@ -331,14 +349,47 @@ def compose(overrides: list[str]) -> tuple[DictConfig, Path | None]:
         raise RecipeError(_explain_compose_error(exc, recipe_path)) from None
     except AssertionError as exc:  # Hydra asserts on some impossible overrides (e.g. into a null node)
         raise RecipeError(f"recipe composition failed on overrides {rest}: {exc}") from None
+    except (TypeError, KeyError, AttributeError, IndexError) as exc:  # Hydra's own crash on odd values
+        groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+        named = [o.split("=", 1)[0].lstrip("+~") for o in rest if o.split("=", 1)[0].lstrip("+~") in groups]
+        hint = (f"; {', '.join(named)} picks file(s) of conf/{named[0]}/ by name, e.g. {named[0]}=NAME or "
+                f"{named[0]}=[NAME1,NAME2]") if named else ""
+        raise RecipeError(f"{', '.join(named) or 'overrides'}: recipe composition failed on overrides {rest}: "
+                          f"{type(exc).__name__}: {exc}{hint}") from None
+    except yaml.YAMLError as exc:  # what PyYAML lets pass and OmegaConf's loader refuses (a duplicate key)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{recipe_path or 'a config file'}:{mark.line + 1}:{mark.column + 1}" if mark else str(recipe_path)
+        what = " ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None)))) or str(exc)
+        raise RecipeError(f"{where}: YAML error: {what}") from None
     finally:
         GlobalHydra.instance().clear()
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    _drop_group_leftovers(cfg, choices, recipe_yaml, rest)
-    check_schema_keys(cfg, RecipeConfig)
+    try:
+        _drop_group_leftovers(cfg, choices, recipe_yaml, rest)
+        check_schema_keys(cfg, RecipeConfig)
+    except OmegaConfBaseException as exc:  # e.g. an interpolation to a key that does not exist
+        message = describe_omegaconf_error(exc, prefix="")
+        if message.startswith(": "):  # OmegaConf did not say where: find the section that fails
+            message = f"{_unresolvable_key(cfg)}{message}"
+        raise RecipeError(message) from None
     return cfg, recipe_path
+
+
+def _unresolvable_key(cfg: DictConfig, path: str = "") -> str:
+    """The first key path (depth first) whose value does not resolve, or "recipe"."""
+    for key in cfg.keys():
+        where = f"{path}.{key}" if path else str(key)
+        try:
+            value = cfg[key]
+        except OmegaConfBaseException:
+            return where
+        if isinstance(value, DictConfig):
+            inner = _unresolvable_key(value, where)
+            if inner != "recipe":
+                return inner
+    return "recipe"
 
 
 def load_yaml_file(path: Path, text: str | None = None) -> dict:

@@ -19,6 +19,7 @@ from .errors import FrameworkError, RecipeError, StageError
 from .plan import Plan, PlannedStage
 from .plugins import Components
 from .stages import RunState
+from .tokens import RedactingFilter, redact
 
 log = logging.getLogger("framework.run")
 
@@ -127,10 +128,11 @@ def new_run_dir(plan: Plan) -> Path:
     return run_dir
 
 
-def _attach_log(run_dir: Path) -> logging.Handler:
+def _attach_log(run_dir: Path, secrets: list[str]) -> logging.Handler:
     handler = logging.FileHandler(run_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
+    handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger("framework")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -156,9 +158,12 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
 
     reporter = reporter or Reporter()
     run_dir = new_run_dir(plan)
-    (run_dir / "recipe.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plan.resolved)))
-    write_json(run_dir / "plan.json", plan.describe())
-    handler = _attach_log(run_dir)
+    # Tokens are never in the recipe (a literal one is refused at plan time); redacting is the
+    # second line of defence, for a token pasted into some other key or an error message.
+    secrets = plan.tokens.values()
+    (run_dir / "recipe.yaml").write_text(redact(OmegaConf.to_yaml(OmegaConf.create(plan.resolved)), secrets))
+    write_json(run_dir / "plan.json", redact_data(plan.describe(), secrets))
+    handler = _attach_log(run_dir, secrets)
     state = RunState(registry=Registry(plan.recipe.store.uri))
     results: list[StageResult] = []
     failure: BaseException | None = None
@@ -203,7 +208,7 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
                 result = StageResult(stage.name, stage.label(), "ok", time.perf_counter() - t0, dict(ctx.metrics))
             finally:
                 results.append(result)
-                write_json(ctx.out_dir / "metrics.json", result.metrics)
+                write_json(ctx.out_dir / "metrics.json", redact_data(result.metrics, secrets))
                 reporter.stage_finished(result)
                 components.hooks.stage_finished(stage.name, stage.label(), result.status, result.seconds, result.metrics)
     except BaseException as exc:  # includes KeyboardInterrupt: still write the summary
@@ -220,6 +225,7 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
         "endpoint": state.app.predict_url if state.app else None,
         "stages": [dataclasses.asdict(r) for r in results],
     }
+    summary = redact_data(summary, secrets)
     write_json(run_dir / "summary.json", summary)
     result = RunResult(run_dir, status, results, summary, state)
     reporter.summary(result)
@@ -254,6 +260,19 @@ def _stop_serving(app: Any, with_ray: bool) -> None:
         from .serving import shutdown_app
 
         shutdown_app(app)
+
+
+def redact_data(data: Any, secrets: list[str]) -> Any:
+    """JSON-able ``data`` with every secret replaced inside its strings."""
+    if not secrets:
+        return data
+    if isinstance(data, str):
+        return redact(data, secrets)
+    if isinstance(data, dict):
+        return {redact_data(k, secrets): redact_data(v, secrets) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact_data(v, secrets) for v in data]
+    return data
 
 
 def _serve_until_interrupted(app: Any, reporter: Reporter) -> None:

@@ -254,7 +254,6 @@ def diff_key(a: Version, b: Version, columns_a: Mapping[str, str], columns_b: Ma
 
 def data_diff(a: Version, b: Version, pa: FrameProfile, pb: FrameProfile, key: str | None,
               key_note: str | None, ancestry: dict) -> dict:
-    import numpy as np
 
     cols_a, cols_b = list(pa.dtypes), list(pb.dtypes)
     common = [c for c in cols_a if c in set(cols_b)]

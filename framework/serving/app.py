@@ -5,8 +5,11 @@ import dataclasses
 import errno
 import logging
 import math
+import secrets
 import socket
 import time
+import uuid
+from pathlib import Path
 from typing import Any, Mapping
 
 from ..compat.ray_direct_ingress import controller_options
@@ -14,6 +17,7 @@ from ..compat.ray_serve import running_http_options
 from ..errors import RecipeError, ServingError
 from . import ingress_modes
 from .ingress_modes import DEFAULT_INGRESS, INGRESS_MODES, validate_ingress  # noqa: F401 (re-exported)
+from ..tokens import token_problem
 from .types import RECORD_FIELDS, ServedModel, ServingApp
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,9 @@ def deploy(
     label_mapping: Mapping[str, str] | None = None,
     ingress: str = DEFAULT_INGRESS,
     balancer_port: int = 0,
+    client_token: str | None = None,
+    record_log: str | Path | None = None,
+    record_log_fsync: str = "batch",
 ) -> ServingApp:
     """Deploy ``models`` behind one ingress that routes with ``strategy_cls``; wait until healthy.
 
@@ -81,8 +88,13 @@ def deploy(
     request another replica answered is refused as unknown (404). Deploy one ingress replica (or
     ``placement="deployment"``, whose ingress is always one replica) when strategies decide.
 
-    ``admin_token``: required as ``X-Admin-Token`` by every ``-/`` endpoint; None disables the
-    commands (``-/admin/...``: 403) and leaves the read-only ones open.
+    ``admin_token``: required as ``X-Admin-Token`` by every ``-/`` endpoint, commands and reads
+    alike (at least 16 characters); None makes up a random one, returned in
+    ``ServingApp.admin_token`` (so only the caller can administer the app).
+    ``client_token``: when given, predict, rank and feedback need ``Authorization: Bearer TOKEN``.
+    ``record_log``: a folder for this deployment's durable record log (each deploy makes a new
+    sub-folder, which its replicas share and a restarted replica reads back); None: off.
+    ``record_log_fsync``: "batch" (fsync each write batch) or "never".
     ``faults``: **for demos, tests and benchmarks only**: ``{arm: {"error_rate": 0.05,
     "extra_latency_ms": 0.0, "seed": 0}}`` makes that arm fail (503 when it answers the client)
     or answer late, injected by the ingress in front of the arm whatever the placement.
@@ -111,6 +123,22 @@ def deploy(
             f"{where}: serve.replicas={replicas} and serve.autoscaling are both set: autoscaling decides the "
             "replica count between min_replicas and max_replicas; drop serve.replicas"
         )
+    for name, token in (("serve.admin_token", admin_token), ("serve.client_token", client_token)):
+        if token is not None and token_problem(token):
+            raise ServingError(f"{where}: {name}: refused: {token_problem(token)}")
+    if admin_token is not None and admin_token == client_token:
+        raise ServingError(f"{where}: serve.client_token: the same as the admin token")
+    admin_token = admin_token or secrets.token_urlsafe(32)
+    if record_log_fsync not in ("batch", "never"):
+        raise ServingError(f"{where}: serve.record_log_fsync: must be 'batch' or 'never', got {record_log_fsync!r}")
+    log_settings = None
+    if record_log is not None:
+        folder = Path(record_log).expanduser().resolve() / app_name / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        try:
+            folder.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise ServingError(f"{where}: serve.record_log: cannot create {folder}: {exc.strerror or exc}") from None
+        log_settings = {"directory": str(folder), "fsync": record_log_fsync}
     faults = _validate_faults(faults, [m.arm for m in models], where)
     _validate_rank_class(models, rank_class, where)
     if int(feedback_memory) < 1:
@@ -146,6 +174,7 @@ def deploy(
         "health_check_period_s": HEALTH_CHECK_PERIOD_S,
     }
     extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory), "batching": batching,
+             "client_token": client_token, "record_log": log_settings,
              **({"label_mapping": label_mapping} if label_mapping else {})}
     # Ray refuses num_replicas next to autoscaling_config: one or the other.
     scale = {"autoscaling_config": dict(autoscaling)} if autoscaling else {"num_replicas": replicas}
@@ -183,7 +212,9 @@ def deploy(
         scaled = placement == "ingress"
         published = ingress_modes.publish(app_name, host, replicas if scaled else 1, autoscaling if scaled else None,
                                           balancer_port, where, HEALTH_TIMEOUT_S)
-    served = ServingApp(app_name, host, published, route_prefix, placement, dict(arms), admin_token, ingress=ingress)
+    served = ServingApp(app_name, host, published, route_prefix, placement, dict(arms), admin_token,
+                        ingress=ingress, client_token=client_token,
+                        record_log=log_settings["directory"] if log_settings else None)
     try:
         _wait_healthy(served, where)
     except ServingError:
@@ -413,7 +444,11 @@ def _wait_healthy(app: ServingApp, where: str, timeout: float = HEALTH_TIMEOUT_S
 
 
 def fetch_records(app: ServingApp, timeout: float = 30.0):
-    """The served rows held by the ingress, as a DataFrame (timestamp as UTC datetimes)."""
+    """The served rows held by the ingress, as a DataFrame (timestamp as UTC datetimes).
+
+    They come from the replica's record buffer (``GET -/records``, admin token), which a
+    restarted replica refills from the durable record log: rows served before a restart stay
+    visible to monitors."""
     import httpx
     import pandas as pd
 

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 from ray import serve
 
+from ..compat.ray_serve_grpc import bind_replica_grpc_to_loopback
 from .batching import batched_predict
 from .onnx_runner import OnnxRunner
 from .types import ServedModel
@@ -20,6 +21,7 @@ class ArmModel:
     """One arm in its own deployment (``placement="deployment"``)."""
 
     def __init__(self, model: ServedModel, batching: Mapping[str, Any] | None = None):
+        bind_replica_grpc_to_loopback()  # before Serve starts this replica's gRPC server
         self.runner = OnnxRunner(model)
         self.batched = batched_predict(self.runner, batching)
 

@@ -2,9 +2,16 @@
 
 It answers plain Starlette requests (measured faster than a FastAPI ingress: no routing or
 pydantic layer): the routing table, body limits, request ids, errors as JSON 4xx / 5xx, and the
-admin token. The work is done by the parts it composes: ``StrategyHost`` (which arm answers,
+tokens. The work is done by the parts it composes: ``StrategyHost`` (which arm answers,
 verdicts, events), ``ArmPool`` (running the models), ``FeedbackLedger`` (what was served, the
-feedback on it) and ``RecordBuffer`` (served rows for monitors).
+feedback on it), ``RecordBuffer`` (served rows for monitors) and ``RecordLog`` (the durable copy
+of every answer and feedback item, from which a restarted replica rebuilds the other two).
+
+Security: request ids are made here (a client's ``X-Request-Id`` is only kept as its
+``correlation_id``), so feedback can only name answers this service gave; JSON endpoints take
+``application/json`` only (a web page cannot post a form or text/plain to them without a CORS
+preflight, which is never granted); every ``-/`` endpoint needs the admin token; predict, rank
+and feedback need the client token when one is configured.
 
 With ``placement="ingress"`` the ONNX sessions live in this replica, so a request costs one
 proxy->replica hop; with ``placement="deployment"`` each arm is its own deployment reached through
@@ -15,7 +22,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import math
 import time
 import uuid
 from typing import Any, Mapping
@@ -25,20 +31,28 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..compat.ray_serve_grpc import bind_replica_grpc_to_loopback
 from ..components import Decision, InputSchema, Outcome, Verdict
 from ..errors import RequestError
+from ..tokens import token_problem
 from .arms import ArmFailure, ArmPool
 from .host import StrategyHost
 from .jsonio import dumps
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
+from .recordlog import RESTORE_BYTES, RecordLog, read_records
 from .records import RecordBuffer
-from .requests import MAX_BODY_BYTES, load_json, parse_feedback_body
+from .requests import MAX_BODY_BYTES, finite_number, load_json, parse_feedback_body
 from .typed_requests import make_parser
 from .types import ServedModel
 
 log = logging.getLogger("ray.serve")
 
 JSON_TYPE = "application/json"
+#: a client's X-Request-Id longer than this is refused (it is echoed in answers and records)
+MAX_CORRELATION_CHARS = 128
+MAX_REASON_CHARS = 1000
+#: endpoints a client token guards
+CLIENT_PATHS = frozenset({"/predict", "/rank", "/feedback"})
 
 
 @serve.deployment
@@ -59,11 +73,19 @@ class Ingress:
         feedback_memory: int = FEEDBACK_MEMORY,
         batching: Mapping[str, Any] | None = None,
         label_mapping: Mapping[str, str] | None = None,
+        client_token: str | None = None,
+        record_log: Mapping[str, Any] | None = None,
     ):
+        bind_replica_grpc_to_loopback()  # before Serve starts this replica's gRPC server
         self.versions = {m.arm: m.version for m in models}
         self.schema: InputSchema = models[0].schema
         self.parser = make_parser(models[0])  # raw typed rows, or one float matrix
-        self.admin_token = admin_token
+        for name, token in (("admin_token", admin_token), ("client_token", client_token)):
+            if token is not None and token_problem(token):  # deploy() refuses these first
+                raise ValueError(f"{name}: {token_problem(token)}")
+        # None: every -/ endpoint answers 403 (deploy() always passes one)
+        self.admin_token = admin_token.encode() if admin_token else None
+        self.client_token = f"Bearer {client_token}".encode() if client_token else None
         self.host = StrategyHost(strategy_cls(strategy_config, arms=dict(self.versions)), self.versions)
         self.arms = ArmPool(
             models, self.host.observe, handles=arm_handles, faults=faults, rank_class=rank_class, batching=batching
@@ -71,6 +93,11 @@ class Ingress:
         self.labeler = self.arms.labeler
         self.ledger = FeedbackLedger(self.versions, memory=feedback_memory, label_mapping=label_mapping)
         self.records = RecordBuffer(self.schema.names, record_buffer)
+        self.record_log: RecordLog | None = None
+        self.restored = 0
+        if record_log:
+            self.restored = self._restore(record_log["directory"])
+            self.record_log = RecordLog(record_log["directory"], record_log.get("fsync", "batch")).start()
         self._health = json.dumps({"status": "ok", "models": self.versions}).encode()
         self._post = {
             "/predict": self._predict,
@@ -79,6 +106,7 @@ class Ingress:
             "/-/admin/promote": self._admin_promote,
             "/-/admin/rollback": self._admin_rollback,
             "/-/admin/weights": self._admin_weights,
+            "/-/admin/record-log/restart": self._admin_restart_record_log,
         }
         self._get = {
             "/healthz": self._healthz,
@@ -88,12 +116,42 @@ class Ingress:
             "/-/events": self._events,
         }
 
+    def _restore(self, directory: str) -> int:
+        """A restarted replica: the ledger and the record buffer refilled from the record log."""
+        try:
+            answers, feedback = read_records(directory, RESTORE_BYTES)
+        except OSError:
+            log.exception("record log %s cannot be read; starting with an empty memory", directory)
+            return 0
+        answers = [a for a in answers if a.get("arm") in self.versions]
+        restored = self.ledger.restore(answers[-self.ledger.memory:], feedback)
+        kept: list[dict] = []
+        rows = 0
+        for answer in reversed(answers):  # the newest rows, up to the buffer's capacity
+            if rows >= self.records.capacity:
+                break
+            kept.append(answer)
+            rows += len(answer.get("rows") or ())
+        for a in reversed(kept):
+            self.records.append(a.get("rows") or (), a.get("predictions") or (), a.get("model_version"), a.get("arm"),
+                                a.get("latency_ms"), a["request_id"], a.get("correlation_id"), a.get("time"))
+        if answers or feedback:
+            log.warning("restored %d answers and %d feedback items from the record log", len(answers), len(feedback))
+        return restored
+
+    def __del__(self):  # Serve calls it when the replica stops: write what is still queued
+        record_log = getattr(self, "record_log", None)
+        if record_log is not None:
+            record_log.stop()
+
     # -- HTTP entry point ----------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
         start = time.perf_counter()
-        # The Serve proxy always forwards an X-Request-Id (the client's or one it generated);
-        # the uuid is for calls that did not come through it.
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        # Our own id, never the client's: feedback can only name answers this service gave. The
+        # X-Request-Id the Serve proxy forwards (the client's, or one the proxy made up) is kept
+        # as the correlation id.
+        request_id = uuid.uuid4().hex
+        correlation_id = request.headers.get("x-request-id")
         scope = request.scope
         path = scope["path"]
         root = scope.get("root_path", "")
@@ -102,37 +160,53 @@ class Ingress:
         path = "/" + path.strip("/")
         method = request.method
         try:
+            if correlation_id is not None and (len(correlation_id) > MAX_CORRELATION_CHARS or not correlation_id.isprintable()):
+                correlation_id = None
+                raise RequestError("X-Request-Id", f"at most {MAX_CORRELATION_CHARS} printable characters")
             handler = self._post.get(path) if method == "POST" else self._get.get(path) if method == "GET" else None
             if handler is None:
                 if path in self._post or path in self._get:
                     want = "POST" if path in self._post else "GET"
-                    return _error(405, "method", f"use {want} for {path.lstrip('/')}, not {method}", request_id)
+                    return _error(405, "method", f"use {want} for {path.lstrip('/')}, not {method}", request_id, correlation_id)
                 return _error(
                     404, "path", f"no endpoint {path}; try POST predict, POST rank, POST feedback, GET healthz or GET schema",
-                    request_id,
+                    request_id, correlation_id,
                 )
+            if path.startswith("/-/"):
+                self._require_admin(request)
+            elif self.client_token is not None and path in CLIENT_PATHS:
+                given = request.headers.get("authorization", "").encode()
+                if not hmac.compare_digest(given, self.client_token):
+                    raise RequestError("Authorization", "missing or wrong client token (Authorization: Bearer TOKEN)", 401)
+            if method == "POST":
+                _check_content_type(request)
+            request.scope["framework.correlation_id"] = correlation_id
             return await handler(request, request_id, start)
         except RequestError as exc:
-            return _error(exc.status, exc.field, exc.reason, request_id)
+            return _error(exc.status, exc.field, exc.reason, request_id, correlation_id)
         except ArmFailure as exc:  # the server's failure, not the client's: 503, the client may retry
-            return _error(503, "arm", exc.reason, request_id)
+            return _error(503, "arm", exc.reason, request_id, correlation_id)
         except Exception as exc:  # our fault, not the client's: logged, answered as a 500
             log.exception("request %s to %s failed", request_id, path)
-            return _error(500, None, f"internal error: {type(exc).__name__}: {exc}", request_id)
+            return _error(500, None, f"internal error: {type(exc).__name__}", request_id, correlation_id)
 
     @staticmethod
     async def _body(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
             raise RequestError("body", f"request body of {length} bytes exceeds {MAX_BODY_BYTES}", 413)
-        return await request.body()
+        body = await request.body()
+        if body and "content-type" not in request.headers:
+            raise RequestError("Content-Type", f"send the body as {JSON_TYPE}", 415)
+        return body
 
     # -- predict -------------------------------------------------------------------------------
     async def _predict(self, request: Request, request_id: str, start: float) -> Response:
         parsed = self.parser.parse_body(await self._body(request))
-        route_request, route = self.host.route(request_id, request.headers.get("x-user-id") or parsed.key)
+        route_request, route = self.host.route(request_id, _user_key(request, parsed.key))
         arm = route.primary
         version = self.versions[arm]
+        correlation_id = request.scope.get("framework.correlation_id")
         if parsed.explain:  # refused before any model runs: nothing recorded, nothing observed
             self.arms.check_explainable(self.arms.merge_arms(route) if route.merge else [arm], parsed.shape)
         explained = arm
@@ -146,7 +220,8 @@ class Ingress:
             labels = answers[base]["predictions"]
             body = {"request_id": request_id, "model_version": version, "arm": arm, **answers[base]}
             if isinstance(merged, Mapping):
-                body.update({k: v for k, v in merged.items() if k not in ("request_id", "model_version", "arm")})
+                body.update({k: v for k, v in merged.items()
+                             if k not in ("request_id", "model_version", "arm", "correlation_id")})
             elif isinstance(merged, (list, tuple)):
                 # the primary's probabilities would no longer match the merged predictions
                 body["predictions"] = list(merged)
@@ -163,11 +238,13 @@ class Ingress:
             if arm not in self.arms.regression:  # a regression answers numbers only
                 body["probabilities"] = probabilities.tolist()
             self.host.observe(Outcome(request_id, arm, latency_ms, prediction=labels))
+        if correlation_id is not None:
+            body["correlation_id"] = correlation_id
         if parsed.explain:
             body["explanations"] = await self.arms.explain(explained, parsed.x)
         payload = dumps(body)
-        self.records.append(parsed.rows, served, version, arm, latency_ms, request_id)
-        self.ledger.remember(request_id, arm, served[0] if len(served) == 1 else served, "predict")
+        self._served(parsed.rows, served, version, arm, latency_ms, request_id, correlation_id,
+                     served[0] if len(served) == 1 else served, "predict")
         if route.shadows and not route.merge:
             self.arms.spawn_shadows(route.shadows, arm, parsed.x, request_id, None)
         # X-Request-Id itself is added to every response by the Serve proxy (same value); setting
@@ -177,7 +254,8 @@ class Ingress:
     # -- rank ----------------------------------------------------------------------------------
     async def _rank(self, request: Request, request_id: str, start: float) -> Response:
         parsed, item_ids = self.parser.parse_rank_body(await self._body(request))
-        route_request, route = self.host.route(request_id, request.headers.get("x-user-id") or parsed.key)
+        route_request, route = self.host.route(request_id, _user_key(request, parsed.key))
+        correlation_id = request.scope.get("framework.correlation_id")
         arm = route.primary
         version = self.versions[arm]
         teams = None
@@ -200,38 +278,52 @@ class Ingress:
         body = {"request_id": request_id, "model_version": version, "arm": arm, "ranking": ranking}
         if teams is not None:
             body["teams"] = teams
+        if correlation_id is not None:
+            body["correlation_id"] = correlation_id
         payload = dumps(body)
         # Ranked instances are served traffic too: monitors see them, with the primary's class.
-        self.records.append(parsed.rows, self.labeler[arm](probabilities), version, arm, latency_ms, request_id)
-        self.ledger.remember(request_id, arm, ranking, "rank")
+        self._served(parsed.rows, self.labeler[arm](probabilities), version, arm, latency_ms, request_id,
+                     correlation_id, ranking, "rank")
         if route.shadows and not route.merge:
             self.arms.spawn_shadows(route.shadows, arm, parsed.x, request_id, item_ids)
         return Response(payload, media_type=JSON_TYPE, headers={"X-Model-Version": version})
+
+    def _served(self, rows: list, labels: list, version: str, arm: str, latency_ms: float, request_id: str,
+                correlation_id: str | None, prediction: Any, kind: str) -> None:
+        """An answer was given: the record buffer, the ledger and the record log (queued, no I/O)."""
+        now = time.time()
+        self.records.append(rows, labels, version, arm, latency_ms, request_id, correlation_id, now)
+        self.ledger.remember(request_id, arm, prediction, kind)
+        if self.record_log is not None:
+            self.record_log.append({"type": "answer", "request_id": request_id, "correlation_id": correlation_id,
+                                    "time": now, "kind": kind, "arm": arm, "model_version": version,
+                                    "latency_ms": latency_ms, "rows": rows, "predictions": labels,
+                                    "prediction": prediction})
 
     # -- feedback ------------------------------------------------------------------------------
     async def _feedback(self, request: Request, request_id: str, start: float) -> Response:
         items, batch = parse_feedback_body(await self._body(request))
         accepted = self.ledger.accept(items, batch)
-        for feedback in accepted.feedback:
+        now = time.time()
+        for feedback, answer_kind in zip(accepted.feedback, accepted.answer_kinds):
+            if self.record_log is not None:
+                kinds = [k for k, v in (("label", feedback.label), ("reward", feedback.reward),
+                                        ("clicks", feedback.clicks)) if v is not None and v != ()]
+                self.record_log.append({"type": "feedback", "request_id": feedback.request_id, "time": now,
+                                        "arm": feedback.arm, "kinds": kinds, "label": feedback.label,
+                                        "reward": feedback.reward, "clicks": list(feedback.clicks),
+                                        "prediction": feedback.prediction, "answer_kind": answer_kind})
             self.host.feedback(feedback)
         return _json(accepted.body)
 
     # -- admin ---------------------------------------------------------------------------------
     def _require_admin(self, request: Request) -> None:
-        """Commands need the token; without one configured they are off altogether."""
+        """Every ``-/`` endpoint (commands and reads) needs the token; without one they are off."""
         if self.admin_token is None:
             raise RequestError("X-Admin-Token", "admin endpoints are disabled: deploy with an admin token", 403)
-        if self._check_admin(request, "") is not None:
+        given = request.headers.get("x-admin-token", "").encode()
+        if not hmac.compare_digest(given, self.admin_token):
             raise RequestError("X-Admin-Token", "missing or wrong admin token", 401)
-
-    def _check_admin(self, request: Request, request_id: str) -> Response | None:
-        """The 401 answer when a token is configured and the request lacks it; None otherwise."""
-        if self.admin_token is None:
-            return None
-        given = request.headers.get("x-admin-token", "")
-        if hmac.compare_digest(given.encode(), self.admin_token.encode()):
-            return None
-        return _error(401, "X-Admin-Token", "missing or wrong admin token", request_id)
 
     async def _admin_promote(self, request: Request, request_id: str, start: float) -> Response:
         return await self._admin_verdict(request, Verdict.PROMOTE)
@@ -240,11 +332,12 @@ class Ingress:
         return await self._admin_verdict(request, Verdict.ROLLBACK)
 
     async def _admin_verdict(self, request: Request, verdict: Verdict) -> Response:
-        self._require_admin(request)
         data = await self._admin_body(request, ("reason",))
         reason = data.get("reason", f"operator {verdict.value}")
         if not isinstance(reason, str):
             raise RequestError("reason", f"expected a string, got {type(reason).__name__}")
+        if len(reason) > MAX_REASON_CHARS:
+            raise RequestError("reason", f"{len(reason)} characters exceed {MAX_REASON_CHARS}", 413)
         try:
             event = self.host.apply(Decision(verdict, reason), "admin")
         except (ValueError, NotImplementedError) as exc:  # the strategy refuses in its current state
@@ -252,7 +345,6 @@ class Ingress:
         return _json({"event": event, "state": self.host.state()})
 
     async def _admin_weights(self, request: Request, request_id: str, start: float) -> Response:
-        self._require_admin(request)
         data = await self._admin_body(request, ("weights",))
         weights = data.get("weights")
         if not isinstance(weights, dict) or not weights:
@@ -260,9 +352,9 @@ class Ingress:
         clean: dict[str, float] = {}
         for arm, w in weights.items():
             if arm not in self.versions:
-                raise RequestError(f"weights.{arm}", f"unknown arm; arms: {', '.join(self.versions)}")
-            if type(w) not in (int, float) or not math.isfinite(w) or w < 0:
-                raise RequestError(f"weights.{arm}", f"expected a finite number >= 0, got {w!r}")
+                raise RequestError(f"weights.{_cut(arm)}", f"unknown arm; arms: {', '.join(self.versions)}")
+            if not finite_number(w) or w < 0:
+                raise RequestError(f"weights.{arm}", f"expected a finite number >= 0, got {_cut(repr(w))}")
             clean[arm] = float(w)
         if not any(clean.values()):
             raise RequestError("weights", "at least one weight must be > 0")
@@ -283,8 +375,16 @@ class Ingress:
             raise RequestError("body", "expected a JSON object")
         for k in data:
             if k not in allowed:
-                raise RequestError(k, f"unknown field; expected only: {', '.join(allowed)}")
+                raise RequestError(_cut(k), f"unknown field; expected only: {', '.join(allowed)}")
         return data
+
+    async def _admin_restart_record_log(self, request: Request, request_id: str, start: float) -> Response:
+        """Restart the record log's writer (e.g. after the disk was full); queued records wait."""
+        await self._admin_body(request, ())
+        if self.record_log is None:
+            raise RequestError("record_log", "the record log is off for this deployment", 409)
+        self.record_log.restart_writer()
+        return _json({"record_log": self.record_log.summary()})
 
     # -- read-only endpoints -------------------------------------------------------------------
     async def _healthz(self, request: Request, request_id: str, start: float) -> Response:
@@ -306,12 +406,9 @@ class Ingress:
         })
 
     async def _records(self, request: Request, request_id: str, start: float) -> Response:
-        return self._check_admin(request, request_id) or _json(self.records.columns())
+        return _json(self.records.columns())
 
     async def _strategy(self, request: Request, request_id: str, start: float) -> Response:
-        denied = self._check_admin(request, request_id)
-        if denied:
-            return denied
         snapshot = self.host.snapshot()
         events = snapshot.pop("events")
         body = {
@@ -320,20 +417,18 @@ class Ingress:
             "events": events,
             "shadows": self.arms.shadow_summary(),
             "faults": self.arms.fault_settings(),
+            "record_log": None if self.record_log is None else {**self.record_log.summary(), "restored": self.restored},
         }
         if self.arms.batching is not None:
             body["batching"] = {**self.arms.batching, "arms": await self.arms.batching_stats()}
         return _json(body)
 
     async def _events(self, request: Request, request_id: str, start: float) -> Response:
-        denied = self._check_admin(request, request_id)
-        if denied:
-            return denied
         values = parse_qs(request.scope.get("query_string", b"").decode("latin-1")).get("since", ["0"])
         try:
             since = int(values[-1])
         except ValueError:
-            raise RequestError("since", f"expected an event index (an integer >= 0), got {values[-1]!r}") from None
+            raise RequestError("since", f"expected an event index (an integer >= 0), got {_cut(repr(values[-1]))}") from None
         if since < 0:
             raise RequestError("since", f"expected an event index (an integer >= 0), got {since}")
         return _json({"events": self.host.events_since(since), "last": self.host.event_count})
@@ -343,9 +438,35 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(dumps(data), status_code=status, media_type=JSON_TYPE)
 
 
-def _error(status: int, field: str | None, reason: str, request_id: str) -> Response:
+def _error(status: int, field: str | None, reason: str, request_id: str, correlation_id: str | None = None) -> Response:
     body = {"error": {"field": field, "reason": reason}, "request_id": request_id}
+    if correlation_id is not None:
+        body["correlation_id"] = correlation_id
     return Response(dumps(body), status_code=status, media_type=JSON_TYPE)
+
+
+def _cut(text: Any, limit: int = 60) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_content_type(request: Request) -> None:
+    """A POST with a body must say it is JSON: browsers send text/plain and forms cross-origin
+    without asking (no CORS preflight), never application/json."""
+    given = request.headers.get("content-type")
+    if given is not None and given.split(";", 1)[0].strip().lower() != JSON_TYPE:
+        raise RequestError("Content-Type", f"expected {JSON_TYPE}, got {_cut(given)}", 415)
+
+
+#: a routing key longer than this is refused
+MAX_KEY_CHARS = 256
+
+
+def _user_key(request: Request, body_key: str | None) -> str | None:
+    key = request.headers.get("x-user-id") or body_key
+    if key is not None and len(key) > MAX_KEY_CHARS:
+        raise RequestError("X-User-Id" if request.headers.get("x-user-id") else "key", f"longer than {MAX_KEY_CHARS} characters")
+    return key
 
 
 def _ranking_and_teams(merged: Any, fallback: list) -> tuple[list, Any]:

@@ -16,8 +16,12 @@ from .requests import FeedbackItem
 
 #: request ids remembered for feedback (oldest evicted): ~100 B each plus the prediction
 FEEDBACK_MEMORY = 100_000
-#: feedback entries kept for ``GET -/strategy`` (the per-arm counters are cumulative)
-FEEDBACK_LOG = 10_000
+#: served instances remembered across those ids (oldest evicted first): a flood of 1,024-instance
+#: requests must not hold 100M predictions in memory
+FEEDBACK_MEMORY_INSTANCES = 1_000_000
+#: feedback entries shown by ``GET -/strategy`` (the per-arm counters are cumulative); only these
+#: are kept: the record log holds every item
+FEEDBACK_LOG = 10
 
 
 class Accepted(NamedTuple):
@@ -25,19 +29,24 @@ class Accepted(NamedTuple):
 
     feedback: list[Feedback]
     body: dict
+    #: per accepted feedback: "predict" or "rank", the kind of answer it is about (for the record log)
+    answer_kinds: list = []
 
 
 class FeedbackLedger:
     """Served request ids (at most ``memory``) and the feedback recorded against them, per arm."""
 
     def __init__(self, arms: Iterable[str], memory: int = FEEDBACK_MEMORY, log_kept: int = FEEDBACK_LOG,
-                 label_mapping: Mapping[str, str] | None = None):
+                 label_mapping: Mapping[str, str] | None = None,
+                 memory_instances: int = FEEDBACK_MEMORY_INSTANCES):
         self.arms = list(arms)
         if not self.arms:
             raise ValueError("a feedback ledger needs at least one arm")
         if int(memory) < 1:
             raise ValueError(f"feedback memory must be >= 1 request id, got {memory}")
         self.memory = int(memory)
+        self.memory_instances = max(1, int(memory_instances))
+        self._instances = 0
         # request id -> _Served, oldest first: eviction pops from the front
         self._served: OrderedDict[str, _Served] = OrderedDict()
         self._log: deque[dict] = deque(maxlen=max(1, int(log_kept)))
@@ -57,10 +66,33 @@ class FeedbackLedger:
         id keeps the latest answer, the one feedback will judge."""
         served = self._served
         if request_id in served:
-            del served[request_id]
-        served[request_id] = _Served(arm, prediction, kind)
-        if len(served) > self.memory:
-            served.popitem(last=False)
+            self._instances -= served.pop(request_id).size
+        entry = served[request_id] = _Served(arm, prediction, kind)
+        self._instances += entry.size
+        while len(served) > self.memory or (self._instances > self.memory_instances and len(served) > 1):
+            self._instances -= served.popitem(last=False)[1].size
+
+    def restore(self, answers: Iterable[dict], feedback: Iterable[dict]) -> int:
+        """Rebuild from the record log after a restart: the answers still within memory, which
+        feedback kinds they already got, and the per-arm counters. Returns the answers restored."""
+        for answer in answers:
+            if answer.get("arm") in self._per_arm:
+                self.remember(answer["request_id"], answer["arm"], answer.get("prediction"), answer.get("kind", "predict"))
+        for item in feedback:
+            arm = item.get("arm")
+            if arm not in self._per_arm:
+                continue
+            entry = self._served.get(item["request_id"])
+            kinds = set(item.get("kinds") or ())
+            if entry is not None:
+                entry.given = entry.given | kinds
+            restored = Feedback(item["request_id"], arm, label=item.get("label") if "label" in kinds else None,
+                                reward=item.get("reward") if "reward" in kinds else None,
+                                clicks=tuple(item.get("clicks") or ()) if "clicks" in kinds else (),
+                                prediction=item.get("prediction"))
+            self._count(restored, item.get("answer_kind", "predict"))
+            self.counts["accepted"] += 1
+        return len(self._served)
 
     def accept(self, items: list[FeedbackItem], batch: bool) -> Accepted:
         """Check ``items`` against what was served, then record them (a batch is one unit).
@@ -79,6 +111,7 @@ class FeedbackLedger:
                 _check_clicks(item, entry)
             resolved.append((item, entry))
         accepted: list[Feedback] = []
+        answer_kinds: list[str] = []
         duplicates, unknown = 0, []
         for item, entry in resolved:
             if entry is None:
@@ -99,13 +132,14 @@ class FeedbackLedger:
             )
             self._count(feedback, entry.kind)
             accepted.append(feedback)
+            answer_kinds.append(entry.kind)
         self.counts["accepted"] += len(accepted)
         self.counts["duplicates"] += duplicates
         self.counts["unknown"] += len(unknown)
         body: dict[str, Any] = {"accepted": len(accepted), "duplicates": duplicates, "unknown": unknown}
         if not batch:
             body.update(request_id=items[0].request_id, arm=resolved[0][1].arm, duplicate=duplicates == 1)
-        return Accepted(accepted, body)
+        return Accepted(accepted, body, answer_kinds)
 
     def _mapped(self, value: Any) -> Any:
         """A label or prediction in the classes the arms are compared in (``label_mapping``)."""
@@ -146,13 +180,14 @@ class FeedbackLedger:
 class _Served:
     """One answered request, so later feedback can name its arm and prediction."""
 
-    __slots__ = ("arm", "prediction", "kind", "given")
+    __slots__ = ("arm", "prediction", "kind", "given", "size")
 
     def __init__(self, arm: str, prediction: Any, kind: str):
         self.arm = arm
         self.prediction = prediction
         self.kind = kind
         self.given: frozenset = frozenset()  # feedback kinds already passed to the strategy
+        self.size = len(prediction) if isinstance(prediction, list) else 1
 
 
 class _ArmCounters:

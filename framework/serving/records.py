@@ -1,7 +1,7 @@
 """The served rows an ingress replica keeps for monitors (``GET -/records``): a bounded ring buffer.
 
-A later change replaces this with a durable append-only log; the interface is kept to what that
-log needs too: ``append`` one request's rows, read everything back as ``columns``.
+The durable copy is the record log (``recordlog.py``); on a replica's start this buffer is
+refilled from it, so ``-/records`` still shows what was served before a restart.
 """
 from __future__ import annotations
 
@@ -20,16 +20,20 @@ class RecordBuffer:
         # raw tuples only: the request path pays one deque.append per instance, nothing more
         self._rows: deque[tuple] = deque(maxlen=max(1, int(capacity)))
 
+    @property
+    def capacity(self) -> int:
+        return self._rows.maxlen or 0
+
     def append(
         self, rows: Iterable[Sequence[Any]], predictions: Iterable[Any], model_version: str, arm: str,
-        latency_ms: float, request_id: str,
+        latency_ms: float, request_id: str, correlation_id: str | None = None, timestamp: float | None = None,
     ) -> None:
         """One request's instances (feature values in schema order), each with its prediction."""
-        now = time.time()
+        now = time.time() if timestamp is None else timestamp
         append = self._rows.append
         for row, label in zip(rows, predictions):
             # tuples of plain values get untracked by the GC: 10k buffered rows add no GC pauses
-            append((tuple(row), label, model_version, arm, latency_ms, request_id, now))
+            append((tuple(row), label, model_version, arm, latency_ms, request_id, now, correlation_id))
 
     def columns(self) -> dict[str, list]:
         """Everything held, as JSON columns: features..., then ``RECORD_FIELDS``."""

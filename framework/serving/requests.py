@@ -150,7 +150,23 @@ def load_json(body: bytes) -> Any:
     try:
         return loads(body)  # orjson, or the standard library for what orjson refuses
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        raise RequestError("body", f"invalid JSON: {exc}", 400) from None
+        raise RequestError("body", f"invalid JSON: {_cut(str(exc))}", 400) from None
+    except RecursionError:  # ~1,000 nested arrays: no endpoint takes more than 3 levels
+        raise RequestError("body", "JSON nested too deeply", 400) from None
+
+
+def finite_number(value: Any) -> bool:
+    """A JSON number (not a boolean) that is a finite double: 10**400 is not (float() overflows)."""
+    if type(value) not in _NUMBER_TYPES:
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def finite32(value: int | float) -> bool:
@@ -171,12 +187,12 @@ def describe_value(value: Any) -> str:
 def short_value(value: Any, limit: int = 60) -> str:
     """The offending value as the client would recognise it: 'abc', true, null, nan, [1]..."""
     if isinstance(value, str) or (isinstance(value, float) and not math.isfinite(value)):
-        text = repr(value)
+        text = repr(value[: limit + 1] if isinstance(value, str) else value)
     else:
         try:
             text = json.dumps(value)
-        except (TypeError, ValueError):
-            text = repr(value)
+        except (TypeError, ValueError, RecursionError):
+            text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -212,6 +228,12 @@ def parse_item_ids(data: dict, n: int) -> list:
 # ---------------------------------------------------------------------------------------------
 #: feedback items in one batch: far above what a client buffers, small enough to refuse abuse
 MAX_FEEDBACK_ITEMS = 10_000
+#: a request id the server issued is 32 hex characters; anything much longer is not one
+MAX_REQUEST_ID_CHARS = 64
+#: one label (a class name) or one clicked item id, as a string
+MAX_LABEL_CHARS = 128
+#: a label list has one entry per served instance
+MAX_LABEL_ITEMS = MAX_INSTANCES
 FEEDBACK_KINDS = ("label", "reward", "clicks")
 _FEEDBACK_FIELDS = ("request_id",) + FEEDBACK_KINDS
 
@@ -263,14 +285,16 @@ def _feedback_item(data: Any, at: str) -> FeedbackItem:
         raise RequestError(f"{at}request_id", "missing: the request_id of the answer this feedback is about")
     if not isinstance(rid, str) or not rid:
         raise RequestError(f"{at}request_id", f"expected a non-empty string, got {describe_value(rid)}")
+    if len(rid) > MAX_REQUEST_ID_CHARS:
+        raise RequestError(f"{at}request_id", f"{len(rid)} characters: not a request id this service issued")
     item = FeedbackItem(rid, at=at)
     kinds = []
     if data.get("label") is not None:  # null means "no label", like an absent field
-        item.label = data["label"]
+        item.label = _label(data["label"], f"{at}label")
         kinds.append("label")
     if data.get("reward") is not None:
         reward = data["reward"]
-        if type(reward) not in _NUMBER_TYPES or not math.isfinite(float(reward)):
+        if not finite_number(reward):
             raise RequestError(f"{at}reward", f"expected a finite number, got {short_value(reward)}")
         item.reward = float(reward)
         kinds.append("reward")
@@ -278,8 +302,10 @@ def _feedback_item(data: Any, at: str) -> FeedbackItem:
         clicks = data["clicks"]
         if not isinstance(clicks, list):
             raise RequestError(f"{at}clicks", f"expected a list of item ids, got {describe_value(clicks)}")
+        if len(clicks) > MAX_LABEL_ITEMS:
+            raise RequestError(f"{at}clicks", f"{len(clicks)} clicks exceed the limit of {MAX_LABEL_ITEMS}", 413)
         for j, c in enumerate(clicks):
-            if isinstance(c, bool) or not isinstance(c, (str, int)):
+            if isinstance(c, bool) or not isinstance(c, (str, int)) or not _bounded_id(c):
                 raise RequestError(f"{at}clicks[{j}]", f"expected an item id (string or integer), got {describe_value(c)}")
         item.clicks = tuple(clicks)
         kinds.append("clicks")
@@ -287,3 +313,35 @@ def _feedback_item(data: Any, at: str) -> FeedbackItem:
         raise RequestError(at.rstrip(".") or "body", "nothing to record: send a label, a reward or clicks")
     item.kinds = tuple(kinds)
     return item
+
+
+def _bounded_id(value: str | int) -> bool:
+    if isinstance(value, str):
+        return len(value) <= MAX_LABEL_CHARS
+    return abs(value) < 2**63
+
+
+def _label_value(value: Any, at: str) -> Any:
+    """One class label: a string of at most MAX_LABEL_CHARS, a finite number or a boolean."""
+    if isinstance(value, str):
+        if len(value) > MAX_LABEL_CHARS:
+            raise RequestError(at, f"a label of {len(value)} characters exceeds {MAX_LABEL_CHARS}", 413)
+        return value
+    if isinstance(value, bool):
+        return value
+    if finite_number(value):
+        if isinstance(value, int) and abs(value) >= 2**63:
+            raise RequestError(at, "an integer label beyond 64 bits")
+        return value
+    raise RequestError(at, f"expected a class label (a string, a finite number or a boolean), got {short_value(value)}")
+
+
+def _label(value: Any, at: str) -> Any:
+    """A label for one instance, or a list of them (one per served instance)."""
+    if isinstance(value, list):
+        if not value:
+            raise RequestError(at, "empty list: one label per served instance")
+        if len(value) > MAX_LABEL_ITEMS:
+            raise RequestError(at, f"{len(value)} labels exceed the limit of {MAX_LABEL_ITEMS}", 413)
+        return [_label_value(v, f"{at}[{i}]") for i, v in enumerate(value)]
+    return _label_value(value, at)

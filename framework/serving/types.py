@@ -7,7 +7,8 @@ from typing import Any
 from ..components import InputLayout, InputSchema
 
 #: columns of a served row after the feature columns (see ``fetch_records`` and ServedWindow)
-RECORD_FIELDS = ("prediction", "model_version", "arm", "latency_ms", "request_id", "timestamp")
+#: (``request_id`` is the server's id; ``correlation_id`` the X-Request-Id the client sent, if any)
+RECORD_FIELDS = ("prediction", "model_version", "arm", "latency_ms", "request_id", "timestamp", "correlation_id")
 
 
 @dataclass
@@ -71,6 +72,10 @@ class ServingApp:
     #: "direct": ``port`` is an ingress replica's own port or the balancer in front of several;
     #: "proxy": ``port`` is Ray Serve's HTTP proxy (see ``serving/ingress_modes.py``)
     ingress: str = "proxy"
+    #: required as "Authorization: Bearer ..." by predict, rank and feedback when set
+    client_token: str | None = field(default=None, repr=False)
+    #: where the durable record log of this deployment is (None: off)
+    record_log: str | None = None
 
     @property
     def url(self) -> str:
@@ -93,3 +98,6 @@ class ServingApp:
 
     def admin_headers(self) -> dict[str, Any]:
         return {"X-Admin-Token": self.admin_token} if self.admin_token else {}
+
+    def client_headers(self) -> dict[str, Any]:
+        return {"Authorization": f"Bearer {self.client_token}"} if self.client_token else {}

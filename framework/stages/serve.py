@@ -3,6 +3,7 @@ held-out rows over HTTP and compare every answer with the offline ONNX predictio
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from ..artifacts import write_json
@@ -22,6 +23,20 @@ def served_model(state: RunState, arm: str, ref: str) -> Any:
     return ServedModel.from_registered(arm, load_registered_model(state.registry, state.registry_ref(ref, f"serve.models.{arm}")))
 
 
+def record_log_folder(plan: Plan) -> Path | None:
+    """``serve.record_log``: "off", an absolute folder, or one relative to a local store (under
+    ``.framework/`` when the store is a URL: an object store cannot append)."""
+    setting = str(plan.recipe.serve.record_log)
+    if setting == "off":
+        return None
+    folder = Path(setting).expanduser()
+    if folder.is_absolute():
+        return folder
+    uri = plan.recipe.store.uri
+    base = Path(".framework") if "://" in uri else Path(uri).expanduser()
+    return (base / folder).resolve()
+
+
 def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
     from ..serving import deploy
 
@@ -39,7 +54,10 @@ def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
         placement=serve_cfg.placement,
         replicas=serve_cfg.replicas,
         record_buffer=serve_cfg.record_buffer,
-        admin_token=serve_cfg.admin_token,
+        admin_token=plan.tokens.admin,
+        client_token=plan.tokens.client,
+        record_log=record_log_folder(plan),
+        record_log_fsync=serve_cfg.record_log_fsync,
         **({"faults": dict(serve_cfg.faults)} if serve_cfg.faults else {}),
         autoscaling=dict(serve_cfg.autoscaling or {}),
         batching=dict(serve_cfg.batching or {}),
@@ -49,6 +67,8 @@ def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
     )
     ctx.metric("url", state.app.predict_url)
     ctx.metric("ingress", state.app.ingress)
+    if state.app.record_log:
+        ctx.metric("record_log", state.app.record_log)
     ctx.metric("arms", {m.arm: m.version for m in models})
     write_json(ctx.out_dir / "endpoint.json", {"predict_url": state.app.predict_url, "models": {m.arm: m.version for m in models}})
 
@@ -89,7 +109,7 @@ def run_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
             chunk = rows.iloc[start:start + cfg.batch_size]
             body = {"instances": raw_instances(chunk, features)}  # raw values: strings, nulls
             t0 = time.perf_counter()
-            resp = client.post(state.app.predict_url, json=body)
+            resp = client.post(state.app.predict_url, json=body, headers=state.app.client_headers())
             latencies.append((time.perf_counter() - t0) * 1000.0)
             progress.advance(len(chunk))
             if resp.status_code == 503 and "injected fault" in resp.text and plan.recipe.serve.faults:

@@ -74,7 +74,7 @@ def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
 
     def send(job: tuple[int, dict, dict, Any]) -> tuple[int, Any, Any]:
         i, body, headers, truth = job
-        resp = clients[i % len(clients)].post(url, json=body, headers=headers)
+        resp = clients[i % len(clients)].post(url, json=body, headers={**headers, **state.app.client_headers()})
         return resp.status_code, (resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}), truth
 
     def act_on_events() -> bool:
@@ -115,15 +115,15 @@ def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
                 if cfg.feedback and len(pending) > cfg.feedback_lag:
                     late = [pending.popleft() for _ in range(len(pending) - cfg.feedback_lag)]
                     users.rng.shuffle(late)  # out of order, as real feedback arrives
-                    clients[0].post(feedback_url, json={"feedback": late})
+                    clients[0].post(feedback_url, json={"feedback": late}, headers=state.app.client_headers())
                 if act_on_events() and cfg.stop_on_decision:
                     stopped_early = sent < cfg.requests
                     break
             if cfg.feedback and pending:
-                clients[0].post(feedback_url, json={"feedback": list(pending)})
+                clients[0].post(feedback_url, json={"feedback": list(pending)}, headers=state.app.client_headers())
             act_on_events()
             strategy_state = clients[0].get(state.app.url.rstrip("/") + "/-/strategy",
-                                            headers={"X-Admin-Token": plan.recipe.serve.admin_token or ""}).json()
+                                            headers=state.app.admin_headers()).json()
         finally:
             for c in clients:
                 c.close()

@@ -50,17 +50,27 @@ class StrategyProbe:
     @hookimpl
     def on_stage_finished(self, stage, component, status, seconds, metrics):
         if stage == "online_eval":
-            self.strategy = httpx.get(self.base_url + "-/strategy", timeout=10).json()
+            self.strategy = httpx.get(self.base_url + "-/strategy", timeout=10,
+                                      headers={"X-Admin-Token": ACME_ADMIN_TOKEN}).json()
+
+
+#: the run reads its admin token from the environment (never from the command line)
+ACME_ADMIN_TOKEN = "acme-admin-token-for-the-e2e-test"
 
 
 @pytest.fixture(scope="module")
 def acme_run(ray_session, serve_port, tmp_path_factory):
     base = tmp_path_factory.mktemp("acme")
-    probe = StrategyProbe(f"http://127.0.0.1:{serve_port}/")
-    components = Components.collect(get_plugin_manager(extra=[probe]))
-    plan = plan_recipe(["+recipe=acme_widgets", f"store.uri={base / 'store'}", f"runs_dir={base / 'runs'}",
-                        f"serve.port={serve_port}"], components)
-    result = execute(plan, components, Reporter(quiet=True))
+    env = pytest.MonkeyPatch()
+    env.setenv("FRAMEWORK_ADMIN_TOKEN", ACME_ADMIN_TOKEN)
+    try:
+        probe = StrategyProbe(f"http://127.0.0.1:{serve_port}/")
+        components = Components.collect(get_plugin_manager(extra=[probe]))
+        plan = plan_recipe(["+recipe=acme_widgets", f"store.uri={base / 'store'}", f"runs_dir={base / 'runs'}",
+                            f"serve.port={serve_port}"], components)
+        result = execute(plan, components, Reporter(quiet=True))
+    finally:
+        env.undo()
     stages = {p.name.split("-", 1)[1]: p for p in (result.run_dir / "stages").iterdir()}
     return plan, result, stages, probe, Registry(str(base / "store"))
 

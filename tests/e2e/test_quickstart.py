@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from framework import DataSource, Dataset, hookimpl
-from framework.errors import DataCheckError, RecipeError
+from framework.errors import DataCheckError
 from framework.plugins import Components, get_plugin_manager
 from framework.registry import Registry
 from framework.run import Reporter, execute, plan_recipe

@@ -15,11 +15,6 @@ import pytest
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
 
 
-#: Ray Serve 2.60 replicas bind their inter-deployment gRPC server to [::]:0, hard-coded in
-#: ray/serve/_private/replica.py (_on_initialized); handled by the [harden] work
-XFAIL_REPLICA_GRPC = pytest.mark.xfail(strict=True, reason="Serve replicas bind their internal gRPC port to [::]")
-
-
 def _listening(pids: set[int]) -> list[tuple[int, str, str, int]]:
     found = []
     for conn in psutil.net_connections(kind="inet"):
@@ -38,14 +33,15 @@ def _loopback(ip: str) -> bool:
     return (mapped or address).is_loopback
 
 
-@XFAIL_REPLICA_GRPC
 def test_every_port_of_the_local_ray_and_serve_is_on_loopback(ray_session, serve_port, mlp_onnx):
     from framework.serving import ServedModel, deploy, shutdown_app
     from plugins.strategy_single import SingleConfig, SingleStrategy
 
     model = ServedModel("primary", "v-net", mlp_onnx.path.read_bytes(), mlp_onnx.schema, mlp_onnx.classes,
                         mlp_onnx.input_name, mlp_onnx.output_name)
-    app = deploy([model], SingleStrategy, SingleConfig(), port=serve_port, app_name="net_check")
+    # both placements: the ingress replica and an arm deployment's replica (framework/compat/ray_serve_grpc.py)
+    app = deploy([model], SingleStrategy, SingleConfig(), port=serve_port, app_name="net_check",
+                 route_prefix="/net_check", placement="deployment")
     try:
         ours = {p.pid for p in psutil.Process().children(recursive=True)}
         listening = _listening(ours)
@@ -56,3 +52,15 @@ def test_every_port_of_the_local_ray_and_serve_is_on_loopback(ray_session, serve
         assert any(port == serve_port for _, _, _, port in listening), "the Serve proxy is not among them"
     finally:
         shutdown_app(app)
+
+
+def test_the_ray_token_file_is_private(ray_session):
+    """Ray writes ~/.ray/auth_token 0644; a Ray started by the framework leaves it 0600 ([harden] 8)."""
+    import stat
+
+    from framework.compat.ray_auth_token import token_path
+
+    path = token_path()
+    if not path.exists():
+        pytest.skip("this Ray runs without token authentication: no token file")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -125,7 +125,8 @@ def test_explain_false_or_missing_leaves_the_answer_unchanged(app, client):
         r = client.post(app.predict_url, json={"instances": instances(x), **extra})
         assert r.status_code == 200, r.text
         body = r.json()
-        assert set(body) == {"request_id", "model_version", "arm", "predictions", "probabilities"}
+        # correlation_id: the X-Request-Id the Serve proxy forwards (made up by it when the client sent none)
+        assert set(body) == {"request_id", "correlation_id", "model_version", "arm", "predictions", "probabilities"}
         answers.append((body["predictions"], body["probabilities"]))
     assert answers[0] == answers[1] == answers[2]
 

@@ -29,7 +29,7 @@ from test_serving_http import CLASSES, FEATURES, instance, make_onnx, offline, s
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
 
-TOKEN = "lab-token"
+TOKEN = "lab-token-long-enough-0123"
 ADMIN = {"X-Admin-Token": TOKEN}
 INC, CAND = "champion", "challenger"
 
@@ -266,8 +266,8 @@ def wait_for(check, timeout: float = 10.0):
 # Feedback
 # ---------------------------------------------------------------------------------------------
 def test_feedback_reaches_the_strategy_with_arm_and_prediction(lab, client):
-    rid = f"fb-{uuid.uuid4().hex[:8]}"
-    answer = predict(client, lab, rows(1), key="arm:challenger", rid=rid).json()
+    answer = predict(client, lab, rows(1), key="arm:challenger", rid=f"fb-{uuid.uuid4().hex[:8]}").json()
+    rid = answer["request_id"]  # the server's id, not the client's X-Request-Id
     r = client.post(lab.feedback_url, json={"request_id": rid, "label": answer["predictions"][0]})
     assert r.status_code == 200, r.text
     assert r.json() == {"accepted": 1, "duplicates": 0, "unknown": [], "request_id": rid, "arm": CAND, "duplicate": False}
@@ -541,8 +541,10 @@ def test_admin_promote_rollback_and_events(lab, client):
 
     bad = client.post(lab.url + "-/admin/rollback", json={"reason": 3}, headers=ADMIN)
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "reason"
-    bad = client.post(lab.url + "-/admin/promote", content=b"{", headers=ADMIN)
+    bad = client.post(lab.url + "-/admin/promote", content=b"{", headers={**ADMIN, "Content-Type": "application/json"})
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "body"
+    bad = client.post(lab.url + "-/admin/promote", content=b"{}", headers=ADMIN)  # a body must say it is JSON
+    assert bad.status_code == 415 and bad.json()["error"]["field"] == "Content-Type"
     bad = client.get(lab.url + "-/events?since=abc", headers=ADMIN)
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "since"
 
@@ -648,12 +650,14 @@ def test_strategy_rollback_is_acted_on(canary, client):
 
 
 @pytest.mark.parametrize("command", ["promote", "rollback", "weights"])
-def test_admin_commands_disabled_without_a_token(canary, client, command):
-    r = client.post(f"{canary.url}-/admin/{command}", json={}, headers={"X-Admin-Token": "anything"})
-    assert r.status_code == 403
-    assert r.json()["error"] == {"field": "X-Admin-Token", "reason": "admin endpoints are disabled: deploy with an admin token"}
+def test_deployed_without_a_token_every_admin_endpoint_needs_the_one_deploy_made_up(canary, client, command):
+    r = client.post(f"{canary.url}-/admin/{command}", json={}, headers={"X-Admin-Token": "anything-anything-anything"})
+    assert r.status_code == 401
+    assert r.json()["error"] == {"field": "X-Admin-Token", "reason": "missing or wrong admin token"}
+    assert canary.admin_token and len(canary.admin_token) >= 32
     for read_only in ("-/events", "-/strategy", "-/records"):
-        assert client.get(canary.url + read_only).status_code == 200
+        assert client.get(canary.url + read_only).status_code == 401
+        assert client.get(canary.url + read_only, headers=canary.admin_headers()).status_code == 200
 
 
 # ---------------------------------------------------------------------------------------------

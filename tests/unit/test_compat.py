@@ -180,3 +180,66 @@ def test_ray_still_logs_the_token_auth_notice_and_we_drop_only_that(caplog):
             "Token authentication is disabled for this Ray cluster"]
     finally:
         logger.propagate = propagate
+def test_serve_replicas_still_hard_code_their_grpc_bind_address():
+    """ray_serve_grpc exists because Ray Serve binds each replica's inter-deployment gRPC server
+    to [::]:0 whatever the node's address, through a helper the replica module imports by name."""
+    import ray.serve._private.replica as replica
+
+    from framework.compat.ray_serve_grpc import HARD_CODED
+
+    source = inspect.getsource(replica.Replica._on_initialized)
+    assert f'add_port_to_grpc_server(self._server, "{HARD_CODED}")' in source, (
+        "Ray Serve no longer hard-codes [::]:0 for the replica gRPC server: "
+        "framework/compat/ray_serve_grpc.py is not needed any more (or must follow the new code)")
+    assert callable(replica.add_port_to_grpc_server)
+
+
+def test_grpc_patch_is_a_no_op_outside_a_loopback_node(monkeypatch):
+    import ray
+    import ray.serve._private.replica as replica
+
+    from framework.compat.ray_serve_grpc import bind_replica_grpc_to_loopback
+
+    # an Ingress built in this process (other tests do) may have patched it already
+    original = getattr(replica.add_port_to_grpc_server, "original", replica.add_port_to_grpc_server)
+    monkeypatch.setattr(replica, "add_port_to_grpc_server", original)
+    monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "10.1.2.3")
+    assert bind_replica_grpc_to_loopback() is False
+    assert replica.add_port_to_grpc_server is original
+    monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "127.0.0.1")
+    monkeypatch.setattr(replica, "add_port_to_grpc_server", original)
+    assert bind_replica_grpc_to_loopback() is True
+    calls = []
+    original_bind = replica.add_port_to_grpc_server
+
+    class Server:
+        def add_insecure_port(self, address):
+            calls.append(address)
+            return 1
+
+    assert original_bind(Server(), "[::]:0") == 1 and calls == ["127.0.0.1:0"]
+
+
+def test_ray_still_writes_its_token_file_world_readable():
+    """ray_auth_token exists because Ray writes ~/.ray/auth_token with a plain open(path, "w")."""
+    from ray._private.authentication import authentication_token_setup as setup
+
+    source = inspect.getsource(setup.generate_and_save_token)
+    assert 'open(token_path, "w")' in source and "chmod" not in source and "0o600" not in source, (
+        "Ray now writes its token file privately: framework/compat/ray_auth_token.py is not needed any more")
+
+
+def test_the_token_file_is_made_private(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from framework.compat import ray_auth_token
+
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("x" * 64)
+    os.chmod(token, 0o644)
+    os.chmod(token.parent, 0o755)
+    monkeypatch.setattr(ray_auth_token, "token_path", lambda: token)
+    assert ray_auth_token.protect_ray_auth_token()
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and stat.S_IMODE(token.parent.stat().st_mode) == 0o700

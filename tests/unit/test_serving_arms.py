@@ -17,7 +17,6 @@ FEATURES = ["a", "b", "c"]
 
 
 def linear_softmax(seed: int) -> bytes:
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)

@@ -116,7 +116,7 @@ def test_recipes_verb_reads_recipes_dir(tmp_path):
     done = subprocess.run([sys.executable, "-m", "framework", "recipes", f"recipes_dir={tmp_path}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert f"mine" in done.stdout and str(tmp_path / "mine.yaml") in done.stdout
+    assert "mine" in done.stdout and str(tmp_path / "mine.yaml") in done.stdout
     bad = subprocess.run([sys.executable, "-m", "framework", "recipes", "seed=3"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "recipes_dir" in bad.stderr

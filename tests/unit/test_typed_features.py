@@ -108,7 +108,6 @@ def test_regression_metrics_and_the_runner_of_a_regression():
     assert figures["r2"] == pytest.approx(1 - (0.5 / 2.0))
     assert regression_metrics([2.0, 2.0], [2.0, 2.0])["r2"] == 1.0
 
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from framework.serving.onnx_runner import OnnxRunner
