@@ -49,6 +49,8 @@ OUTPUT = "prediction"
 #: ranks at which a sketch's quantiles are read: every item of an exact sketch (<= 2048 values),
 #: a 1/2048 grid of an approximate one
 QUANTILE_GRID = 2049
+#: windows listed in the metrics (drift.json has them all)
+MAX_WINDOWS_LISTED = 48
 
 
 def _num(value: Any) -> Optional[float]:
@@ -174,6 +176,9 @@ class WhylogsDriftMonitor(Monitor):
         metrics["columns_drifted"] = len(drifted)
         metrics["drifted_columns"] = sorted(drifted)
         metrics["windows"] = sum(len(v["windows"]) for v in versions.values())
+        metrics["drift_by_window"] = [{"model_version": version, "start": w["start"], "end": w["end"], "rows": w["rows"],
+                                       "tests": w["tests"], "drifted": w["drifted"]}
+                                      for version, v in versions.items() for w in v["windows"]][-MAX_WINDOWS_LISTED:]
         pvalues = [c["p_adjusted"] for v in versions.values() for w in v["windows"] for c in w["columns"]
                    if c["p_adjusted"] is not None]
         metrics["min_p_adjusted"] = min(pvalues, default=None)

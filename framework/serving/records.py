@@ -49,3 +49,27 @@ def records_columns(rows: Sequence[tuple], feature_names: Sequence[str]) -> dict
     for i, name in enumerate(RECORD_FIELDS, start=1):
         columns[name] = [r[i] for r in rows]
     return columns
+
+
+def answers_frame(answers: Sequence[dict], feature_names: Sequence[str]) -> Any:
+    """The answers of a record log (``recordlog.read_records``: deduplicated by request id) as
+    the served rows a monitor looks at: one row per instance, the features then
+    ``RECORD_FIELDS`` (timestamp as UTC datetimes), in served order. A record whose rows do not
+    have the schema's width is skipped (a replica of another deployment)."""
+    import pandas as pd
+
+    width = len(feature_names)
+    rows: list[tuple] = []
+    for a in answers:
+        predictions = a.get("predictions") or ()
+        for row, label in zip(a.get("rows") or (), predictions):
+            if len(row) != width:
+                continue
+            rows.append((tuple(row), label, a.get("model_version"), a.get("arm"), a.get("latency_ms"),
+                         a.get("request_id"), a.get("time"), a.get("correlation_id")))
+    frame = pd.DataFrame(records_columns(rows, feature_names))
+    numeric = [c for c in feature_names if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+    if numeric:
+        frame[numeric] = frame[numeric].astype("float64")
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
+    return frame

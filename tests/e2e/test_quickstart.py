@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass
 
 import httpx
+import numpy as np
 import pytest
 
 from framework import DataSource, Dataset, hookimpl
@@ -227,3 +228,51 @@ def test_in_distribution_traffic_raises_no_drift_alarm(quickstart):
     assert drift["reference"]["data"].startswith(result.state.data_version.ref)
     stored = list((base / "store" / "derived" / "data").rglob("*.bin"))
     assert len(stored) == 1 and drift["reference"]["reused"] is False
+
+
+def test_monitor_verb_reads_the_record_log_and_catches_a_shift(quickstart, tmp_path, capsys):
+    """``python -m framework monitor`` on the deployment's durable record log (off the request
+    path): the same rows, deduplicated by request id (a replayed segment, as a restarted replica
+    may leave, adds nothing), against the reference the run stored; then a log of shifted
+    traffic, in windows, caught with since-when."""
+    from framework.cli import main
+    from framework.serving.recordlog import SUFFIX, encode, read_records
+
+    result, _, base = quickstart
+    overrides = ["+recipe=quickstart", f"store.uri={base / 'store'}", f"runs_dir={tmp_path / 'runs'}"]
+    app_logs = base / "store" / "records" / "quickstart"
+    records, = [p for p in app_logs.iterdir() if p.is_dir()]
+    answers, _ = read_records(records)
+    segment = next(p for p in records.iterdir() if p.name.endswith(SUFFIX))
+    (records / f"zz-replayed{SUFFIX}").write_bytes(segment.read_bytes())  # every answer twice on disk
+
+    assert main(["monitor", *overrides, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["records"] == str(records) and out["answers"] == len(answers)
+    assert out["rows"] == sum(len(a["rows"]) for a in answers) >= 85
+    report, = out["reports"]
+    assert report["alerts"] == [] and report["metrics"]["columns_checked"] == 31
+    drift = json.loads((tmp_path / "runs").glob("*-monitor-quickstart").__next__().joinpath("drift.json").read_text())
+    assert drift["reference"]["reused"] is True  # the profile the run stored with the data version
+
+    # shifted traffic of the served version: 3 windows of 120 rows, 'mean radius' +1 sd in the last two
+    rng = np.random.default_rng(0)
+    test = result.state.splits.test
+    features = list(result.state.splits.dataset.features)
+    version = next(iter(result.state.app.models.values()))
+    spread = result.state.splits.train["mean radius"].std()
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    lines = []
+    for i in range(360):
+        row = test.iloc[int(rng.integers(len(test)))][features].astype(float).tolist()
+        if i >= 120:
+            row[features.index("mean radius")] += spread
+        lines.append(encode({"type": "answer", "request_id": f"s{i}", "time": 1_700_000_000.0 + i, "kind": "predict",
+                             "arm": "primary", "model_version": version, "latency_ms": 0.5, "rows": [row],
+                             "predictions": [1], "prediction": 1}))
+    (shifted / f"0001{SUFFIX}").write_bytes(b"".join(lines))
+    assert main(["monitor", *overrides, f"records={shifted}", "+monitor.0.window_rows=120", "+monitor.0.outputs=false"]) == 0
+    text = capsys.readouterr().out
+    assert "ALERT drift in feature 'mean radius'" in text and "since 2023-11-14T22:15:20+00:00 (2 windows)" in text
+    assert text.count("mean radius") >= 3  # two windows list it, and the alert
