@@ -944,6 +944,13 @@ class ServedWindow:
     #: ``ref``): what a monitor derives from the training rows once, reused by later runs. None
     #: outside a run
     reference_files: "ReferenceFiles | None" = None
+    #: feedback that arrived for these answers: a frame of ``request_id``, ``label`` (None for a
+    #: reward or clicks), ``time``; None: not available (no record log)
+    feedback: Any = None
+    #: each served model version's confidence in its answers on labeled reference rows it did
+    #: not learn from (the validation split), and whether each was right: version ->
+    #: {"confidence": [...], "correct": [...]} (classification only). None: not computed
+    calibration: dict[str, dict] | None = None
 
 
 class ReferenceFiles:

@@ -39,7 +39,16 @@ from typing import Any, List, Optional
 
 from framework import DataSplits, Monitor, MonitorReport, ServedWindow, hookimpl
 from framework.errors import RecipeError
-from framework.monitoring import CategoricalSummary, DriftSettings, NumericSummary, assess_windows, summarize
+from framework.monitoring import (
+    CategoricalSummary,
+    DriftSettings,
+    NumericSummary,
+    assess_windows,
+    by_version,
+    check_window,
+    cut_windows,
+    summarize,
+)
 
 NAME = "whylogs_drift"
 REFERENCE_PROFILE = "reference_profile.bin"
@@ -85,12 +94,7 @@ class WhylogsDriftMonitor(Monitor):
     @classmethod
     def check_config(cls, config: Any, key: str, refs: Any = None) -> None:
         DriftSettings(float(config.alpha), float(config.min_effect), str(config.family)).check(key)
-        if config.window_rows is not None and config.window_rows < 1:
-            raise RecipeError(f"{key}.window_rows: a number of rows >= 1, got {config.window_rows}")
-        if config.window_seconds is not None and not config.window_seconds > 0:
-            raise RecipeError(f"{key}.window_seconds: a duration > 0, got {config.window_seconds}")
-        if config.window_rows is not None and config.window_seconds is not None:
-            raise RecipeError(f"{key}: give window_rows or window_seconds, not both")
+        check_window(config.window_rows, config.window_seconds, key)
 
     @property
     def settings(self) -> DriftSettings:
@@ -152,7 +156,7 @@ class WhylogsDriftMonitor(Monitor):
                 roles[OUTPUT] = "output"
             windows = []
             wanted = {**{c: numeric[c] for c in present}, **({OUTPUT: output_numeric} if OUTPUT in roles else {})}
-            for start, end, part in self._windows(rows):
+            for start, end, part in cut_windows(rows, self.config.window_rows, self.config.window_seconds):
                 view = profile(part[list(wanted)], wanted)
                 served_views.append(view)
                 windows.append((start, end, summaries(view, list(wanted), wanted)))
@@ -212,36 +216,6 @@ class WhylogsDriftMonitor(Monitor):
         view = profile(train[columns], numeric)
         where = files.write(name, view.serialize()) if files is not None else None
         return view, False, where
-
-    def _windows(self, rows):
-        """(start, end, rows) of each window, oldest first (rows in served order)."""
-        import pandas as pd
-
-        if "timestamp" in rows.columns and len(rows):
-            rows = rows.sort_values("timestamp", kind="stable")
-            times = pd.to_datetime(rows["timestamp"], utc=True)
-        else:
-            times = None
-        n = len(rows)
-
-        def bounds(part_times):
-            if part_times is None or not len(part_times):
-                return None, None
-            return part_times.iloc[0].isoformat(), part_times.iloc[-1].isoformat()
-
-        if self.config.window_rows:
-            size = int(self.config.window_rows)
-            for i in range(0, n, size):
-                part = rows.iloc[i:i + size]
-                yield (*bounds(None if times is None else times.iloc[i:i + size]), part)
-        elif self.config.window_seconds and times is not None:
-            seconds = (times - times.iloc[0]).dt.total_seconds()
-            index = (seconds // float(self.config.window_seconds)).astype(int).to_numpy()
-            for w in sorted(set(index.tolist())):
-                mask = index == w
-                yield (*bounds(times[mask]), rows[mask])
-        else:
-            yield (*bounds(times), rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,15 +280,6 @@ def write_view(view: Any, path: Any) -> None:
     from whylogs.api.writer.local import LocalWriter
 
     LocalWriter(base_dir=str(path.parent)).write(file=view, dest=path.name)
-
-
-def by_version(frame: Any):
-    """(model version, its rows) of a served frame; one group "all" without a version column."""
-    if "model_version" not in frame.columns:
-        yield "all", frame
-        return
-    for version, rows in frame.groupby(frame["model_version"].astype(str), sort=True):
-        yield str(version), rows
 
 
 def alert_text(version: str, entry: dict, results: list) -> str:

@@ -17,3 +17,5 @@ from .drift import (  # noqa: F401
     ks_test,
     summarize,
 )
+from .windows import by_version, check_window, cut_windows  # noqa: F401
+from .performance import Calibration, estimate_accuracy, join_labels, true_accuracy, wilson  # noqa: F401

@@ -254,7 +254,7 @@ class Ingress:
             body["explanations"] = await self.arms.explain(explained, parsed.x)
         payload = dumps(body)
         self._served(parsed.rows, served, version, arm, latency_ms, request_id, correlation_id,
-                     served[0] if len(served) == 1 else served, "predict")
+                     served[0] if len(served) == 1 else served, "predict", body.get("probabilities"))
         if route.shadows and not route.merge:
             self.arms.spawn_shadows(route.shadows, arm, parsed.x, request_id, None)
         # X-Request-Id itself is added to every response by the Serve proxy (same value); setting
@@ -299,7 +299,7 @@ class Ingress:
         return Response(payload, media_type=JSON_TYPE, headers={"X-Model-Version": version})
 
     def _served(self, rows: list, labels: list, version: str, arm: str, latency_ms: float, request_id: str,
-                correlation_id: str | None, prediction: Any, kind: str) -> None:
+                correlation_id: str | None, prediction: Any, kind: str, probabilities: Any = None) -> None:
         """An answer was given: the record buffer, the ledger and the record log (queued, no I/O)."""
         now = time.time()
         self.metrics.served(kind, arm, latency_ms, len(rows))
@@ -309,7 +309,7 @@ class Ingress:
             self.record_log.append({"type": "answer", "request_id": request_id, "correlation_id": correlation_id,
                                     "time": now, "kind": kind, "arm": arm, "model_version": version,
                                     "latency_ms": latency_ms, "rows": rows, "predictions": labels,
-                                    "prediction": prediction})
+                                    "prediction": prediction, "probabilities": probabilities})
 
     # -- feedback ------------------------------------------------------------------------------
     async def _feedback(self, request: Request, request_id: str, start: float) -> Response:

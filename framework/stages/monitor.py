@@ -35,7 +35,8 @@ def run_monitor(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
         remember_reference(state, files, frame)
     served = ServedWindow(frame=frame, features=list(state.splits.dataset.features),
                           reference_outputs=reference_outputs(state.registry, state.splits.train, frame, ctx),
-                          reference_files=files)
+                          reference_files=files, feedback=feedback_frame(state.app.record_log),
+                          calibration=calibration(state.registry, state.splits, frame, ctx))
     evaluate_monitors(stage.components, served, state.splits, ctx, components)
 
 
@@ -75,7 +76,7 @@ def served_rows(app: Any, features: list[str], ctx: RunStageContext) -> Any:
     ctx.metric("rows_from_record_log", int(len(logged)))
     if not len(fresh):
         return logged
-    return pd.concat([logged, fresh[logged.columns]], ignore_index=True).sort_values("timestamp", kind="stable",
+    return pd.concat([logged, fresh.reindex(columns=logged.columns)], ignore_index=True).sort_values("timestamp", kind="stable",
                                                                                    ignore_index=True)
 
 
@@ -100,6 +101,46 @@ def reference_outputs(registry: Any, rows: Any, frame: Any, ctx: RunStageContext
             out[version] = [float(v) for v in answers[:, 0]]
         else:
             out[version] = [model.classes[i] for i in answers.argmax(axis=1)]
+    return out
+
+
+def feedback_frame(records: Any) -> Any:
+    """Feedback of a record log (deduplicated): request_id, label, time; None without a log."""
+    import pandas as pd
+
+    from ..serving.recordlog import read_records
+
+    if not records or not Path(records).exists():
+        return None
+    _, feedback = read_records(records)
+    return pd.DataFrame({"request_id": [f["request_id"] for f in feedback],
+                         "label": [f.get("label") for f in feedback],
+                         "time": pd.to_datetime([f.get("time") for f in feedback], unit="s", utc=True)})
+
+
+def calibration(registry: Any, splits: DataSplits, frame: Any, ctx: RunStageContext) -> dict[str, dict]:
+    """Each served classifier's confidence and correctness on the validation rows (labeled, not
+    learnt from): what a performance estimate before labels calibrates on."""
+    from ..evaluation import onnx_session
+    from ..registry.models import load_registered_model
+
+    out: dict[str, dict] = {}
+    rows = splits.val
+    if registry is None or frame is None or not len(rows) or "model_version" not in getattr(frame, "columns", ()):
+        return out
+    truth = [str(v) for v in rows[splits.dataset.target]]
+    for version in sorted({str(v) for v in frame["model_version"].dropna().unique()}):
+        try:
+            model = load_registered_model(registry, version)
+        except Exception as exc:
+            ctx.logger.warning("monitor: no calibration for %s: %s", version, exc)
+            continue
+        if model.task == "regression":
+            continue
+        p = onnx_session(model.onnx_bytes).run([model.output_name], model.layout.feeds(rows))[0]
+        answered = [str(model.classes[i]) for i in p.argmax(axis=1)]
+        out[version] = {"confidence": [float(v) for v in p.max(axis=1)],
+                        "correct": [a == t for a, t in zip(answered, truth)]}
     return out
 
 
@@ -139,6 +180,7 @@ def remember_reference(state: RunState, files: ReferenceFiles, frame: Any) -> No
     part = files.ref.split("#", 1)[1]
     manifest = {"data_version": state.data_version.ref, "part": part,
                 "rows": [_plain(label) for label in state.splits.train.index],
+                "val_rows": [_plain(label) for label in state.splits.val.index],
                 "dataset": {"name": ds.name, "features": list(ds.features), "target": ds.target, "task": ds.task,
                             "classes": [_plain(c) for c in ds.classes] if ds.classes is not None else None}}
     files.write("reference.json", json.dumps(manifest).encode())
@@ -181,10 +223,11 @@ def reference_for(registry: Any, model_ref: str) -> tuple[DataSplits, ReferenceF
     if missing:
         raise StageError(f"monitor: data version {data.ref} lacks reference rows {missing[:5]} (part {where['part']})")
     train = frame.loc[manifest["rows"]]
+    val = frame.loc[manifest.get("val_rows") or []]
     d = manifest["dataset"]
     dataset = Dataset(name=d["name"], frame=frame, features=list(d["features"]), target=d["target"], task=d["task"],
                       classes=d["classes"])
-    return DataSplits(dataset, train, train.iloc[:0], train.iloc[:0]), files
+    return DataSplits(dataset, train, val, train.iloc[:0]), files
 
 
 def monitor_records(plan: Plan, components: Components, records: Path, out_dir: Path) -> dict:
@@ -209,7 +252,8 @@ def monitor_records(plan: Plan, components: Components, records: Path, out_dir: 
     frame = answers_frame(answers, list(splits.dataset.features))
     ctx = RunStageContext("monitor", out_dir, plan.recipe.seed, registry=registry)
     served = ServedWindow(frame=frame, features=list(splits.dataset.features),
-                          reference_outputs=reference_outputs(registry, splits.train, frame, ctx), reference_files=files)
+                          reference_outputs=reference_outputs(registry, splits.train, frame, ctx), reference_files=files,
+                          feedback=feedback_frame(records), calibration=calibration(registry, splits, frame, ctx))
     reports = evaluate_monitors(stage.components, served, splits, ctx, components)
     write_json(out_dir / "metrics.json", ctx.metrics)
     return {"records": str(records), "answers": len(answers), "feedback": len(feedback), "rows": int(len(frame)),

@@ -250,8 +250,12 @@ def test_monitor_verb_reads_the_record_log_and_catches_a_shift(quickstart, tmp_p
     out = json.loads(capsys.readouterr().out)
     assert out["records"] == str(records) and out["answers"] == len(answers)
     assert out["rows"] == sum(len(a["rows"]) for a in answers) >= 85
-    report, = out["reports"]
-    assert report["alerts"] == [] and report["metrics"]["columns_checked"] == 31
+    drift_report, performance = out["reports"]
+    assert drift_report["alerts"] == [] and drift_report["metrics"]["columns_checked"] == 31
+    # before any label: the accuracy estimated from the calibrated confidence, near the model's
+    assert performance["alerts"] == [] and performance["metrics"]["labels"] == 0
+    (estimate,) = performance["metrics"]["estimated_accuracy_by_version"].values()
+    assert 0.85 < estimate <= 1.0
     drift = json.loads((tmp_path / "runs").glob("*-monitor-quickstart").__next__().joinpath("drift.json").read_text())
     assert drift["reference"]["reused"] is True  # the profile the run stored with the data version
 
