@@ -15,7 +15,10 @@
   (direct ingress) under load at concurrency 1 and 8 beside the bare-process limit (one uvicorn +
   onnxruntime process), p50 in alternating rounds.
 
-    python benchmarks/monitoring.py [--seeds 200] [--parts drift profiling metrics]
+* ``cbpe``: accuracy estimated before labels against the true accuracy, window by window, on
+  real data with a shift (seattle-weather by quarter, a slice of breast cancer);
+
+    python benchmarks/monitoring.py [--seeds 200] [--parts drift profiling cbpe metrics]
 """
 from __future__ import annotations
 
@@ -95,6 +98,80 @@ def wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (share + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# ---------------------------------------------------------------------------------------------
+def cbpe_part() -> dict:
+    """Accuracy estimated before labels (calibrated confidence) against the true accuracy, per window:
+    seattle-weather (vega_datasets: 1,461 real dated days; the model learns 2012, is calibrated on
+    2013, serves 2014-2015 month by month) and breast cancer (scikit-learn; calibrated on held-out
+    rows, served the large-mass slice, `mean radius` > 15, in windows of 20)."""
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from vega_datasets import data
+
+    from framework.monitoring import Calibration, estimate_accuracy
+
+    def windows_of(model, x_cal, y_cal, served_windows):
+        classes = list(model.classes_)
+        p_cal = model.predict_proba(x_cal)
+        calibration = Calibration(p_cal.max(axis=1), [classes[i] == y for i, y in zip(p_cal.argmax(axis=1), y_cal)])
+        rows = []
+        for name, x, y in served_windows:
+            p = model.predict_proba(x)
+            est = estimate_accuracy(p.max(axis=1), calibration)["estimated_accuracy"]
+            true = float(np.mean([classes[i] == t for i, t in zip(p.argmax(axis=1), y)]))
+            rows.append({"window": name, "rows": len(y), "estimated": est, "true": true, "error": abs(est - true)})
+        return calibration.reference_accuracy, rows
+
+    out = {}
+    weather = data.seattle_weather()
+    weather["date"] = pd.to_datetime(weather["date"])
+    weather["month"] = weather["date"].dt.month
+    features = ["precipitation", "temp_max", "temp_min", "wind", "month"]
+    year = weather["date"].dt.year
+    train, cal, served = weather[year == 2012], weather[year == 2013], weather[year >= 2014]
+    model = RandomForestClassifier(n_estimators=200, min_samples_leaf=5, random_state=0).fit(train[features], train["weather"])
+    served_windows = [(str(period), part[features], part["weather"].tolist())
+                      for period, part in served.groupby(served["date"].dt.to_period("Q"))]
+    ref, rows = windows_of(model, cal[features], cal["weather"].tolist(), served_windows)
+    out["seattle_weather"] = {"model": "random forest (200 trees), trained on 2012", "calibrated_on": "2013",
+                              "reference_accuracy": ref, "windows": rows,
+                              "mae": float(np.mean([r["error"] for r in rows]))}
+
+    # the same days, the years mixed: the model learns half of every year, is calibrated on a
+    # quarter, serves the last quarter season by season (covariate shift: the seasons move, the
+    # labelling does not)
+    fit_w, rest_w = train_test_split(weather, test_size=0.5, random_state=0)
+    cal_w, served_w = train_test_split(rest_w, test_size=0.5, random_state=0)
+    model = RandomForestClassifier(n_estimators=200, min_samples_leaf=5, random_state=0).fit(fit_w[features], fit_w["weather"])
+    season = served_w["date"].dt.month.map(lambda m: ("winter", "spring", "summer", "autumn")[(m % 12) // 3])
+    served_windows = [(name, part[features], part["weather"].tolist()) for name, part in served_w.groupby(season)]
+    ref, rows = windows_of(model, cal_w[features], cal_w["weather"].tolist(), served_windows)
+    out["seattle_weather_seasons"] = {"model": "random forest (200 trees), trained on half of 2012-2015",
+                                      "calibrated_on": "a quarter of 2012-2015", "reference_accuracy": ref,
+                                      "windows": rows, "mae": float(np.mean([r["error"] for r in rows]))}
+
+    cancer = load_breast_cancer(as_frame=True)
+    frame = cancer.frame
+    large = frame[frame["mean radius"] > 15]
+    rest = frame[frame["mean radius"] <= 15]
+    fit, cal2 = train_test_split(rest, test_size=0.4, random_state=0, stratify=rest["target"])
+    names = list(cancer.feature_names)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=1000)).fit(fit[names], fit["target"])
+    served_windows = [(f"large masses {i // 20 + 1}", large[names].iloc[i:i + 20], large["target"].iloc[i:i + 20].tolist())
+                      for i in range(0, len(large), 20)]
+    ref, rows = windows_of(model, cal2[names], cal2["target"].tolist(), served_windows)
+    out["breast_cancer_large_masses"] = {"model": "logistic regression, trained on masses of radius <= 15",
+                                         "calibrated_on": "held-out masses of radius <= 15",
+                                         "reference_accuracy": ref, "windows": rows,
+                                         "mae": float(np.mean([r["error"] for r in rows]))}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +301,7 @@ def metrics_served(requests: int, concurrency: list[int], rounds: int, warmup: i
 # ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=["drift", "profiling", "metrics"])
+    parser.add_argument("--parts", nargs="+", default=["drift", "profiling", "cbpe", "metrics"])
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--reference-rows", type=int, default=5000)
     parser.add_argument("--alpha", type=float, default=0.05)
@@ -254,6 +331,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| before: p < {d['alpha']} per feature, no correction | {d['uncorrected_any_alarm_unshifted']:.1%} | "
               f"{d['uncorrected_detected']:.1%} | |")
         print()
+    if "cbpe" in args.parts:
+        c = out["cbpe"] = cbpe_part()
+        for name, r in c.items():
+            print(f"Accuracy before labels, {name}: {r['model']}, calibrated on {r['calibrated_on']} "
+                  f"(accuracy there {r['reference_accuracy']:.3f})")
+            print()
+            print("| window | rows | estimated | true | abs. error |")
+            print("|---|---:|---:|---:|---:|")
+            for w in r["windows"]:
+                print(f"| {w['window']} | {w['rows']} | {w['estimated']:.3f} | {w['true']:.3f} | {w['error']:.3f} |")
+            print(f"| mean absolute error | | | | {r['mae']:.3f} |")
+            print()
     if "profiling" in args.parts:
         p = out["profiling"] = profiling_part(args.batches, 5)
         print(f"Profiling: {p['rows']} rows x {p['columns']} columns in batches of {WINDOW}, best of 5")
