@@ -977,6 +977,9 @@ class MonitorReport:
     metrics: dict[str, Any] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
+    #: points the HTML report plots: {"panel": "drift" | "accuracy" | ..., "group" (e.g. the model
+    #: version), "series", "window" (its start, ISO time), "value", "flag" (e.g. drifted)}
+    timeline: list[dict] = field(default_factory=list)
 
 
 class Monitor(Component):

@@ -54,6 +54,7 @@ class PerformanceMonitor(Monitor):
         alerts: list[str] = []
         versions: dict[str, Any] = {}
         errors: list[float] = []
+        timeline: list[dict] = []
         for version, rows in (by_version(frame) if len(frame) else ()):
             calib_data = (served.calibration or {}).get(version)
             calib = None
@@ -72,6 +73,10 @@ class PerformanceMonitor(Monitor):
                     errors.append(w["estimate_error"])
                 alerts.extend(self._alerts(version, w))
                 windows.append(w)
+                for series, key in (("true accuracy", "accuracy"), ("estimated accuracy", "estimated_accuracy")):
+                    if w.get(key) is not None:
+                        timeline.append({"panel": "accuracy", "group": version, "series": series,
+                                         "window": start or "all", "value": float(w[key])})
             versions[version] = {"rows": int(len(rows)), "calibrated_on": calib.rows if calib else 0, "windows": windows}
         latest = [v["windows"][-1] for v in versions.values() if v["windows"]]
         metrics = {
@@ -87,7 +92,7 @@ class PerformanceMonitor(Monitor):
         (ctx.out_dir / REPORT_FILE).write_text(json.dumps({"monitor": NAME, "config": {
             "accuracy_drop_max": cfg.accuracy_drop_max, "min_labels": cfg.min_labels}, "versions": versions}, indent=2,
             default=str))
-        return MonitorReport(NAME, metrics=metrics, alerts=alerts, artifacts=[REPORT_FILE])
+        return MonitorReport(NAME, metrics=metrics, alerts=alerts, artifacts=[REPORT_FILE], timeline=timeline)
 
     def _alerts(self, version: str, w: dict) -> list[str]:
         ref = w.get("reference_accuracy")

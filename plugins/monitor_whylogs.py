@@ -136,6 +136,7 @@ class WhylogsDriftMonitor(Monitor):
         present = [c for c in columns if c in frame.columns]
 
         versions: dict[str, Any] = {}
+        timeline: list[dict] = []
         served_views = []
         tested: set[str] = set()
         drifted: set[str] = set()
@@ -163,6 +164,9 @@ class WhylogsDriftMonitor(Monitor):
             results, since = assess_windows(reference_summaries, windows, settings, roles)
             for w in results:
                 tested.update(t.column for t in w.tests)
+                timeline.extend({"panel": "drift", "group": version, "window": w.start or "all",
+                                 "series": t.column if t.role != "missing" else f"{t.column} (missing)",
+                                 "value": float(t.effect), "flag": t.drifted} for t in w.tests)
             for entry in since.values():
                 drifted.add(entry["column"])
                 alerts.append(alert_text(version, entry, results))
@@ -199,7 +203,7 @@ class WhylogsDriftMonitor(Monitor):
         }
         (ctx.out_dir / DRIFT_FILE).write_text(json.dumps(report, indent=2, default=str))
         artifacts.append(DRIFT_FILE)
-        return MonitorReport(monitor=NAME, metrics=metrics, alerts=alerts, artifacts=artifacts)
+        return MonitorReport(monitor=NAME, metrics=metrics, alerts=alerts, artifacts=artifacts, timeline=timeline)
 
     def _reference_profile(self, train, columns, numeric, served) -> tuple[Any, bool, Optional[str]]:
         """The training rows' profile: read from the data version's store, else built (and stored)."""

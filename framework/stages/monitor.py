@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .state import RunState
 
 #: stored with a served model version: which data version and part its monitors compare against
 REFERENCE_POINTER = "monitor-reference.json"
+REPORT_HTML = "report.html"
 
 
 def run_monitor(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
@@ -41,7 +43,7 @@ def run_monitor(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
 
 
 def evaluate_monitors(planned_monitors: Any, served: ServedWindow, splits: DataSplits, ctx: RunStageContext,
-                      components: Components) -> list[dict]:
+                      components: Components, title: str | None = None) -> list[dict]:
     """Every monitor on the window; alerts to the hook; metrics and ``reports.json`` written."""
     alerts: list[str] = []
     reports = []
@@ -55,7 +57,22 @@ def evaluate_monitors(planned_monitors: Any, served: ServedWindow, splits: DataS
             ctx.metric(key, value)
     ctx.metric("alerts", len(alerts))
     write_json(ctx.out_dir / "reports.json", reports)
+    write_report(ctx.out_dir / REPORT_HTML, served, reports, ctx,
+                 title or f"Monitoring report: run {ctx.out_dir.parent.parent.name}")
     return reports
+
+
+def write_report(path: Path, served: ServedWindow, reports: list[dict], ctx: RunStageContext, title: str) -> None:
+    """The self-contained HTML report (``framework.monitoring.report``) next to the reports."""
+    from ..monitoring.report import render
+
+    frame = served.frame
+    versions = sorted({str(v) for v in frame["model_version"].dropna().unique()}) if "model_version" in frame else []
+    meta = {"served rows": int(len(frame)), "model versions": versions,
+            "reference": getattr(served.reference_files, "ref", None) or "the run's training rows",
+            "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path.write_text(render(title, reports, frame, meta))
+    ctx.metric("report", str(path))
 
 
 def served_rows(app: Any, features: list[str], ctx: RunStageContext) -> Any:
@@ -254,7 +271,8 @@ def monitor_records(plan: Plan, components: Components, records: Path, out_dir: 
     served = ServedWindow(frame=frame, features=list(splits.dataset.features),
                           reference_outputs=reference_outputs(registry, splits.train, frame, ctx), reference_files=files,
                           feedback=feedback_frame(records), calibration=calibration(registry, splits, frame, ctx))
-    reports = evaluate_monitors(stage.components, served, splits, ctx, components)
+    reports = evaluate_monitors(stage.components, served, splits, ctx, components,
+                                f"Monitoring report: {plan.recipe.name}, record log {records.name}")
     write_json(out_dir / "metrics.json", ctx.metrics)
     return {"records": str(records), "answers": len(answers), "feedback": len(feedback), "rows": int(len(frame)),
             "versions": versions, "reference": files.ref, "reports": reports, "metrics": ctx.metrics,

@@ -280,3 +280,50 @@ def test_monitor_verb_reads_the_record_log_and_catches_a_shift(quickstart, tmp_p
     text = capsys.readouterr().out
     assert "ALERT drift in feature 'mean radius'" in text and "since 2023-11-14T22:15:20+00:00 (2 windows)" in text
     assert text.count("mean radius") >= 3  # two windows list it, and the alert
+
+
+def chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium-headless-shell") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def screenshot(page, out):
+    """The page rendered by headless Chromium, offline (every host name unresolvable)."""
+    import subprocess
+
+    exe = chromium()
+    if exe is None:
+        pytest.skip("no headless Chromium: `make browser` installs chromium-headless-shell")
+    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--host-resolver-rules=MAP * ~NOTFOUND", f"--screenshot={out}", "--window-size=1000,2600",
+                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    return Image.open(out).convert("RGB")
+
+
+def coloured_pixels(image, rgb, tolerance: int = 6) -> int:
+    import numpy as np
+
+    a = np.asarray(image).astype(int)
+    return int((np.abs(a - np.asarray(rgb)).max(axis=2) <= tolerance).sum())
+
+
+def test_the_html_report_renders_in_a_real_browser(quickstart, tmp_path):
+    """The run's monitoring report: one self-contained page (nothing fetched from any network),
+    opened in headless Chromium; its plots are drawn (the series colours are on screen)."""
+    result, _, _ = quickstart
+    stages = {p.name.split("-", 1)[1]: p for p in (result.run_dir / "stages").iterdir()}
+    page = stages["monitor"] / "report.html"
+    text = page.read_text()
+    assert "src=" not in text and "href=" not in text and "<script" not in text  # self-contained, offline
+    for panel in ("drift", "accuracy", "latency", "traffic"):
+        assert f'data-panel="{panel}"' in text, panel
+    assert "No alert" in text and "Drift table: whylogs_drift" in text
+
+    image = screenshot(page, tmp_path / "report.png")
+    assert image.size == (1000, 2600)
+    blue, orange = (0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)  # the first two series colours
+    assert coloured_pixels(image, blue) > 400 and coloured_pixels(image, orange) > 200
+    assert coloured_pixels(image, (255, 255, 255)) < 0.97 * 1000 * 2600  # not a blank page
