@@ -72,7 +72,7 @@ def _svg_chart(points: Sequence[dict], y_label: str, y_max: float | None = None)
     def y_of(v: float) -> float:
         return HEIGHT - PAD - (HEIGHT - 2 * PAD) * (v / top)
 
-    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT + 18 * ((len(series) + 2) // 3)}" '
+    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT + 18 * ((len(series) + 1) // 2)}" '
              f'role="img" aria-label="{html.escape(y_label)}">',
              f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#999"/>',
              f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#999"/>',
@@ -81,10 +81,12 @@ def _svg_chart(points: Sequence[dict], y_label: str, y_max: float | None = None)
         y = y_of(top * frac)
         parts.append(f'<text x="4" y="{y + 4:.1f}" font-size="10">{top * frac:.3g}</text>')
     step = max(1, len(windows) // 6)
+    same_day = len({str(w)[:10] for w in windows}) == 1
     for i, w in enumerate(windows):
         if i % step == 0:
+            text = str(w)[11:19] if same_day and len(str(w)) >= 19 else str(w)[:16]
             parts.append(f'<text x="{x_of[w]:.1f}" y="{HEIGHT - PAD + 14}" font-size="9" text-anchor="middle">'
-                         f'{html.escape(str(w)[:16])}</text>')
+                         f'{html.escape(text)}</text>')
     for k, (name, pts) in enumerate(series.items()):
         colour = PALETTE[k % len(PALETTE)]
         pts = sorted((p for p in pts if p["value"] is not None and not math.isnan(p["value"])), key=lambda p: p["window"])
@@ -97,9 +99,9 @@ def _svg_chart(points: Sequence[dict], y_label: str, y_max: float | None = None)
             parts.append(f'<circle class="point{" flagged" if p.get("flag") else ""}" cx="{x_of[p["window"]]:.1f}" '
                          f'cy="{y_of(p["value"]):.1f}" r="{r}" fill="{colour}"{stroke}>'
                          f'<title>{html.escape(name)} {html.escape(str(p["window"]))}: {p["value"]:.4g}</title></circle>')
-        lx, ly = PAD + 230 * (k % 3), HEIGHT + 4 + 18 * (k // 3)
+        lx, ly = PAD + 320 * (k % 2), HEIGHT + 4 + 18 * (k // 2)
         parts.append(f'<rect x="{lx}" y="{ly}" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{lx + 14}" y="{ly + 9}" font-size="11">{html.escape(name[:34])}</text>')
+                     f'<text x="{lx + 14}" y="{ly + 9}" font-size="11">{html.escape(name[:50])}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
