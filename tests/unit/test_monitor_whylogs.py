@@ -244,3 +244,32 @@ def test_plugin_modules_import_cheaply():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_following_a_service_profiles_only_the_new_rows_and_merges(stage_ctx):
+    from plugins.monitor_whylogs import PROFILES
+
+    splits = gaussian_splits(features=4)
+    rng = np.random.default_rng(8)
+    rows = pd.DataFrame(rng.normal(size=(900, 4)), columns=splits.dataset.features)
+    rows["target"] = 0
+    rows.loc[600:, "x1"] += 1.0
+    full = served_from(rows, splits.dataset.features)
+    first = ServedWindow(full.frame.iloc[:600].copy(), list(full.features))
+
+    PROFILES.entries.clear()
+    before = PROFILES.rows_profiled
+    evaluate(first, splits, stage_ctx("look1"), outputs=False)
+    assert PROFILES.rows_profiled - before == 600
+    middle = PROFILES.rows_profiled
+    merged = evaluate(full, splits, stage_ctx("look2"), outputs=False)
+    assert PROFILES.rows_profiled - middle == 300  # only the rows served since the last look
+
+    PROFILES.entries.clear()  # the same window profiled in one go
+    fresh = evaluate(full, splits, stage_ctx("fresh"), outputs=False)
+    assert merged.metrics["drifted_columns"] == fresh.metrics["drifted_columns"] == ["x1"]
+    a = json.loads((stage_ctx("look2").out_dir / DRIFT_FILE).read_text())["versions"]["m:v1"]["windows"][0]
+    b = json.loads((stage_ctx("fresh").out_dir / DRIFT_FILE).read_text())["versions"]["m:v1"]["windows"][0]
+    assert a["rows"] == b["rows"] == 900
+    for x, y in zip(a["columns"], b["columns"]):  # merged sketches: equal within the sketch's rank error
+        assert x["column"] == y["column"] and x["statistic"] == pytest.approx(y["statistic"], abs=0.01)
