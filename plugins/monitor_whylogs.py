@@ -250,8 +250,8 @@ def profile(frame: Any, numeric: dict[str, bool]) -> Any:
 
 class ProfileCache:
     """Window profiles kept between calls in one process (``python -m framework monitor
-    every=S`` following a service): a window seen before with the same first rows (the same
-    rows (request ids and values)) is profiled only for its new rows, merged into the kept
+    every=S`` following a service): a window seen before with the same first rows (request ids
+    and values) is profiled only for its new rows, merged into the kept
     profile (whylogs profiles merge exactly for counts and frequent items, and as sketches for
     quantiles)."""
 
