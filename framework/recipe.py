@@ -121,6 +121,10 @@ class ServeConfig:
     #: when the record log is forced to disk: "batch" (an fsync per write batch, off the request
     #: path) or "never" (written at once, flushed to disk when the OS decides)
     record_log_fsync: str = "batch"
+    #: with several ingress replicas (replicas > 1 or autoscaling, placement "ingress"): one
+    #: strategy decides for all of them (a Ray actor; replicas route from a copy synced every
+    #: 50 ms). false: each replica keeps its own strategy state, counts and events
+    shared_decisions: bool = True
     #: fault injection for demos and tests only: arm -> {error_rate, extra_latency_ms, seed}
     faults: Dict[str, Any] = field(default_factory=dict)
     #: arms that predict different classes (an old and a new label schema) are compared through

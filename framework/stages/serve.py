@@ -64,6 +64,7 @@ def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
         **({"label_mapping": dict(serve_cfg.label_mapping)} if serve_cfg.label_mapping else {}),
         ingress=serve_cfg.ingress,
         balancer_port=serve_cfg.balancer_port,
+        shared_decisions=bool(serve_cfg.shared_decisions),
     )
     ctx.metric("url", state.app.predict_url)
     ctx.metric("ingress", state.app.ingress)
