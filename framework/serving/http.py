@@ -255,8 +255,8 @@ class Ingress:
                      served[0] if len(served) == 1 else served, "predict")
         if route.shadows and not route.merge:
             self.arms.spawn_shadows(route.shadows, arm, parsed.x, request_id, None)
-        # X-Request-Id itself is added to every response by the Serve proxy (same value); setting
-        # it here too would send the header twice.
+        # Serve adds X-Request-Id to every response: the correlation id (the client's, or one Serve
+        # made up), not our request id; setting it here too would send the header twice.
         return Response(payload, media_type=JSON_TYPE, headers={"X-Model-Version": version})
 
     # -- rank ----------------------------------------------------------------------------------

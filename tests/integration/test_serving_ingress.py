@@ -24,7 +24,7 @@ from test_serving_http import FEATURES, instance, make_onnx, offline, served_mod
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
-TOKEN = "ingress-token"
+TOKEN = "ingress-admin-token-for-tests"
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,9 @@ def test_direct_publishes_the_replica_port_on_loopback_and_the_proxy_still_reach
         through_proxy = client.post(f"http://127.0.0.1:{serve_port}{app.route_prefix}/predict", json=body)
         assert direct.status_code == through_proxy.status_code == 200
         assert direct.json()["probabilities"] == through_proxy.json()["probabilities"]
-        assert direct.headers["x-request-id"] == direct.json()["request_id"]  # one id, said once
+        # Serve's X-Request-Id (the client's, else one Serve made) is the answer's correlation id;
+        # the request id feedback names is the server's own
+        assert direct.headers["x-request-id"] == direct.json()["correlation_id"] != direct.json()["request_id"]
     finally:
         shutdown_app(app)
     with pytest.raises(httpx.ConnectError):  # the port is closed with the app
