@@ -36,6 +36,7 @@ from ..components import Decision, InputSchema, Outcome, Verdict
 from ..errors import RequestError
 from ..tokens import token_problem
 from .arms import ArmFailure, ArmPool
+from .decisions import SharedStrategyHost
 from .host import StrategyHost
 from .jsonio import dumps
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
@@ -77,6 +78,7 @@ class Ingress:
         client_token: str | None = None,
         record_log: Mapping[str, Any] | None = None,
         metrics: bool = True,
+        decision_state: Mapping[str, str] | None = None,
     ):
         bind_replica_grpc_to_loopback()  # before Serve starts this replica's gRPC server
         self.versions = {m.arm: m.version for m in models}
@@ -88,7 +90,13 @@ class Ingress:
         # None: every -/ endpoint answers 403 (deploy() always passes one)
         self.admin_token = admin_token.encode() if admin_token else None
         self.client_token = f"Bearer {client_token}".encode() if client_token else None
-        self.host = StrategyHost(strategy_cls(strategy_config, arms=dict(self.versions)), self.versions)
+        strategy = strategy_cls(strategy_config, arms=dict(self.versions))
+        if decision_state is None:
+            self.host = StrategyHost(strategy, self.versions)
+        else:  # several ingress replicas: one strategy decides for all (serving/decisions.py)
+            import ray
+
+            self.host = SharedStrategyHost(strategy, self.versions, ray.get_actor(**decision_state))
         self.arms = ArmPool(
             models, self.host.observe, handles=arm_handles, faults=faults, rank_class=rank_class, batching=batching
         )
@@ -257,8 +265,8 @@ class Ingress:
                      served[0] if len(served) == 1 else served, "predict", body.get("probabilities"))
         if route.shadows and not route.merge:
             self.arms.spawn_shadows(route.shadows, arm, parsed.x, request_id, None)
-        # X-Request-Id itself is added to every response by the Serve proxy (same value); setting
-        # it here too would send the header twice.
+        # Serve adds X-Request-Id to every response: the correlation id (the client's, or one Serve
+        # made up), not our request id; setting it here too would send the header twice.
         return Response(payload, media_type=JSON_TYPE, headers={"X-Model-Version": version})
 
     # -- rank ----------------------------------------------------------------------------------
@@ -350,10 +358,10 @@ class Ingress:
         if len(reason) > MAX_REASON_CHARS:
             raise RequestError("reason", f"{len(reason)} characters exceed {MAX_REASON_CHARS}", 413)
         try:
-            event = self.host.apply(Decision(verdict, reason), "admin")
+            event = await self.host.apply_async(Decision(verdict, reason), "admin")
         except (ValueError, NotImplementedError) as exc:  # the strategy refuses in its current state
-            raise RequestError("strategy", str(exc), 409) from None
-        return _json({"event": event, "state": self.host.state()})
+            raise RequestError("strategy", _refusal(exc), 409) from None
+        return _json({"event": event, "state": await self.host.state_async()})
 
     async def _admin_weights(self, request: Request, request_id: str, start: float) -> Response:
         data = await self._admin_body(request, ("weights",))
@@ -370,12 +378,12 @@ class Ingress:
         if not any(clean.values()):
             raise RequestError("weights", "at least one weight must be > 0")
         try:
-            self.host.set_weights(clean)
+            await self.host.set_weights_async(clean)
         except NotImplementedError as exc:
-            raise RequestError("weights", str(exc), 409) from None
+            raise RequestError("weights", _refusal(exc), 409) from None
         except ValueError as exc:
-            raise RequestError("weights", str(exc), 422) from None
-        return _json({"weights": clean, "state": self.host.state()})
+            raise RequestError("weights", _refusal(exc), 422) from None
+        return _json({"weights": clean, "state": await self.host.state_async()})
 
     async def _admin_body(self, request: Request, allowed: tuple[str, ...]) -> dict:
         raw = await self._body(request)
@@ -423,7 +431,7 @@ class Ingress:
         return _json(self.records.columns())
 
     async def _strategy(self, request: Request, request_id: str, start: float) -> Response:
-        snapshot = self.host.snapshot()
+        snapshot = await self.host.snapshot_async()
         events = snapshot.pop("events")
         body = {
             **snapshot,
@@ -445,7 +453,15 @@ class Ingress:
             raise RequestError("since", f"expected an event index (an integer >= 0), got {_cut(repr(values[-1]))}") from None
         if since < 0:
             raise RequestError("since", f"expected an event index (an integer >= 0), got {since}")
-        return _json({"events": self.host.events_since(since), "last": self.host.event_count})
+        events, last = await self.host.events_async(since)
+        return _json({"events": events, "last": last})
+
+
+def _refusal(exc: Exception) -> str:
+    """The strategy's own words: a refusal raised in the shared decision state's actor arrives
+    wrapped by Ray (an instance of the same class) with the remote traceback around it."""
+    cause = getattr(exc, "cause", None)
+    return str(cause if isinstance(cause, Exception) else exc)
 
 
 def _json(data: Any, status: int = 200) -> Response:
