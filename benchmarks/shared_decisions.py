@@ -4,7 +4,8 @@
    route from the local copy, queue route and outcome) against the plain ``StrategyHost`` (route,
    observe, decide), for the A/B strategy, 20,000 requests, best of 3.
 2. Over HTTP, side by side in one run (rounds alternate the order): an A/B app with one ingress
-   replica, two replicas sharing one decision state, and two replicas each deciding alone, all
+   replica, two replicas sharing one decision state, and two replicas each deciding alone (every
+   replica reserves 0.3 CPU so that the five fit on 2 cores at once), all
    behind the same kind of entry (direct ingress; HAProxy for two). p50 at concurrency 8 and
    requests/s at concurrency 16; the goals: shared p50 ≤ 1.10× one replica, throughput ≥ 1.6×
    one replica (a 2-core machine runs the client, HAProxy and both replicas on the same cores).
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                               ("two, alone", {"replicas": 2, "shared_decisions": False})):
             app_name = f"bench-shared-{len(apps)}"
             apps[name] = deploy(models, ABStrategy, CONFIG, app_name=app_name, route_prefix=f"/{app_name}",
-                                admin_token=TOKEN, **options)
+                                admin_token=TOKEN, num_cpus=0.3, **options)
         rng = np.random.default_rng(0)
         import orjson
 

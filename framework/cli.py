@@ -174,22 +174,20 @@ def cmd_plugins(args: list[str]) -> int:
 
 
 def cmd_versions(args: list[str]) -> int:
-    from .recipe import StoreConfig
     from .registry.cli import versions_command
 
-    store = StoreConfig().uri
-    if "--store" in args:
-        i = args.index("--store")
-        if i + 1 >= len(args):
-            return _fail("--store needs a path or URL")
-        store = args[i + 1]
-        args = args[:i] + args[i + 2:]
-    return versions_command(args, store)
+    return _with_store(args, versions_command)
 
 
 def cmd_labels(args: list[str]) -> int:
-    from .recipe import StoreConfig
     from .registry.labels_cli import labels_command
+
+    return _with_store(args, labels_command)
+
+
+def _with_store(args: list[str], command) -> int:
+    """``command(args, store)``: the store from ``--store PATH_OR_URL``, else the recipes' default."""
+    from .recipe import StoreConfig
 
     store = StoreConfig().uri
     if "--store" in args:
@@ -198,7 +196,7 @@ def cmd_labels(args: list[str]) -> int:
             return _fail("--store needs a path or URL")
         store = args[i + 1]
         args = args[:i] + args[i + 2:]
-    return labels_command(args, store)
+    return command(args, store)
 
 
 #: the evaluate-strategy options taken off the command line before the recipe is composed

@@ -4,7 +4,6 @@ strategy, sticky users get the same arm from either, an admin command given to o
 other, and a replacement replica routes as the others do from its first request."""
 from __future__ import annotations
 
-import time
 import uuid
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 from framework.compat.ray_direct_ingress import ingress_targets
 from framework.serving import deploy, shutdown_app
 from plugins.strategy_ab import ABConfig, ABStrategy
+from test_serving_feedback import wait_for
 from test_serving_http import FEATURES, instance, make_onnx, served_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -56,15 +56,6 @@ def _strategy(client, base: str) -> dict:
     return r.json()
 
 
-def _until(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
-
-
 def test_counts_of_both_replicas_add_up_in_one_strategy(app, client):
     urls = _replica_urls(app)
     before = sum(a["requests"] for a in _strategy(client, urls[0])["state"]["arms"].values())
@@ -72,7 +63,7 @@ def test_counts_of_both_replicas_add_up_in_one_strategy(app, client):
         r = client.post(urls[i % 2] + "predict", json=_body(i))
         assert r.status_code == 200, r.text
     total = lambda base: sum(a["requests"] for a in _strategy(client, base)["state"]["arms"].values())  # noqa: E731
-    assert _until(lambda: total(urls[0]) - before == 60 and total(urls[1]) - before == 60), \
+    assert wait_for(lambda: total(urls[0]) - before == 60 and total(urls[1]) - before == 60), \
         (total(urls[0]), total(urls[1]), before)
     one, two = _strategy(client, urls[0]), _strategy(client, urls[1])
     assert one["state"] == two["state"]  # the same strategy answers, whichever replica is asked
@@ -99,7 +90,7 @@ def test_an_admin_command_given_to_one_replica_reaches_the_other_and_a_replaceme
     promoted = r.json()["event"]["arm"]
     assert promoted in ("champion", "challenger")
     # the other replica answers with the promoted arm within a sync interval or so
-    assert _until(lambda: all(client.post(urls[1] + "predict", json=_body(k)).json()["arm"] == promoted
+    assert wait_for(lambda: all(client.post(urls[1] + "predict", json=_body(k)).json()["arm"] == promoted
                               for k in range(10)), timeout=5)
     events = client.get(urls[1] + "-/events", headers={"X-Admin-Token": TOKEN}).json()
     assert events["events"][-1]["arm"] == promoted and events["events"][-1]["source"] == "admin"
@@ -108,11 +99,11 @@ def test_an_admin_command_given_to_one_replica_reaches_the_other_and_a_replaceme
     before = ingress_targets(app.app_name)
     victim = before[1]
     ray.kill(ray.get_actor(victim.name, namespace="serve"), no_restart=True)
-    replaced = _until(lambda: (lambda ts: ts if ts and len(ts) == 2 and victim.port not in [t.port for t in ts]
+    replaced = wait_for(lambda: (lambda ts: ts if ts and len(ts) == 2 and victim.port not in [t.port for t in ts]
                                else None)(ingress_targets(app.app_name)), timeout=90)
     assert replaced, "Serve did not replace the killed replica"
     new = next(t for t in replaced if t.port not in {b.port for b in before})
     base = app.url.replace(f":{app.port}/", f":{new.port}/")
-    assert _until(lambda: client.get(base + "healthz").status_code == 200, timeout=30)
+    assert wait_for(lambda: client.get(base + "healthz").status_code == 200, timeout=30)
     first = client.post(base + "predict", json=_body(99))
     assert first.status_code == 200 and first.json()["arm"] == promoted
