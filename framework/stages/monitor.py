@@ -28,6 +28,8 @@ from .state import RunState
 #: stored with a served model version: which data version and part its monitors compare against
 REFERENCE_POINTER = "monitor-reference.json"
 REPORT_HTML = "report.html"
+#: at most this long the monitor stage waits for the record log to hold every buffered answer
+LOG_WAIT_S = 3.0
 
 
 def run_monitor(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
@@ -87,14 +89,27 @@ def served_rows(app: Any, features: list[str], ctx: RunStageContext) -> Any:
     buffered = fetch_records(app)
     if not app.record_log or not Path(app.record_log).exists():
         return buffered
-    answers, _ = read_records(app.record_log)
+    # the replicas' writers flush every 20 ms: give them a moment to hold every buffered answer
+    wanted = set(buffered["request_id"]) if len(buffered) else set()
+    deadline = time.monotonic() + LOG_WAIT_S
+    while True:
+        answers, _ = read_records(app.record_log)
+        if wanted <= {a["request_id"] for a in answers} or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     logged = answers_frame(answers, features)
-    fresh = buffered[~buffered["request_id"].isin(set(logged["request_id"]))] if len(buffered) else buffered
     ctx.metric("rows_from_record_log", int(len(logged)))
+    if not len(logged):
+        return buffered
+    fresh = buffered[~buffered["request_id"].isin(set(logged["request_id"]))] if len(buffered) else buffered
     if not len(fresh):
         return logged
-    return pd.concat([logged, fresh.reindex(columns=logged.columns)], ignore_index=True).sort_values("timestamp", kind="stable",
-                                                                                   ignore_index=True)
+    ctx.metric("rows_only_in_buffer", int(len(fresh)))
+    merged = pd.concat([logged, fresh.reindex(columns=logged.columns)], ignore_index=True)
+    for column in features:  # an all-missing side must not turn numbers into objects
+        if pd.api.types.is_float_dtype(logged[column]) and not pd.api.types.is_float_dtype(merged[column]):
+            merged[column] = pd.to_numeric(merged[column], errors="coerce")
+    return merged.sort_values("timestamp", kind="stable", ignore_index=True)
 
 
 def reference_outputs(registry: Any, rows: Any, frame: Any, ctx: RunStageContext) -> dict[str, list]:
