@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-fast reliability bench plan plugins clean
+.PHONY: setup demo test test-fast reliability bench plan plugins clean browser
 
 $(STAMP): pyproject.toml constraints.txt examples/plugin-acme/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ bench: setup
 	$(PY) benchmarks/privacy.py
 	$(PY) benchmarks/tune_efficiency.py
 	$(PY) benchmarks/labels.py
+	$(PY) benchmarks/monitoring.py
+
+# a headless Chromium for the test that opens the monitoring report (tests/e2e: skipped without one)
+browser:
+	command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium-headless-shell)
 
 plan: setup
 	$(PY) -m framework plan +recipe=quickstart

@@ -73,6 +73,13 @@ def manifest_path(kind: str, name: str, vid: str) -> str:
     return f"versions/{kind}/{name}/{vid}.json"
 
 
+def derived_path(version: "Version", filename: str) -> str:
+    """Where a file derived from ``version`` lives: beside its manifest, never among its blobs."""
+    if not filename or "/" in filename or "\\" in filename or filename.startswith("."):
+        raise StoreError(f"derived file name {filename!r}: a plain file name, no folders")
+    return f"derived/{version.kind}/{version.name}/{version.id}/{filename}"
+
+
 def alias_path(kind: str, name: str, alias: str) -> str:
     return f"aliases/{kind}/{name}/{alias}.json"
 
@@ -636,6 +643,26 @@ class Registry:
             raise
         except OSError as exc:
             raise StoreError(f"cannot write {self._backend.where(rel)}: {exc}") from exc
+
+    # -- derived files stored with a version (a reference profile built from a data version) --
+    def put_derived(self, version: Version, filename: str, data: bytes) -> str:
+        """Store ``data`` as ``filename`` *with* ``version`` (atomically; a rewrite replaces it).
+        For files computed from an immutable version and reused by later runs, e.g. the
+        reference profile a monitor builds from the training rows; the version's own content and
+        id do not change. Returns where it was written."""
+        rel = derived_path(version, filename)
+        self._write(rel, bytes(data))
+        return self._backend.where(rel)
+
+    def read_derived(self, version: Version, filename: str) -> bytes | None:
+        """A file stored with ``version`` by :meth:`put_derived`, or None."""
+        rel = derived_path(version, filename)
+        if not self._backend.exists(rel):
+            return None
+        try:
+            return self._backend.read(rel)
+        except OSError as exc:
+            raise StoreError(f"cannot read {self._backend.where(rel)}: {exc}") from exc
 
     # -- reading ---------------------------------------------------------------------------
     def _alias_index(self, kind: str, name: str | None = None) -> dict[tuple[str, str], list[str]]:

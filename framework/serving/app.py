@@ -71,6 +71,7 @@ def deploy(
     client_token: str | None = None,
     record_log: str | Path | None = None,
     record_log_fsync: str = "batch",
+    metrics: bool = True,
     shared_decisions: bool = True,
 ) -> ServingApp:
     """Deploy ``models`` behind one ingress that routes with ``strategy_cls``; wait until healthy.
@@ -99,6 +100,7 @@ def deploy(
     ``record_log``: a folder for this deployment's durable record log (each deploy makes a new
     sub-folder, which its replicas share and a restarted replica reads back); None: off.
     ``record_log_fsync``: "batch" (fsync each write batch) or "never".
+    ``metrics``: Prometheus text on ``GET /metrics`` of each ingress replica (``serving/metrics.py``).
     ``faults``: **for demos, tests and benchmarks only**: ``{arm: {"error_rate": 0.05,
     "extra_latency_ms": 0.0, "seed": 0}}`` makes that arm fail (503 when it answers the client)
     or answer late, injected by the ingress in front of the arm whatever the placement.
@@ -178,7 +180,7 @@ def deploy(
         "health_check_period_s": HEALTH_CHECK_PERIOD_S,
     }
     extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory), "batching": batching,
-             "client_token": client_token, "record_log": log_settings,
+             "client_token": client_token, "record_log": log_settings, "metrics": bool(metrics),
              **({"label_mapping": label_mapping} if label_mapping else {})}
     if placement == "ingress" and (autoscaling or int(replicas) > 1) and shared_decisions:
         extra["decision_state"] = _start_decision_state(app_name, strategy_cls, strategy_config, arms, where)

@@ -40,6 +40,7 @@ from .decisions import SharedStrategyHost
 from .host import StrategyHost
 from .jsonio import dumps
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
+from .metrics import CONTENT_TYPE, MetricsOff, ServingMetrics, replica_name
 from .recordlog import RESTORE_BYTES, RecordLog, read_records
 from .records import RecordBuffer
 from .requests import MAX_BODY_BYTES, finite_number, load_json, parse_feedback_body
@@ -76,6 +77,7 @@ class Ingress:
         label_mapping: Mapping[str, str] | None = None,
         client_token: str | None = None,
         record_log: Mapping[str, Any] | None = None,
+        metrics: bool = True,
         decision_state: Mapping[str, str] | None = None,
     ):
         bind_replica_grpc_to_loopback()  # before Serve starts this replica's gRPC server
@@ -123,6 +125,11 @@ class Ingress:
             "/-/strategy": self._strategy,
             "/-/events": self._events,
         }
+        # Prometheus text on GET /metrics (no token, as /healthz: counts and timings, no rows)
+        self.metrics = MetricsOff()
+        if metrics:
+            self.metrics = ServingMetrics(self.versions, replica_name(), (*self._post, *self._get, "/metrics"))
+            self._get["/metrics"] = self._metrics
 
     def _restore(self, directory: str) -> int:
         """A restarted replica: the ledger and the record buffer refilled from the record log."""
@@ -191,11 +198,14 @@ class Ingress:
             request.scope["framework.correlation_id"] = correlation_id
             return await handler(request, request_id, start)
         except RequestError as exc:
+            self.metrics.error(path, exc.status)
             return _error(exc.status, exc.field, exc.reason, request_id, correlation_id)
         except ArmFailure as exc:  # the server's failure, not the client's: 503, the client may retry
+            self.metrics.error(path, 503, exc.arm)
             return _error(503, "arm", exc.reason, request_id, correlation_id)
         except Exception as exc:  # our fault, not the client's: logged, answered as a 500
             log.exception("request %s to %s failed", request_id, path)
+            self.metrics.error(path, 500)
             return _error(500, None, f"internal error: {type(exc).__name__}", request_id, correlation_id)
 
     @staticmethod
@@ -252,7 +262,7 @@ class Ingress:
             body["explanations"] = await self.arms.explain(explained, parsed.x)
         payload = dumps(body)
         self._served(parsed.rows, served, version, arm, latency_ms, request_id, correlation_id,
-                     served[0] if len(served) == 1 else served, "predict")
+                     served[0] if len(served) == 1 else served, "predict", body.get("probabilities"))
         if route.shadows and not route.merge:
             self.arms.spawn_shadows(route.shadows, arm, parsed.x, request_id, None)
         # Serve adds X-Request-Id to every response: the correlation id (the client's, or one Serve
@@ -297,16 +307,17 @@ class Ingress:
         return Response(payload, media_type=JSON_TYPE, headers={"X-Model-Version": version})
 
     def _served(self, rows: list, labels: list, version: str, arm: str, latency_ms: float, request_id: str,
-                correlation_id: str | None, prediction: Any, kind: str) -> None:
+                correlation_id: str | None, prediction: Any, kind: str, probabilities: Any = None) -> None:
         """An answer was given: the record buffer, the ledger and the record log (queued, no I/O)."""
         now = time.time()
+        self.metrics.served(kind, arm, latency_ms, len(rows))
         self.records.append(rows, labels, version, arm, latency_ms, request_id, correlation_id, now)
         self.ledger.remember(request_id, arm, prediction, kind)
         if self.record_log is not None:
             self.record_log.append({"type": "answer", "request_id": request_id, "correlation_id": correlation_id,
                                     "time": now, "kind": kind, "arm": arm, "model_version": version,
                                     "latency_ms": latency_ms, "rows": rows, "predictions": labels,
-                                    "prediction": prediction})
+                                    "prediction": prediction, "probabilities": probabilities})
 
     # -- feedback ------------------------------------------------------------------------------
     async def _feedback(self, request: Request, request_id: str, start: float) -> Response:
@@ -412,6 +423,9 @@ class Ingress:
             "max_instances": self.parser.max_instances,
             "rank_class": None if first in self.arms.regression else classes[first][self.arms.rank_index[first]],
         })
+
+    async def _metrics(self, request: Request, request_id: str, start: float) -> Response:
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
 
     async def _records(self, request: Request, request_id: str, start: float) -> Response:
         return _json(self.records.columns())

@@ -58,6 +58,7 @@ def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
         client_token=plan.tokens.client,
         record_log=record_log_folder(plan),
         record_log_fsync=serve_cfg.record_log_fsync,
+        metrics=serve_cfg.metrics,
         **({"faults": dict(serve_cfg.faults)} if serve_cfg.faults else {}),
         autoscaling=dict(serve_cfg.autoscaling or {}),
         batching=dict(serve_cfg.batching or {}),
