@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import write_json
-from ..components import DataSplits, Dataset, ReferenceFiles, ServedWindow
+from ..components import Alert, DataSplits, Dataset, ReferenceFiles, ServedWindow
 from ..context import RunStageContext
 from ..errors import StageError
 from ..plan import Plan, PlannedStage
@@ -41,12 +41,13 @@ def run_monitor(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
                           reference_outputs=reference_outputs(state.registry, state.splits.train, frame, ctx),
                           reference_files=files, feedback=feedback_frame(state.app.record_log),
                           calibration=calibration(state.registry, state.splits, frame, ctx))
-    evaluate_monitors(stage.components, served, state.splits, ctx, components)
+    evaluate_monitors(stage.components, served, state.splits, ctx, components, collected=state.alerts)
 
 
 def evaluate_monitors(planned_monitors: Any, served: ServedWindow, splits: DataSplits, ctx: RunStageContext,
-                      components: Components, title: str | None = None) -> list[dict]:
-    """Every monitor on the window; alerts to the hook; metrics and ``reports.json`` written."""
+                      components: Components, title: str | None = None, collected: list | None = None) -> list[dict]:
+    """Every monitor on the window; alerts to the hook (and, as ``Alert``s with the monitor's
+    figures as evidence, into ``collected``); metrics and ``reports.json`` written."""
     alerts: list[str] = []
     reports = []
     for planned in planned_monitors:
@@ -55,6 +56,9 @@ def evaluate_monitors(planned_monitors: Any, served: ServedWindow, splits: DataS
         for alert in report.alerts:
             alerts.append(f"{planned.type}: {alert}")
             components.hooks.alert_raised(planned.type, alert)
+            if collected is not None:
+                collected.append(Alert(planned.type, getattr(planned.cls, "alert_kind", "alert"), alert,
+                                       _evidence(report.metrics), time.time()))
         for key, value in report.metrics.items():
             ctx.metric(key, value)
     ctx.metric("alerts", len(alerts))
@@ -62,6 +66,18 @@ def evaluate_monitors(planned_monitors: Any, served: ServedWindow, splits: DataS
     write_report(ctx.out_dir / REPORT_HTML, served, reports, ctx,
                  title or f"Monitoring report: run {ctx.out_dir.parent.parent.name}")
     return reports
+
+
+def _evidence(metrics: dict) -> dict:
+    """A monitor's figures as an alert's evidence: JSON-able values, long lists cut."""
+    out: dict = {}
+    for key, value in metrics.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = str(value)
+        out[key] = value[:50] if isinstance(value, list) else value
+    return out
 
 
 def write_report(path: Path, served: ServedWindow, reports: list[dict], ctx: RunStageContext, title: str) -> None:

@@ -28,6 +28,8 @@ class RunState:
     registry: Any = None
     #: rows the data checks took out of this run (stages.data.Quarantined), stored by the version stage
     quarantine: list = field(default_factory=list)
+    #: the monitors' alerts of this run (``components.Alert``), for the act stage
+    alerts: list = field(default_factory=list)
 
     def candidate(self, rank: int, where: str) -> TrainedModel:
         """Candidate ``rank`` of this run's training: 1 the best, 2 the runner-up ..."""

@@ -21,7 +21,7 @@ class _SimulatedUsers:
         cfg = plan.recipe.traffic
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed if cfg.seed is not None else plan.recipe.seed)
-        self.frame = getattr(splits, cfg.source)
+        self.frame = getattr(splits, cfg.source) if not cfg.path else _rows_file(cfg.path, splits)
         self.features = list(splits.dataset.features)
         self.target = splits.dataset.target
         classes = list(splits.dataset.classes or [None])  # a regression has none
@@ -49,8 +49,37 @@ class _SimulatedUsers:
         return {"request_id": request_id, "clicks": clicks}
 
 
+def _rows_file(path: str, splits: DataSplits) -> Any:
+    """``traffic.path``: rows of a CSV file with the data's feature and target columns."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from ..errors import StageError
+
+    if not Path(path).is_file():
+        raise StageError(f"traffic.path: no file {path} (relative to {Path.cwd()})")
+    frame = pd.read_csv(path)
+    wanted = [*splits.dataset.features, splits.dataset.target]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise StageError(f"traffic.path: {path} lacks the column(s) {', '.join(missing)} the model's data has")
+    if not len(frame):
+        raise StageError(f"traffic.path: {path} has no rows")
+    return frame
+
+
 def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
     """Simulated users: requests with a sticky key, late feedback, and the strategy's decisions acted on."""
+    arms = {arm: state.registry_ref(str(ref), f"serve.models.{arm}") for arm, ref in plan.recipe.serve.models.items()}
+    drive_traffic(plan, state, ctx, components, arms, plan.stage("serve").component.type)
+
+
+def drive_traffic(plan: Plan, state: RunState, ctx: RunStageContext, components: Components, arms: dict[str, str],
+                  strategy_name: str, requests: int | None = None) -> dict:
+    """``requests`` (default ``traffic.requests``) simulated requests to the app serving ``arms``
+    (arm -> registry ref); a promotion moves ``prod`` to the promoted arm's version. Returns
+    what ``traffic.json`` holds."""
     import collections
     from concurrent.futures import ThreadPoolExecutor
 
@@ -59,12 +88,11 @@ def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
     from ..serving import fetch_events
 
     cfg = plan.recipe.traffic
+    total = cfg.requests if requests is None else int(requests)
     users = _SimulatedUsers(plan, state.splits)
     url = state.app.url.rstrip("/") + "/" + cfg.endpoint
     feedback_url = state.app.url.rstrip("/") + "/feedback"
-    strategy_name = plan.stage("serve").component.type
-    arms = {arm: state.registry_ref(str(ref), f"serve.models.{arm}") for arm, ref in plan.recipe.serve.models.items()}
-    progress = ctx.progress(total=cfg.requests, description=f"simulated requests ({strategy_name})")
+    progress = ctx.progress(total=total, description=f"simulated requests ({strategy_name})")
     per_arm: collections.Counter = collections.Counter()
     statuses: collections.Counter = collections.Counter()
     pending: collections.deque = collections.deque()
@@ -102,8 +130,8 @@ def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
     stopped_early = False
     with ThreadPoolExecutor(cfg.concurrency) as pool:
         try:
-            while sent < cfg.requests:
-                batch = [(sent + k, *users.request(sent + k)) for k in range(min(cfg.concurrency * 5, cfg.requests - sent))]
+            while sent < total:
+                batch = [(sent + k, *users.request(sent + k)) for k in range(min(cfg.concurrency * 5, total - sent))]
                 for status, answer, truth in pool.map(send, batch):
                     statuses[status] += 1
                     if status == 200:
@@ -117,7 +145,7 @@ def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
                     users.rng.shuffle(late)  # out of order, as real feedback arrives
                     clients[0].post(feedback_url, json={"feedback": late}, headers=state.app.client_headers())
                 if act_on_events() and cfg.stop_on_decision:
-                    stopped_early = sent < cfg.requests
+                    stopped_early = sent < total
                     break
             if cfg.feedback and pending:
                 clients[0].post(feedback_url, json={"feedback": list(pending)}, headers=state.app.client_headers())
@@ -134,10 +162,10 @@ def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
     if decisions:
         ctx.metric("reason", decisions[-1].get("reason", ""))
     ctx.metric("stopped_early", stopped_early)
-    write_json(ctx.out_dir / "traffic.json", {
-        "requests": sent, "statuses": dict(statuses), "per_arm": dict(per_arm), "decisions": decisions,
-        "strategy": strategy_state,
-    })
+    out = {"requests": sent, "statuses": dict(statuses), "per_arm": dict(per_arm), "decisions": decisions,
+           "strategy": strategy_state}
+    write_json(ctx.out_dir / "traffic.json", out)
+    return out
 
 
 def promoted_arm(event: dict) -> str | None:
