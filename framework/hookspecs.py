@@ -136,6 +136,9 @@ def on_alert_raised(monitor: str, alert: str) -> None:
     """A monitor raised an alert (drift, accuracy drop, SLO breach)."""
 
 
+# ---------------------------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------------------------
 @hookspec
 def register_actions() -> list[type[Action]]:
     """Return :class:`framework.components.Action` subclasses (recipe list ``actions``): what is
