@@ -166,6 +166,17 @@ def retrain_and_roll_out(plan: Plan, state: RunState, components: Components, ct
     """Rerun data ▸ … ▸ register for the newest data version; if it is newer than the served
     model's, canary the new model against ``prod`` with ``rollout`` on the running app and drive
     it with the recipe's simulated users (``traffic``) until the strategy decides."""
+    from .traffic import BackgroundUsers
+
+    if state.app is None or not plan.recipe.traffic.enabled:
+        return _retrain_and_roll_out(plan, state, components, ctx, out, alert, data, rollout, rollout_config, None)
+    # simulated users keep using the app while it retrains and redeploys: what they got is evidence too
+    with BackgroundUsers(plan, state) as users:
+        return _retrain_and_roll_out(plan, state, components, ctx, out, alert, data, rollout, rollout_config, users)
+
+
+def _retrain_and_roll_out(plan: Plan, state: RunState, components: Components, ctx: RunStageContext, out: Path,
+                          alert: Alert, data: dict, rollout: Any, rollout_config: Any, users: Any) -> dict:
     from .serve import deploy_models, served_model
     from .state import RunState as _State
     from .traffic import drive_traffic
@@ -219,6 +230,9 @@ def retrain_and_roll_out(plan: Plan, state: RunState, components: Components, ct
     tctx = RunStageContext(stage="rollout", out_dir=out / "rollout", seed=plan.recipe.seed,
                            logger=logging.getLogger("framework.stage.retrain.rollout"),
                            progress_factory=ctx.progress_factory, registry=state.registry)
+    if users is not None:
+        users.stop()
+        result["during_retrain_and_deploy"] = users.summary()
     traffic = drive_traffic(plan, state, tctx, components, arms, result["rollout"]["strategy"])
     write_json(tctx.out_dir / "metrics.json", tctx.metrics)
     decisions = traffic["decisions"]
@@ -228,6 +242,7 @@ def retrain_and_roll_out(plan: Plan, state: RunState, components: Components, ct
                              verdict=final.get("verdict"), reason=final.get("reason", ""), prod=final.get("prod"))
     result["prod"] = state.registry.get(f"{model_name}@prod", kind="model").ref
     result["promoted"] = result["prod"] == new.ref
+    result["decided_at"] = time.time()
     result["status"] = "promoted" if result["promoted"] else f"not promoted ({final.get('verdict')})"
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result

@@ -2,6 +2,8 @@
 feedback, and the strategy's promotions and rollbacks acted on (registry aliases, hooks)."""
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from ..artifacts import write_json
@@ -12,7 +14,7 @@ from ..plugins import Components
 from .state import RunState
 
 
-class _SimulatedUsers:
+class SimulatedUsers:
     """Request bodies and the feedback a user would give, drawn from a held-out split."""
 
     def __init__(self, plan: Plan, splits: DataSplits):
@@ -89,7 +91,7 @@ def drive_traffic(plan: Plan, state: RunState, ctx: RunStageContext, components:
 
     cfg = plan.recipe.traffic
     total = cfg.requests if requests is None else int(requests)
-    users = _SimulatedUsers(plan, state.splits)
+    users = SimulatedUsers(plan, state.splits)
     url = state.app.url.rstrip("/") + "/" + cfg.endpoint
     feedback_url = state.app.url.rstrip("/") + "/feedback"
     progress = ctx.progress(total=total, description=f"simulated requests ({strategy_name})")
@@ -127,6 +129,7 @@ def drive_traffic(plan: Plan, state: RunState, ctx: RunStageContext, components:
         return finished
 
     sent = 0
+    started_at = time.time()
     stopped_early = False
     with ThreadPoolExecutor(cfg.concurrency) as pool:
         try:
@@ -162,7 +165,8 @@ def drive_traffic(plan: Plan, state: RunState, ctx: RunStageContext, components:
     if decisions:
         ctx.metric("reason", decisions[-1].get("reason", ""))
     ctx.metric("stopped_early", stopped_early)
-    out = {"requests": sent, "statuses": dict(statuses), "per_arm": dict(per_arm), "decisions": decisions,
+    ctx.metric("started_at", started_at)
+    out = {"started_at": started_at, "requests": sent, "statuses": dict(statuses), "per_arm": dict(per_arm), "decisions": decisions,
            "strategy": strategy_state}
     write_json(ctx.out_dir / "traffic.json", out)
     return out
@@ -175,3 +179,48 @@ def promoted_arm(event: dict) -> str | None:
         return event["arm"]
     weights = event.get("weights") or {}
     return max(weights, key=weights.get) if weights else None
+
+
+class BackgroundUsers:
+    """One simulated user sending requests (no feedback) to the app's URL from a thread, until
+    stopped: what the app answered while something else happened (a retrain, a redeploy)."""
+
+    def __init__(self, plan: Plan, state: RunState):
+        import collections
+
+        self.users = SimulatedUsers(plan, state.splits)
+        self.url = state.app.url.rstrip("/") + "/" + plan.recipe.traffic.endpoint
+        self.headers = state.app.client_headers()
+        self.statuses: collections.Counter = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="background-users", daemon=True)
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=30.0) as client:
+            i = 0
+            while not self._stop.is_set():
+                body, headers, _ = self.users.request(i)
+                try:
+                    status = client.post(self.url, json=body, headers={**headers, **self.headers}).status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__  # refused, reset, timed out: a failed request too
+                self.statuses[str(status)] += 1
+                i += 1
+                self._stop.wait(0.02)
+
+    def __enter__(self) -> "BackgroundUsers":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=35.0)
+
+    def summary(self) -> dict:
+        return {"requests": sum(self.statuses.values()), "statuses": dict(self.statuses),
+                "errors": sum(n for code, n in self.statuses.items() if code != "200")}

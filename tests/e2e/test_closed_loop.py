@@ -57,5 +57,8 @@ def test_drift_retrains_on_the_new_data_version_and_the_canary_promotes_it(ray_s
     rollout = retrain["rollout"]
     assert rollout["strategy"] == "canary" and rollout["verdict"] == "promote", rollout
     assert rollout["errors"] == 0, rollout["statuses"]
+    # a simulated user kept sending requests while the app retrained and was redeployed in place
+    meanwhile = retrain["during_retrain_and_deploy"]
+    assert meanwhile["requests"] > 0 and meanwhile["errors"] == 0, meanwhile
     assert retrain["promoted"] and registry.get("seattle_loop@prod", "model").id == new_model.id
     assert stages["act"].metrics["actions_failed"] == 0
