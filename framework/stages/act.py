@@ -48,7 +48,7 @@ def act_on_alerts(plan: Plan, actions: list[PlannedComponent], alerts: list[Aler
             if trigger is not None and not trigger.matches(alert.kind):
                 continue
             event = {"action": planned.type, "key": planned.key, "alert_kind": alert.kind, "monitor": alert.monitor,
-                     "alert": alert.message, "evidence": alert.evidence,
+                     "alert": alert.message, "alert_time": alert.time, "evidence": alert.evidence,
                      "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             remaining = cooldown.remaining(trigger.cooldown_s if trigger else 0.0)
             if remaining > 0:
