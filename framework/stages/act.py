@@ -133,6 +133,25 @@ class CoreActionContext:
                                     rollout, rollout_config)
 
 
+class RecordLogActionContext:
+    """The ``ActionContext`` of ``python -m framework monitor``: it reads a record log, so it acts
+    by itself (log, webhook) but does not hold the running app (no rollback) nor a run's state
+    (no retrain); those fail as events saying so."""
+
+    def __init__(self, ctx: RunStageContext):
+        self.logger: logging.Logger = ctx.logger
+        self.out_dir: Path = ctx.out_dir
+        self.app_url = None
+
+    def rollback(self, reason: str) -> dict:
+        raise StageError("rollback: `python -m framework monitor` reads a record log and does not hold the app; "
+                         "declare the rollback in the recipe the service runs (its act stage)")
+
+    def retrain(self, alert: Alert, data: Mapping[str, Any], rollout: Any, rollout_config: Any) -> dict:
+        raise StageError("retrain: `python -m framework monitor` does not retrain; the act stage of "
+                         "`python -m framework run` does")
+
+
 # ---------------------------------------------------------------------------------------------
 # Retrain: the recipe's own stages on the newest data version, then a canary against prod
 # ---------------------------------------------------------------------------------------------

@@ -302,12 +302,19 @@ def monitor_records(plan: Plan, components: Components, records: Path, out_dir: 
     served = ServedWindow(frame=frame, features=list(splits.dataset.features),
                           reference_outputs=reference_outputs(registry, splits.train, frame, ctx), reference_files=files,
                           feedback=feedback_frame(records), calibration=calibration(registry, splits, frame, ctx))
+    alerts: list[Alert] = []
     reports = evaluate_monitors(stage.components, served, splits, ctx, components,
-                                f"Monitoring report: {plan.recipe.name}, record log {records.name}")
+                                f"Monitoring report: {plan.recipe.name}, record log {records.name}", collected=alerts)
+    events: list[dict] = []
+    if plan.enabled("act"):  # the recipe's actions on these alerts (log, webhook; cooldowns kept in the store)
+        from .act import RecordLogActionContext, act_on_alerts
+
+        events = act_on_alerts(plan, plan.stage("act").components, alerts, RecordLogActionContext(ctx), ctx)
+        ctx.metric("actions_taken", sum(e["status"] == "done" for e in events))
     write_json(out_dir / "metrics.json", ctx.metrics)
     return {"records": str(records), "answers": len(answers), "feedback": len(feedback), "rows": int(len(frame)),
             "versions": versions, "reference": files.ref, "reports": reports, "metrics": ctx.metrics,
-            "out_dir": str(out_dir)}
+            "actions": events, "out_dir": str(out_dir)}
 
 
 def newest_record_log(plan: Plan) -> Path | None:
