@@ -65,7 +65,21 @@ def evaluate_monitors(planned_monitors: Any, served: ServedWindow, splits: DataS
     write_json(ctx.out_dir / "reports.json", reports)
     write_report(ctx.out_dir / REPORT_HTML, served, reports, ctx,
                  title or f"Monitoring report: run {ctx.out_dir.parent.parent.name}")
+    if collected is not None:  # the act stage adds its actions to the same page
+        LAST_PAGE.update(path=ctx.out_dir / REPORT_HTML, served=served, reports=reports, ctx=ctx,
+                         title=title or f"Monitoring report: run {ctx.out_dir.parent.parent.name}")
     return reports
+
+
+#: what the last ``evaluate_monitors`` of this process rendered, so actions can be added to it
+LAST_PAGE: dict = {}
+
+
+def add_actions_to_report(events: list[dict]) -> None:
+    """Render the last monitoring report again with the actions taken on its alerts."""
+    if LAST_PAGE and events:
+        write_report(LAST_PAGE["path"], LAST_PAGE["served"], LAST_PAGE["reports"], LAST_PAGE["ctx"],
+                     LAST_PAGE["title"], events)
 
 
 def _evidence(metrics: dict) -> dict:
@@ -80,7 +94,8 @@ def _evidence(metrics: dict) -> dict:
     return out
 
 
-def write_report(path: Path, served: ServedWindow, reports: list[dict], ctx: RunStageContext, title: str) -> None:
+def write_report(path: Path, served: ServedWindow, reports: list[dict], ctx: RunStageContext, title: str,
+                 actions: list[dict] | None = None) -> None:
     """The self-contained HTML report (``framework.monitoring.report``) next to the reports."""
     from ..monitoring.report import render
 
@@ -89,7 +104,7 @@ def write_report(path: Path, served: ServedWindow, reports: list[dict], ctx: Run
     meta = {"served rows": int(len(frame)), "model versions": versions,
             "reference": getattr(served.reference_files, "ref", None) or "the run's training rows",
             "written": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path.write_text(render(title, reports, frame, meta))
+    path.write_text(render(title, reports, frame, meta, actions))
     ctx.metric("report", str(path))
 
 
@@ -310,6 +325,7 @@ def monitor_records(plan: Plan, components: Components, records: Path, out_dir: 
         from .act import RecordLogActionContext, act_on_alerts
 
         events = act_on_alerts(plan, plan.stage("act").components, alerts, RecordLogActionContext(ctx), ctx)
+        add_actions_to_report(events)
         ctx.metric("actions_taken", sum(e["status"] == "done" for e in events))
     write_json(out_dir / "metrics.json", ctx.metrics)
     return {"records": str(records), "answers": len(answers), "feedback": len(feedback), "rows": int(len(frame)),
