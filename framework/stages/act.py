@@ -35,6 +35,13 @@ def run_act(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageConte
     ctx.metric("actions_taken", sum(e["status"] == "done" for e in events))
     ctx.metric("actions_failed", sum(e["status"] == "failed" for e in events))
     ctx.metric("actions", [{k: e[k] for k in ("action", "status", "alert_kind") if k in e} for e in events])
+    for event in events:  # what a retrain made of it, for the run's summary
+        result = event.get("result") or {}
+        if event["status"] == "done" and result.get("model_version"):
+            ctx.metric("retrained_model", result["model_version"])
+            ctx.metric("retrain_status", result.get("status", ""))
+            if result.get("prod"):
+                ctx.metric("prod", result["prod"])
 
 
 def act_on_alerts(plan: Plan, actions: list[PlannedComponent], alerts: list[Alert], actx: Any,

@@ -62,6 +62,7 @@ def test_drift_retrains_on_the_new_data_version_and_the_canary_promotes_it(ray_s
     assert meanwhile["requests"] > 0 and meanwhile["errors"] == 0, meanwhile
     assert retrain["promoted"] and registry.get("seattle_loop@prod", "model").id == new_model.id
     assert stages["act"].metrics["actions_failed"] == 0
+    assert stages["act"].metrics["retrain_status"] == "promoted" and stages["act"].metrics["prod"] == new_model.ref
     # the monitoring report shows the actions taken on its alerts
     page = next(result.run_dir.glob("stages/*-monitor/report.html")).read_text()
     assert 'data-panel="actions"' in page and "promoted" in page and retrain["model_version"] in page
