@@ -135,3 +135,27 @@ def test_a_cooldown_makes_one_incident_one_action_across_alerts_and_runs(tmp_pat
     assert [e["status"] for e in first] == ["done", "cooldown", "cooldown"]
     assert [e["status"] for e in second] == ["cooldown"] and "cooldown 600 s" in second[0]["note"]
     assert len(receiver.bodies) == 1
+
+
+def test_retrain_on_data_no_newer_than_the_served_model_stops_before_training(tmp_path):
+    """The source re-read gives the rows the served model learnt from: no new data version, so no
+    training, no registration, no rollout (and no Ray)."""
+    from pathlib import Path
+
+    from framework.registry import Registry
+    from framework.stages.act import retrain_and_roll_out
+    from framework.stages.state import RunState
+
+    year = Path(__file__).resolve().parents[2] / "recipes" / "data" / "weather" / "2012.csv"
+    plan = plan_recipe(["+recipe=weather_loop", f"data.path={year}", f"store.uri={tmp_path / 'store'}",
+                        f"runs_dir={tmp_path / 'runs'}"])
+    components = default_components()
+    state = RunState(registry=Registry(str(tmp_path / "store")))
+    for stage in plan.stages:
+        if stage.name in ("data", "checks", "version") and stage.enabled:
+            stage.spec.load_runner()(plan, stage, state, RunStageContext(stage.name, tmp_path / stage.name), components)
+    served = state.data_ref
+    result = retrain_and_roll_out(plan, state, components, RunStageContext("act", tmp_path / "act"), tmp_path / "retrain",
+                                  DRIFT, {"path": str(year)}, None, None)
+    assert result["status"] == "no newer data" and result["data_version"] == served, result
+    assert "model_version" not in result and not list((tmp_path / "retrain").glob("*-train"))
