@@ -39,6 +39,8 @@ from .arms import ArmFailure, ArmPool
 from .host import StrategyHost
 from .jsonio import dumps
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
+from .oip import OipApi
+from .openapi import serve_openapi
 from .recordlog import RESTORE_BYTES, RecordLog, read_records
 from .records import RecordBuffer
 from .requests import MAX_BODY_BYTES, finite_number, load_json, parse_feedback_body
@@ -99,6 +101,7 @@ class Ingress:
             self.restored = self._restore(record_log["directory"])
             self.record_log = RecordLog(record_log["directory"], record_log.get("fsync", "batch")).start()
         self._health = json.dumps({"status": "ok", "models": self.versions}).encode()
+        self.oip = OipApi(self, models[0])  # the Open Inference Protocol's /v2 routes (oip.py)
         self._post = {
             "/predict": self._predict,
             "/rank": self._rank,
@@ -111,6 +114,7 @@ class Ingress:
         self._get = {
             "/healthz": self._healthz,
             "/schema": self._schema,
+            "/openapi.json": serve_openapi,
             "/-/records": self._records,
             "/-/strategy": self._strategy,
             "/-/events": self._events,
@@ -163,6 +167,8 @@ class Ingress:
             if correlation_id is not None and (len(correlation_id) > MAX_CORRELATION_CHARS or not correlation_id.isprintable()):
                 correlation_id = None
                 raise RequestError("X-Request-Id", f"at most {MAX_CORRELATION_CHARS} printable characters")
+            if path == "/v2" or path.startswith("/v2/"):  # its own routes and error format
+                return await self.oip.handle(request, path, request_id, correlation_id, start)
             handler = self._post.get(path) if method == "POST" else self._get.get(path) if method == "GET" else None
             if handler is None:
                 if path in self._post or path in self._get:
