@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Optional, Protocol, Sequence
 
 
 #: a registered version as a recipe names it: ``NAME@ALIAS`` or ``NAME:ID`` (>= 6 hex characters)
@@ -725,12 +725,52 @@ class Exporter(Component):
         raise NotImplementedError
 
 
+#: ``batch.data``: the run's test split, the run's whole data version, or a registered data version
+BATCH_DATA_RE = re.compile(r"^(test|all|[A-Za-z0-9_.-]{1,128}([@:][A-Za-z0-9_.-]{1,128})?)$")
+
+
+@dataclass
+class BatchConfig:
+    """What every batch predictor's ``Config`` holds (subclass it): which rows the batch stage
+    scores and how it keys them. The stage writes the predictions as a versioned table."""
+
+    #: "test" (the run's test split), "all" (the run's whole data version) or a registered data
+    #: version (``NAME@latest``, ``NAME@ALIAS``, ``NAME:ID``): any source, any version
+    data: str = "test"
+    #: the column whose value keys each row of the prediction table (None: the frame's index)
+    key: Optional[str] = None
+    #: store the predictions as a prediction table (registry kind ``prediction``)
+    table: bool = True
+
+
 class BatchPredictor(Component):
+    """Scores a frame of raw rows with the run's exported model (see PLUGINS.md)."""
+
     kind = "batch_predictor"
     recipe_key = "batch"
+    Config: ClassVar[type] = BatchConfig
+
+    @classmethod
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
+        check_batch_config(config, key)
 
     def predict(self, model: ExportedModel, frame: Any, ctx: StageContext) -> Any:
+        """One prediction per row of ``frame``: a Series (or a list) on the frame's index, or a
+        DataFrame with ``prediction`` (and optionally ``computed_at``, UTC) on that index."""
         raise NotImplementedError
+
+
+def check_batch_config(config: Any, key: str) -> None:
+    """The shared part of a batch predictor's plan-time checks (RecipeError naming the key)."""
+    from .errors import RecipeError
+
+    data = getattr(config, "data", "test")
+    if not isinstance(data, str) or not BATCH_DATA_RE.match(data):
+        raise RecipeError(f"{key}.data: expected 'test', 'all' or a registered data version (NAME@latest, "
+                          f"NAME:ID), got {data!r}")
+    column = getattr(config, "key", None)
+    if column is not None and (not isinstance(column, str) or not column.strip()):
+        raise RecipeError(f"{key}.key: expected a column name, got {column!r}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""Batch predictor ``ray_data``: the exported ONNX file over a table with Ray Data, in parallel.
+
+The frame is cut into blocks and streamed through ``map_batches`` to ``concurrency`` scoring
+actors (a class-based UDF: each builds one onnxruntime session, once), each holding
+``num_cpus`` CPUs and feeding ``batch_size`` rows per call, built exactly as the server builds
+them from JSON (``InputLayout.feeds``: raw typed rows, strings and missing values), so batch and
+online answers agree. Each answer carries the time its batch was scored (``computed_at``). Runs
+on whatever Ray the run uses: the local one, or a cluster (``ray.address``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from framework import BatchConfig, BatchPredictor, hookimpl
+from framework.errors import RecipeError, StageError
+
+#: the position column the scorer carries, so answers go back to their rows in any order
+ROW = "__row__"
+
+
+class OnnxScorer:
+    """The Ray Data UDF: one onnxruntime session per actor; a pandas batch in, answers out."""
+
+    def __init__(self, onnx_bytes: bytes, layout: dict, output_name: str, classes: list, regression: bool,
+                 threads: int):
+        import onnxruntime as ort
+
+        from framework import InputLayout
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads  # the actor's CPUs, no more: actors share the machine
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.layout = InputLayout(**layout)
+        self.output_name = output_name
+        self.classes = classes
+        self.regression = regression
+
+    def __call__(self, batch):
+        import numpy as np
+        import pandas as pd
+
+        out = self.session.run([self.output_name], self.layout.feeds(batch))[0]
+        if self.regression:
+            predictions = out[:, 0].astype(np.float64)
+        else:
+            predictions = np.asarray(self.classes, dtype=object)[out.argmax(axis=1)]
+        return pd.DataFrame({ROW: batch[ROW].to_numpy(), "prediction": predictions,
+                             "computed_at": pd.Timestamp.now(tz="UTC")})
+
+
+class RayDataBatchPredictor(BatchPredictor):
+    name = "ray_data"
+    summary = "the exported ONNX file over any data version with Ray Data (map_batches, parallel actors)"
+
+    @dataclass
+    class Config(BatchConfig):
+        #: rows per onnxruntime call
+        batch_size: int = 4096
+        #: CPUs each scoring actor holds (and onnxruntime threads it uses, rounded up)
+        num_cpus: float = 1.0
+        #: scoring actors running at once
+        concurrency: int = 1
+        #: rows per Ray Data block (0: enough blocks to keep every actor busy)
+        block_rows: int = 0
+
+    @classmethod
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
+        super().check_config(config, key, refs)
+        if int(config.batch_size) < 1:
+            raise RecipeError(f"{key}.batch_size: must be >= 1, got {config.batch_size}")
+        if not (isinstance(config.num_cpus, (int, float)) and 0 < float(config.num_cpus) <= 256):
+            raise RecipeError(f"{key}.num_cpus: CPUs per scoring actor, a number in (0, 256], got {config.num_cpus}")
+        if int(config.concurrency) < 1:
+            raise RecipeError(f"{key}.concurrency: scoring actors, must be >= 1, got {config.concurrency}")
+        if int(config.block_rows) < 0:
+            raise RecipeError(f"{key}.block_rows: must be >= 0 (0: automatic), got {config.block_rows}")
+
+    def predict(self, model, frame, ctx):
+        import numpy as np
+        import pandas as pd
+        import ray
+
+        if not ray.is_initialized():
+            raise StageError("batch (ray_data): Ray is not running; the batch stage starts it in a run")
+        c = self.config
+        wanted = float(c.num_cpus) * int(c.concurrency)
+        free = float(ray.available_resources().get("CPU", 0.0))
+        if wanted > free:  # Ray Data would wait for CPUs that never come
+            total = float(ray.cluster_resources().get("CPU", 0.0))
+            raise StageError(f"batch (ray_data): batch.num_cpus x batch.concurrency = {wanted:g} CPUs, but the Ray "
+                             f"cluster has {free:g} free (of {total:g}); lower them or give Ray more (ray.num_cpus)")
+        columns = list(dict.fromkeys(model.schema.names))
+        rows = frame[columns].copy()
+        rows[ROW] = np.arange(len(rows))
+        concurrency = int(c.concurrency)
+        block = int(c.block_rows) or max(int(c.batch_size), math.ceil(len(rows) / (concurrency * 4)) or 1)
+        blocks = [rows.iloc[i:i + block] for i in range(0, len(rows), block)] or [rows]
+        ds = ray.data.from_pandas(blocks)
+        regression = getattr(model, "task", "classification") == "regression"
+        scored = ds.map_batches(
+            OnnxScorer,
+            fn_constructor_kwargs={"onnx_bytes": model.path.read_bytes(), "layout": model.layout.to_dict(),
+                                   "output_name": model.output_name, "classes": list(model.classes),
+                                   "regression": regression, "threads": max(1, math.ceil(float(c.num_cpus)))},
+            batch_size=int(c.batch_size), batch_format="pandas", num_cpus=float(c.num_cpus), concurrency=concurrency,
+        )
+        progress = ctx.progress(len(rows), "batch rows")
+        parts = []
+        for part in scored.iter_batches(batch_format="pandas", batch_size=None):
+            parts.append(part)
+            progress.advance(len(part))
+        out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({ROW: [], "prediction": [], "computed_at": []})
+        out = out.sort_values(ROW, kind="stable")
+        if len(out) != len(frame):
+            raise StageError(f"batch (ray_data): {len(out)} answers for {len(frame)} rows")
+        result = pd.DataFrame({"prediction": out["prediction"].to_numpy(), "computed_at": out["computed_at"].to_numpy()},
+                              index=frame.index)
+        ctx.metric("blocks", len(blocks))
+        return result
+
+
+@hookimpl
+def register_batch_predictors():
+    return [RayDataBatchPredictor]
