@@ -729,6 +729,25 @@ class Exporter(Component):
 BATCH_DATA_RE = re.compile(r"^(test|all|[A-Za-z0-9_.-]{1,128}([@:][A-Za-z0-9_.-]{1,128})?)$")
 
 
+#: ``batch.lookup.fallback``: a key that was not precomputed is predicted online, or gets a 404
+LOOKUP_FALLBACKS = ("online", "none")
+
+
+@dataclass
+class LookupConfig:
+    """Serving the precomputed answers by key (``POST /lookup``) from the running app."""
+
+    #: the batch stage loads its prediction table into the served app (the serve stage must run)
+    enabled: bool = False
+    #: a key that was not precomputed: "online" (predicted from the request's instance) or "none" (404)
+    fallback: str = "online"
+    #: an answer computed longer ago than this many seconds is reported stale (0: never)
+    max_age_s: float = 0.0
+    #: after loading, this many lookups of rows sampled from the run's whole data version (hit
+    #: rate, staleness and latency go into the run summary); 0: none
+    probe_requests: int = 0
+
+
 @dataclass
 class BatchConfig:
     """What every batch predictor's ``Config`` holds (subclass it): which rows the batch stage
@@ -739,8 +758,12 @@ class BatchConfig:
     data: str = "test"
     #: the column whose value keys each row of the prediction table (None: the frame's index)
     key: Optional[str] = None
+    #: score only the rows this filter keeps (the row-filter grammar of model card slices, e.g.
+    #: "last_seen_days <= 7"); None: every row
+    where: Optional[str] = None
     #: store the predictions as a prediction table (registry kind ``prediction``)
     table: bool = True
+    lookup: LookupConfig = field(default_factory=LookupConfig)
 
 
 class BatchPredictor(Component):
@@ -771,6 +794,16 @@ def check_batch_config(config: Any, key: str) -> None:
     column = getattr(config, "key", None)
     if column is not None and (not isinstance(column, str) or not column.strip()):
         raise RecipeError(f"{key}.key: expected a column name, got {column!r}")
+    lookup = getattr(config, "lookup", None)
+    if lookup is not None:
+        if lookup.fallback not in LOOKUP_FALLBACKS:
+            raise RecipeError(f"{key}.lookup.fallback: expected one of {', '.join(LOOKUP_FALLBACKS)}, got {lookup.fallback!r}")
+        if not (float(lookup.max_age_s) >= 0):
+            raise RecipeError(f"{key}.lookup.max_age_s: seconds >= 0 (0: never stale), got {lookup.max_age_s}")
+        if int(lookup.probe_requests) < 0:
+            raise RecipeError(f"{key}.lookup.probe_requests: must be >= 0, got {lookup.probe_requests}")
+        if lookup.enabled and not getattr(config, "table", True):
+            raise RecipeError(f"{key}.lookup.enabled: answers by key come from the prediction table; set {key}.table: true")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -590,6 +590,13 @@ class Registry:
                    "computed_to": str(computed.max()) if len(frame) else None}
         return self._commit("prediction", name, vid, None, {PREDICTIONS_FILE: digest}, metrics, lineage, meta, {})
 
+    def file_location(self, version: Version, filename: str) -> str:
+        """Where one file of a version is stored (a local path or an fsspec URL), for a reader
+        that loads it itself (the serving app loading a prediction table)."""
+        if filename not in version.files:
+            raise StoreError(f"{version.kind} {version.ref} has no file {filename!r}")
+        return self._backend.where(blob_path(version.files[filename]))
+
     def load_predictions(self, version: Version | str) -> Any:
         """A prediction table's frame (``key``, ``prediction``, ``computed_at``), hash-checked on read."""
         import pandas as pd

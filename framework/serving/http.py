@@ -39,6 +39,7 @@ from .arms import ArmFailure, ArmPool
 from .host import StrategyHost
 from .jsonio import dumps
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
+from .lookup import LookupApi
 from .oip import OipApi
 from .openapi import serve_openapi
 from .recordlog import RESTORE_BYTES, RecordLog, read_records
@@ -54,7 +55,7 @@ JSON_TYPE = "application/json"
 MAX_CORRELATION_CHARS = 128
 MAX_REASON_CHARS = 1000
 #: endpoints a client token guards
-CLIENT_PATHS = frozenset({"/predict", "/rank", "/feedback"})
+CLIENT_PATHS = frozenset({"/predict", "/rank", "/feedback", "/lookup"})
 
 
 @serve.deployment
@@ -102,10 +103,13 @@ class Ingress:
             self.record_log = RecordLog(record_log["directory"], record_log.get("fsync", "batch")).start()
         self._health = json.dumps({"status": "ok", "models": self.versions}).encode()
         self.oip = OipApi(self, models[0])  # the Open Inference Protocol's /v2 routes (oip.py)
+        self.lookup = LookupApi(self)  # precomputed answers by key (lookup.py)
         self._post = {
             "/predict": self._predict,
             "/rank": self._rank,
             "/feedback": self._feedback,
+            "/lookup": self.lookup.lookup,
+            "/-/admin/lookup": self.lookup.admin_load,
             "/-/admin/promote": self._admin_promote,
             "/-/admin/rollback": self._admin_rollback,
             "/-/admin/weights": self._admin_weights,

@@ -43,6 +43,10 @@ ENDPOINTS: tuple[tuple[str, str, str, str, Any, Any], ...] = (
     ("POST", "/rank", CLIENT, "Rank item_ids by the rank class's probability", _INSTANCES, {"type": "object"}),
     ("POST", "/feedback", CLIENT, "Feedback (label, reward, clicks) on answers named by request_id",
      {"type": "object"}, {"type": "object"}),
+    ("POST", "/lookup", CLIENT, "A precomputed answer by key (prediction, computed_at, age_s, stale); a key not "
+     "precomputed is predicted online from 'instance' when the table's fallback is online, else 404",
+     {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}, "instance": {"type": "object"}}},
+     {"type": "object"}),
     ("GET", "/healthz", OPEN, "Liveness and the served model versions", None, {"type": "object"}),
     ("GET", "/schema", OPEN, "The input schema: features, types, nullability, categories, classes", None,
      {"type": "object"}),
@@ -53,6 +57,8 @@ ENDPOINTS: tuple[tuple[str, str, str, str, Any, Any], ...] = (
     ("POST", "/-/admin/promote", ADMIN, "Promote the challenger now", {"type": "object"}, {"type": "object"}),
     ("POST", "/-/admin/rollback", ADMIN, "Roll back to the champion now", {"type": "object"}, {"type": "object"}),
     ("POST", "/-/admin/weights", ADMIN, "Set the arms' traffic weights", {"type": "object"}, {"type": "object"}),
+    ("POST", "/-/admin/lookup", ADMIN, "Load a prediction table for /lookup (path, table, model_version, "
+     "max_age_s, fallback); an empty body reads the current one's figures", {"type": "object"}, {"type": "object"}),
     ("POST", "/-/admin/record-log/restart", ADMIN, "Restart the record log's writer", None, {"type": "object"}),
     ("GET", "/v2", OPEN, "Open Inference Protocol: server metadata", None, {"type": "object"}),
     ("GET", "/v2/health/live", OPEN, "Open Inference Protocol: server live", None, {"type": "object"}),

@@ -23,6 +23,11 @@ def run_batch(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
     if state.exported is None:
         raise StageError(f"{where}: no exported model to score with (the export stage did not run)")
     frame, data_ref, rows_of = batch_frame(config, state, ctx, where)
+    if getattr(config, "where", None) is not None:
+        frame = filtered(frame, config.where, where)
+        rows_of = f"{rows_of} where {config.where}"
+        if not len(frame):
+            raise StageError(f"{where}: batch.where={config.where!r} keeps no row of batch.data={config.data!r}")
     missing = [f for f in state.exported.schema.names if f not in frame.columns]
     if missing:
         raise StageError(f"{where}: batch.data={getattr(config, 'data', 'test')!r} lacks the model's feature column(s) "
@@ -30,10 +35,10 @@ def run_batch(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
     t0 = time.perf_counter()
     predictions = stage.component.build().predict(state.exported, frame, ctx)
     seconds = time.perf_counter() - t0
-    table = prediction_table(frame, predictions, getattr(config, "key", None), where)
+    table = prediction_table(frame, predictions, row_key(config, state, frame), where)
     ctx.metric("rows", len(table))
     ctx.metric("rows_per_s", round(len(table) / seconds, 1) if seconds > 0 else None)
-    ctx.metric("data_version", data_ref)
+    ctx.metric("table_data_version", data_ref)
     if getattr(config, "table", True) and state.registry is not None:
         model_ref = state.model_version.ref if state.model_version is not None else None
         version = state.registry.put_predictions(
@@ -42,8 +47,86 @@ def run_batch(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
                      "predictor": stage.component.type},
             meta={"recipe": plan.recipe.name})
         ctx.metric("prediction_table", version.ref)
-        ctx.metric("model_version", model_ref)
+        ctx.metric("table_model_version", model_ref)
         state.prediction_table = version
+        lookup = getattr(config, "lookup", None)
+        if lookup is not None and lookup.enabled:
+            load_lookup(state, version, lookup, where)
+            if int(lookup.probe_requests) > 0:
+                probe_lookup(state, config, int(lookup.probe_requests), ctx, where, plan.recipe.seed)
+
+
+def load_lookup(state: RunState, version: Any, lookup: Any, where: str) -> dict:
+    """Load the prediction table into the running app (``POST -/admin/lookup``): it keeps answering."""
+    import httpx
+
+    from ..registry.versions import PREDICTIONS_FILE
+
+    app = state.app
+    if app is None:
+        raise StageError(f"{where}: batch.lookup.enabled but no app is being served (the serve stage did not run)")
+    body = {"path": state.registry.file_location(version, PREDICTIONS_FILE), "table": version.ref,
+            "model_version": version.lineage.get("model_version"), "max_age_s": float(lookup.max_age_s),
+            "fallback": lookup.fallback}
+    try:
+        r = httpx.post(app.url + "-/admin/lookup", json=body, headers=app.admin_headers(), timeout=120, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise StageError(f"{where}: loading {version.ref} into the app at {app.url} failed: {exc}") from exc
+    if r.status_code != 200:
+        raise StageError(f"{where}: the app at {app.url} refused the prediction table {version.ref}: "
+                         f"{r.status_code} {r.text[:300]}")
+    return r.json()["lookup"]
+
+
+def probe_lookup(state: RunState, config: Any, n: int, ctx: RunStageContext, where: str, seed: int) -> None:
+    """Look up ``n`` rows sampled from the run's whole data (precomputed or not): hit rate,
+    staleness and latency, as a client of the served app sees them."""
+    import httpx
+    import numpy as np
+
+    from ..components import raw_instances
+
+    if state.dataset is None:
+        raise StageError(f"{where}: batch.lookup.probe_requests needs the run's data")
+    frame = state.dataset.frame
+    sample = frame.sample(n=min(n, len(frame)), random_state=seed) if n < len(frame) else frame
+    key = row_key(config, state, sample)
+    keys = sample[key].astype(str).tolist() if key else [str(k) for k in sample.index]
+    instances = raw_instances(sample, state.exported.schema.names)
+    app = state.app
+    sources = {"precomputed": 0, "online": 0, "not_found": 0}
+    stale, ages, latencies = 0, [], []
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        for k, instance in zip(keys, instances):
+            t0 = time.perf_counter()
+            r = client.post(app.url + "lookup", json={"key": k, "instance": instance}, headers=app.client_headers())
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+            if r.status_code == 404:
+                sources["not_found"] += 1
+                continue
+            if r.status_code != 200:
+                raise StageError(f"{where}: lookup of key {k!r} answered {r.status_code}: {r.text[:300]}")
+            answer = r.json()
+            sources[answer["source"]] += 1
+            if answer["source"] == "precomputed":
+                ages.append(answer["age_s"])
+                stale += bool(answer["stale"])
+    total = len(keys)
+    ctx.metric("lookup_requests", total)
+    ctx.metric("hit_rate", round(sources["precomputed"] / total, 4) if total else None)
+    ctx.metric("lookup_online", sources["online"])
+    ctx.metric("lookup_not_found", sources["not_found"])
+    ctx.metric("stale_share", round(stale / len(ages), 4) if ages else 0.0)
+    ctx.metric("age_p50_s", round(float(np.median(ages)), 3) if ages else None)
+    ctx.metric("lookup_p50_ms", round(float(np.median(latencies)), 3) if latencies else None)
+
+
+def row_key(config: Any, state: RunState, frame: Any) -> str | None:
+    """``batch.key``, else the data's own key column when the frame has it, else None (the index)."""
+    key = getattr(config, "key", None)
+    if key is None and state.dataset is not None and getattr(state.dataset, "key", None) in frame.columns:
+        key = state.dataset.key
+    return key
 
 
 def batch_frame(config: Any, state: RunState, ctx: RunStageContext, where: str) -> tuple[Any, str | None, str]:
@@ -59,6 +142,18 @@ def batch_frame(config: Any, state: RunState, ctx: RunStageContext, where: str) 
         return state.dataset.frame, state.data_ref, "all"
     registered = ctx.registered_data(data)  # StageError naming the ref when it does not exist
     return registered.frame, registered.ref, "all"
+
+
+def filtered(frame: Any, where_filter: str | None, where: str) -> Any:
+    """The rows ``batch.where`` keeps (the filter grammar, evaluated on the frame; never code)."""
+    if where_filter is None:
+        return frame
+    from ..expressions import ExpressionError, parse_filter
+
+    try:
+        return frame[parse_filter(where_filter).mask(frame)]
+    except ExpressionError as exc:
+        raise StageError(f"{where}: batch.where: {exc}") from None
 
 
 def prediction_table(frame: Any, predictions: Any, key: str | None, where: str) -> Any:
