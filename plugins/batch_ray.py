@@ -10,21 +10,24 @@ on whatever Ray the run uses: the local one, or a cluster (``ray.address``).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from framework import BatchConfig, BatchPredictor, hookimpl
 from framework.errors import RecipeError, StageError
 
+#: seconds to wait for the CPUs the scoring actors need (a previous job's actors releasing theirs)
+FREE_WAIT_S = 15.0
 #: the position column the scorer carries, so answers go back to their rows in any order
 ROW = "__row__"
+ANSWER = "__answer__"
 
 
 class OnnxScorer:
     """The Ray Data UDF: one onnxruntime session per actor; a pandas batch in, answers out."""
 
-    def __init__(self, onnx_bytes: bytes, layout: dict, output_name: str, classes: list, regression: bool,
-                 threads: int):
+    def __init__(self, onnx_bytes: bytes, layout: dict, output_name: str, regression: bool, threads: int):
         import onnxruntime as ort
 
         from framework import InputLayout
@@ -35,20 +38,17 @@ class OnnxScorer:
         self.session = ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
         self.layout = InputLayout(**layout)
         self.output_name = output_name
-        self.classes = classes
         self.regression = regression
 
     def __call__(self, batch):
+        import time
+
         import numpy as np
-        import pandas as pd
 
         out = self.session.run([self.output_name], self.layout.feeds(batch))[0]
-        if self.regression:
-            predictions = out[:, 0].astype(np.float64)
-        else:
-            predictions = np.asarray(self.classes, dtype=object)[out.argmax(axis=1)]
-        return pd.DataFrame({ROW: batch[ROW].to_numpy(), "prediction": predictions,
-                             "computed_at": pd.Timestamp.now(tz="UTC")})
+        # numbers only on the way back (a class index, not its label): cheap to ship through Arrow
+        answer = out[:, 0].astype(np.float64) if self.regression else out.argmax(axis=1).astype(np.int32)
+        return {ROW: batch[ROW].to_numpy(), ANSWER: answer, "computed_at": np.full(len(answer), time.time())}
 
 
 class RayDataBatchPredictor(BatchPredictor):
@@ -81,13 +81,17 @@ class RayDataBatchPredictor(BatchPredictor):
     def predict(self, model, frame, ctx):
         import numpy as np
         import pandas as pd
+        import pyarrow as pa
         import ray
 
         if not ray.is_initialized():
             raise StageError("batch (ray_data): Ray is not running; the batch stage starts it in a run")
         c = self.config
         wanted = float(c.num_cpus) * int(c.concurrency)
-        free = float(ray.available_resources().get("CPU", 0.0))
+        deadline = time.monotonic() + FREE_WAIT_S
+        # the actors of a previous job give their CPUs back a moment after it ends
+        while (free := float(ray.available_resources().get("CPU", 0.0))) < wanted and time.monotonic() < deadline:
+            time.sleep(0.2)
         if wanted > free:  # Ray Data would wait for CPUs that never come
             total = float(ray.cluster_resources().get("CPU", 0.0))
             raise StageError(f"batch (ray_data): batch.num_cpus x batch.concurrency = {wanted:g} CPUs, but the Ray "
@@ -97,29 +101,36 @@ class RayDataBatchPredictor(BatchPredictor):
         rows[ROW] = np.arange(len(rows))
         concurrency = int(c.concurrency)
         block = int(c.block_rows) or max(int(c.batch_size), math.ceil(len(rows) / (concurrency * 4)) or 1)
-        blocks = [rows.iloc[i:i + block] for i in range(0, len(rows), block)] or [rows]
-        ds = ray.data.from_pandas(blocks)
+        # Arrow blocks: strings and missing values cross to the actors without pickling objects;
+        # each actor sees them as pandas again, the frame the server's feeds are built from
+        blocks = [pa.Table.from_pandas(rows.iloc[i:i + block], preserve_index=False)
+                  for i in range(0, len(rows), block)] or [pa.Table.from_pandas(rows, preserve_index=False)]
+        ds = ray.data.from_arrow(blocks)
         regression = getattr(model, "task", "classification") == "regression"
         scored = ds.map_batches(
             OnnxScorer,
             fn_constructor_kwargs={"onnx_bytes": model.path.read_bytes(), "layout": model.layout.to_dict(),
-                                   "output_name": model.output_name, "classes": list(model.classes),
-                                   "regression": regression, "threads": max(1, math.ceil(float(c.num_cpus)))},
-            batch_size=int(c.batch_size), batch_format="pandas", num_cpus=float(c.num_cpus), concurrency=concurrency,
+                                   "output_name": model.output_name, "regression": regression,
+                                   "threads": max(1, math.ceil(float(c.num_cpus)))},
+            batch_size=int(c.batch_size), batch_format="pandas", num_cpus=float(c.num_cpus),
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
         )
         progress = ctx.progress(len(rows), "batch rows")
-        parts = []
-        for part in scored.iter_batches(batch_format="pandas", batch_size=None):
-            parts.append(part)
-            progress.advance(len(part))
-        out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({ROW: [], "prediction": [], "computed_at": []})
-        out = out.sort_values(ROW, kind="stable")
-        if len(out) != len(frame):
-            raise StageError(f"batch (ray_data): {len(out)} answers for {len(frame)} rows")
-        result = pd.DataFrame({"prediction": out["prediction"].to_numpy(), "computed_at": out["computed_at"].to_numpy()},
-                              index=frame.index)
+        positions, answers, times = [], [], []
+        for part in scored.iter_batches(batch_format="numpy", batch_size=None):
+            positions.append(part[ROW])
+            answers.append(part[ANSWER])
+            times.append(part["computed_at"])
+            progress.advance(len(part[ROW]))
+        position = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
+        if len(position) != len(frame) or not np.array_equal(np.sort(position), np.arange(len(frame))):
+            raise StageError(f"batch (ray_data): {len(position)} answers for {len(frame)} rows")
+        order = np.argsort(position, kind="stable")  # answers come back in any order
+        answer = np.concatenate(answers)[order]
+        labels = answer if regression else np.asarray(list(model.classes), dtype=object)[answer]
+        computed = pd.to_datetime(np.concatenate(times)[order], unit="s", utc=True)
         ctx.metric("blocks", len(blocks))
-        return result
+        return pd.DataFrame({"prediction": labels, "computed_at": computed}, index=frame.index)
 
 
 @hookimpl
