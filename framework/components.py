@@ -743,9 +743,24 @@ class LookupConfig:
     fallback: str = "online"
     #: an answer computed longer ago than this many seconds is reported stale (0: never)
     max_age_s: float = 0.0
+    #: while serving, re-run the batch stage once the table is older than ``max_age_s``
+    recompute_stale: bool = False
     #: after loading, this many lookups of rows sampled from the run's whole data version (hit
     #: rate, staleness and latency go into the run summary); 0: none
     probe_requests: int = 0
+
+
+@dataclass
+class ScheduleConfig:
+    """Re-running the batch stage while the app keeps serving (``python -m framework serve``, or
+    ``serve.keep_serving: true``); each re-run stores a new table and loads it into the app."""
+
+    #: re-run every this many seconds (0: not on a clock)
+    every_s: float = 0.0
+    #: re-run when ``batch.data`` (a registered ``NAME@latest``) resolves to a new data version
+    on_new_data: bool = False
+    #: how often to look for a new data version, seconds
+    check_s: float = 60.0
 
 
 @dataclass
@@ -764,6 +779,7 @@ class BatchConfig:
     #: store the predictions as a prediction table (registry kind ``prediction``)
     table: bool = True
     lookup: LookupConfig = field(default_factory=LookupConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
 class BatchPredictor(Component):
@@ -794,6 +810,15 @@ def check_batch_config(config: Any, key: str) -> None:
     column = getattr(config, "key", None)
     if column is not None and (not isinstance(column, str) or not column.strip()):
         raise RecipeError(f"{key}.key: expected a column name, got {column!r}")
+    schedule = getattr(config, "schedule", None)
+    if schedule is not None:
+        if not (float(schedule.every_s) >= 0):
+            raise RecipeError(f"{key}.schedule.every_s: seconds >= 0 (0: not on a clock), got {schedule.every_s}")
+        if not (float(schedule.check_s) > 0):
+            raise RecipeError(f"{key}.schedule.check_s: seconds > 0, got {schedule.check_s}")
+        if schedule.on_new_data and data in ("test", "all"):
+            raise RecipeError(f"{key}.schedule.on_new_data: watches a registered data version; set {key}.data to "
+                              "NAME@latest (the run's own data does not change while it serves)")
     lookup = getattr(config, "lookup", None)
     if lookup is not None:
         if lookup.fallback not in LOOKUP_FALLBACKS:
@@ -802,6 +827,8 @@ def check_batch_config(config: Any, key: str) -> None:
             raise RecipeError(f"{key}.lookup.max_age_s: seconds >= 0 (0: never stale), got {lookup.max_age_s}")
         if int(lookup.probe_requests) < 0:
             raise RecipeError(f"{key}.lookup.probe_requests: must be >= 0, got {lookup.probe_requests}")
+        if lookup.recompute_stale and not float(lookup.max_age_s) > 0:
+            raise RecipeError(f"{key}.lookup.recompute_stale: needs {key}.lookup.max_age_s > 0 (when a table is stale)")
         if lookup.enabled and not getattr(config, "table", True):
             raise RecipeError(f"{key}.lookup.enabled: answers by key come from the prediction table; set {key}.table: true")
 

@@ -7,6 +7,7 @@ frame's index, as text), ``prediction`` and ``computed_at`` (UTC, when its batch
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -180,3 +181,80 @@ def prediction_table(frame: Any, predictions: Any, key: str | None, where: str) 
     computed_at = (pd.to_datetime(list(computed.tolist()), utc=True) if computed is not None
                    else pd.DatetimeIndex([now] * len(values)))
     return pd.DataFrame({"key": keys, "prediction": values, "computed_at": computed_at})
+
+
+class BatchSchedule:
+    """Re-runs the batch stage while the app keeps serving (``batch.schedule``, and
+    ``batch.lookup.recompute_stale``): every ``every_s`` seconds, when ``batch.data`` resolves to
+    a new data version, or when the loaded table is older than ``max_age_s``. Each re-run stores a
+    new prediction table and loads it into the running app, which swaps it in between requests."""
+
+    def __init__(self, plan: Plan, stage: PlannedStage, state: RunState, components: Components, run_dir: Any,
+                 clock: Any = time.time):
+        config = stage.component.config
+        self.plan, self.stage, self.state, self.components = plan, stage, state, components
+        self.run_dir, self.clock = run_dir, clock
+        self.schedule = getattr(config, "schedule", None)
+        self.lookup = getattr(config, "lookup", None)
+        now = clock()
+        self.last_run = self.last_check = now
+        self.data_id = self._data_id()
+        self.runs = 0
+        self.log = logging.getLogger("framework.stage.batch")
+
+    @classmethod
+    def from_run(cls, plan: Plan, state: RunState, components: Components, run_dir: Any) -> "BatchSchedule | None":
+        """The schedule of this run's batch stage, or None when its recipe declares none."""
+        if not plan.enabled("batch") or state.exported is None:
+            return None
+        config = plan.stage("batch").component.config
+        schedule, lookup = getattr(config, "schedule", None), getattr(config, "lookup", None)
+        if not ((schedule is not None and (float(schedule.every_s) > 0 or schedule.on_new_data))
+                or (lookup is not None and lookup.enabled and lookup.recompute_stale)):
+            return None
+        return cls(plan, plan.stage("batch"), state, components, run_dir)
+
+    def _data_id(self) -> str | None:
+        data = getattr(self.stage.component.config, "data", "test")
+        if data in ("test", "all") or self.state.registry is None:
+            return None
+        try:
+            return self.state.registry.get(data, kind="data").id
+        except Exception:  # not there yet: the next check looks again
+            return None
+
+    def due(self, now: float) -> str | None:
+        """Why a re-run is due now, or None."""
+        s, lookup = self.schedule, self.lookup
+        if s is not None and float(s.every_s) > 0 and now - self.last_run >= float(s.every_s):
+            return f"every {float(s.every_s):g} s"
+        if s is not None and s.on_new_data and now - self.last_check >= float(s.check_s):
+            self.last_check = now
+            current = self._data_id()
+            if current is not None and current != self.data_id:
+                return f"new data version {current[:12]}"
+        table = self.state.prediction_table
+        if lookup is not None and lookup.enabled and lookup.recompute_stale and table is not None:
+            oldest = table.metrics.get("computed_from")
+            if oldest is not None:
+                import pandas as pd
+
+                age = now - pd.Timestamp(oldest).timestamp()
+                if age > float(lookup.max_age_s):
+                    return f"table {table.ref} is {age:.0f} s old (max_age_s {float(lookup.max_age_s):g})"
+        return None
+
+    def tick(self, now: float | None = None) -> dict | None:
+        """Re-run the stage if due; its metrics (with ``reason``), or None when nothing was due."""
+        now = self.clock() if now is None else now
+        reason = self.due(now)
+        if reason is None:
+            return None
+        self.runs += 1
+        ctx = RunStageContext(stage="batch", out_dir=self.run_dir / "stages" / f"batch-rerun-{self.runs:03d}",
+                              seed=self.plan.recipe.seed, logger=self.log, registry=self.state.registry)
+        self.log.info("batch re-run %d: %s", self.runs, reason)
+        run_batch(self.plan, self.stage, self.state, ctx, self.components)
+        self.last_run = self.clock()
+        self.data_id = self._data_id()
+        return {"reason": reason, **ctx.metrics}
