@@ -22,6 +22,7 @@ FREE_WAIT_S = 15.0
 #: the position column the scorer carries, so answers go back to their rows in any order
 ROW = "__row__"
 ANSWER = "__answer__"
+NODE = "__node__"
 
 
 class OnnxScorer:
@@ -39,6 +40,10 @@ class OnnxScorer:
         self.layout = InputLayout(**layout)
         self.output_name = output_name
         self.regression = regression
+        import ray
+
+        # which node answered (a number: cheap to ship back), for the "nodes" metric
+        self.node = int(ray.get_runtime_context().get_node_id()[:15], 16)
 
     def __call__(self, batch):
         import time
@@ -48,7 +53,8 @@ class OnnxScorer:
         out = self.session.run([self.output_name], self.layout.feeds(batch))[0]
         # numbers only on the way back (a class index, not its label): cheap to ship through Arrow
         answer = out[:, 0].astype(np.float64) if self.regression else out.argmax(axis=1).astype(np.int32)
-        return {ROW: batch[ROW].to_numpy(), ANSWER: answer, "computed_at": np.full(len(answer), time.time())}
+        return {ROW: batch[ROW].to_numpy(), ANSWER: answer, "computed_at": np.full(len(answer), time.time()),
+                NODE: np.full(len(answer), self.node, dtype=np.int64)}
 
 
 class RayDataBatchPredictor(BatchPredictor):
@@ -116,11 +122,12 @@ class RayDataBatchPredictor(BatchPredictor):
             compute=ray.data.ActorPoolStrategy(size=concurrency),
         )
         progress = ctx.progress(len(rows), "batch rows")
-        positions, answers, times = [], [], []
+        positions, answers, times, nodes = [], [], [], set()
         for part in scored.iter_batches(batch_format="numpy", batch_size=None):
             positions.append(part[ROW])
             answers.append(part[ANSWER])
             times.append(part["computed_at"])
+            nodes.update(np.unique(part[NODE]).tolist())
             progress.advance(len(part[ROW]))
         position = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
         if len(position) != len(frame) or not np.array_equal(np.sort(position), np.arange(len(frame))):
@@ -130,6 +137,7 @@ class RayDataBatchPredictor(BatchPredictor):
         labels = answer if regression else np.asarray(list(model.classes), dtype=object)[answer]
         computed = pd.to_datetime(np.concatenate(times)[order], unit="s", utc=True)
         ctx.metric("blocks", len(blocks))
+        ctx.metric("nodes", len(nodes))  # Ray nodes whose actors scored rows
         return pd.DataFrame({"prediction": labels, "computed_at": computed}, index=frame.index)
 
 

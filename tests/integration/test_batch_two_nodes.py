@@ -1,0 +1,89 @@
+"""The Ray Data batch job on a two-node Ray: a second node (1 CPU) joins the session's cluster for
+this test (``ray start --address ... --block`` on loopback, its own temp dir, so no other Ray on the machine
+can take it for the default cluster), and a job of 3 one-CPU actors needs both nodes' CPUs. The
+answers are those of the in-process predictor; the stopped node's processes are ours alone."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from framework.testing import make_stage_context
+from plugins.batch_onnx import OnnxBatchPredictor
+from plugins.batch_ray import RayDataBatchPredictor
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+
+
+def alive_nodes() -> list[dict]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+@pytest.fixture(scope="module")
+def second_node(ray_session, tmp_path_factory):
+    import ray
+
+    # the session's Ray listens on loopback only, whatever address it reports
+    gcs = "127.0.0.1:" + ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
+    before = len(alive_nodes())
+    temp_dir = Path("/tmp") / f"fw-2node-{os.getpid()}"  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    if (Path.home() / ".ray" / "auth_token").exists() and "RAY_AUTH_MODE" not in os.environ:
+        env["RAY_AUTH_MODE"] = "token"  # the session's local Ray has token authentication on
+    # `ray start`, with loopback kept as loopback (Ray would swap 127.0.0.1 for the machine's
+    # address, where the session's Ray does not listen): framework/compat/ray_loopback.py
+    ray_cli = ("from framework.compat.ray_loopback import keep_local_ray_on_loopback; keep_local_ray_on_loopback(); "
+               "import sys; sys.argv[0] = 'ray'; from ray.scripts.scripts import main; main()")
+    log = open(tmp_path_factory.mktemp("node") / "ray-start.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ray_cli, "start", "--address", gcs, "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+         "--temp-dir", str(temp_dir), "--disable-usage-stats", "--block"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while len(alive_nodes()) <= before and time.monotonic() < deadline:
+            assert proc.poll() is None, Path(log.name).read_text()[-2000:]
+            time.sleep(0.5)
+        assert len(alive_nodes()) == before + 1, Path(log.name).read_text()[-2000:]
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the node we started, and only it
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+        deadline = time.monotonic() + 60
+        while len(alive_nodes()) > before and time.monotonic() < deadline:
+            time.sleep(0.5)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_the_batch_job_runs_on_both_nodes(second_node, tmp_path):
+    import ray
+
+    from framework.testing import BatchPredictorContract
+
+    class Kit(BatchPredictorContract):
+        predictor_cls = RayDataBatchPredictor
+
+    splits = Kit().make_splits()
+    exported = Kit().make_exported(splits, tmp_path / "model")
+    frame = splits.dataset.frame.sample(n=20_000, replace=True, random_state=0)
+    assert ray.cluster_resources()["CPU"] >= 3 and len(alive_nodes()) >= 2
+    ctx = make_stage_context(tmp_path, "batch")
+    # 3 actors of 1 CPU: more than either node has, so both nodes score rows
+    config = RayDataBatchPredictor.Config(batch_size=500, num_cpus=1, concurrency=3, block_rows=1000)
+    result = RayDataBatchPredictor(config).predict(exported, frame, ctx)
+    assert ctx.metrics["nodes"] == 2, ctx.metrics
+    expected = OnnxBatchPredictor().predict(exported, frame, ctx)
+    assert result["prediction"].tolist() == expected.tolist() and result.index.equals(frame.index)
