@@ -11,7 +11,7 @@
 
 Both HTTP parts talk to one app on the ingress replica's own port (``serve.ingress: direct``).
 
-    python benchmarks/batch.py [--rows 1000000] [--requests 300] [--rounds 5]
+    python benchmarks/batch.py [--rows 1000000] [--requests 300] [--rounds 5] [--skip-scoring] [--skip-http]
 """
 from __future__ import annotations
 
@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-scoring", action="store_true")
     args = parser.parse_args()
 
     from framework.engine import start_ray, stop_ray
@@ -171,7 +172,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}")
     start_ray(num_cpus=2)
     try:
-        for hidden, layers in ((32, 1), (512, 2)):
+        for hidden, layers in () if args.skip_scoring else ((32, 1), (512, 2)):
             splits, exported = cars_model(tmp, hidden, layers, epochs=20 if hidden < 100 else 5)
             frame = splits.dataset.frame.sample(n=args.rows, replace=True, random_state=0).reset_index(drop=True)
             scoring = bench_scoring(exported, frame, args.batch_size, args.repeats, tmp)
