@@ -87,3 +87,27 @@ def test_the_batch_job_runs_on_both_nodes(second_node, tmp_path):
     assert ctx.metrics["nodes"] == 2, ctx.metrics
     expected = OnnxBatchPredictor().predict(exported, frame, ctx)
     assert result["prediction"].tolist() == expected.tolist() and result.index.equals(frame.index)
+
+
+def test_a_recipe_runs_its_batch_job_on_an_existing_two_node_cluster(second_node, serve_port, tmp_path):
+    """``ray.address=`` hands the whole run to the cluster: the news-feed recipe trains, serves,
+    and its batch stage scores on both nodes: 5 actors of 0.5 CPU are all the CPU the two nodes
+    have left beside the served replica's 0.5 (3 CPUs in all), so neither node can hold them all, and
+    blocks of 100 rows keep every actor busy."""
+    import json
+
+    import ray
+
+    root = Path(__file__).resolve().parents[2]
+    address = "127.0.0.1:" + ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
+    cmd = [sys.executable, "-m", "framework", "run", "+recipe=news_feed", f"ray.address={address}",
+           f"data.path={root / 'recipes' / 'data' / 'feed_users.csv'}", f"store.uri={tmp_path / 'store'}",
+           f"runs_dir={tmp_path / 'runs'}", f"serve.port={serve_port}", "train.num_samples=1", "train.max_epochs=3",
+           "online_eval.rows=10", "batch.num_cpus=0.5", "batch.concurrency=5", "batch.block_rows=100", "batch.lookup.probe_requests=50"]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
+    batch = next(s for s in summary["stages"] if s["stage"] == "batch")
+    assert batch["status"] == "ok" and batch["metrics"]["nodes"] == 2, batch
+    assert batch["metrics"]["lookup_requests"] == 50 and batch["metrics"]["prediction_table"].startswith("news_feed:")
