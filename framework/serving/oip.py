@@ -130,6 +130,66 @@ def parse_infer(data: Any, schema: Any, matrix_input: str | None, parser: Any) -
             raise OipError(f"input '{_cut(other)}': unknown input beside the matrix input '{matrix_input}'; "
                            "send either the matrix or one input per feature")
         return _matrix(tensors[matrix_input], schema, parser, limit), client_id, outputs, key
+    columns = _fast_columns(tensors, schema.features, limit)
+    if columns is None:  # something is off: the careful path names what
+        columns = _checked_columns(tensors, schema, matrix_input, limit)
+    names = schema.names
+    instances = [dict(zip(names, row)) for row in zip(*(columns[nm] for nm in names))]
+    try:
+        parsed = parser.parse({"instances": instances})
+    except RequestError as exc:
+        raise _named(exc) from None
+    parsed.key = key
+    return parsed, client_id, outputs, key
+
+
+#: datatype -> what its values must be: s(tring), b(ool), i(nteger, with a range), f(loat)
+_VALUE_KIND = {"BYTES": "s", "BOOL": "b", **{d: "i" for d in _INT_RANGES}, **{d: "f" for d in _FLOATS}}
+
+
+def _fast_columns(tensors: dict, features: list, limit: int) -> dict | None:
+    """The well-formed request's columns in one pass (≈ 5 µs for 7 one-row inputs), or None to
+    take the careful path, which finds and names what is wrong."""
+    if len(tensors) != len(features):
+        return None
+    n = None
+    columns = {}
+    for f in features:
+        t = tensors.get(f.name)
+        if t is None:
+            return None
+        datatype = t.get("datatype")
+        if datatype not in _FEATURE_DATATYPES.get(f.dtype, _FEATURE_DATATYPES["float"])[0]:
+            return None
+        data, shape = t.get("data"), t.get("shape")
+        if type(data) is not list or not data:
+            return None
+        if n is None:
+            n = len(data)
+            if n > limit:
+                return None
+        if len(data) != n or (shape != [n] and shape != [n, 1]) or type(data[0]) is list:
+            return None
+        kind = _VALUE_KIND[datatype]
+        if kind == "f":
+            if any(type(v) is not float and type(v) is not int and v is not None for v in data):
+                return None
+        elif kind == "s":
+            if any(type(v) is not str and v is not None for v in data):
+                return None
+        elif kind == "b":
+            if any(type(v) is not bool and v is not None for v in data):
+                return None
+        else:
+            low, high = _INT_RANGES[datatype]
+            if any(v is not None and (type(v) is not int or not low <= v <= high) for v in data):
+                return None
+        columns[f.name] = data
+    return columns
+
+
+def _checked_columns(tensors: dict, schema: Any, matrix_input: str | None, limit: int) -> dict:
+    """Every input checked in turn; the first problem raised as an OipError naming the input."""
     features = {f.name: f for f in schema.features}
     for name in tensors:
         if name not in features:
@@ -149,14 +209,7 @@ def parse_infer(data: Any, schema: Any, matrix_input: str | None, parser: Any) -
             raise OipError(f"input '{f.name}': shape [{len(values)}] but input '{schema.features[0].name}' has "
                            f"[{n}]: every input holds one value per row")
         columns[f.name] = values
-    names = schema.names
-    instances = [dict(zip(names, row)) for row in zip(*(columns[nm] for nm in names))]
-    try:
-        parsed = parser.parse({"instances": instances})
-    except RequestError as exc:
-        raise _named(exc) from None
-    parsed.key = key
-    return parsed, client_id, outputs, key
+    return columns
 
 
 def _requested_outputs(value: Any) -> list[str]:
