@@ -14,6 +14,7 @@ otherwise (or without an instance) it gets a 404 naming the key.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -133,6 +134,8 @@ class LookupApi:
         path, table = data.get("path"), data.get("table")
         if not isinstance(path, str) or not isinstance(table, str):
             raise RequestError("path", "expected the prediction table's Parquet path and its version ('table')")
+        if "://" not in path and not os.path.isfile(path):  # a folder would be read as a whole dataset
+            raise RequestError("path", f"not a file: {path[:200]}", 422)
         fallback = data.get("fallback", "online")
         if fallback not in ("online", "none"):
             raise RequestError("fallback", f"expected 'online' or 'none', got {describe_value(fallback)}")

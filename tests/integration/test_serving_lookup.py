@@ -101,4 +101,9 @@ def test_lookup_answers_from_the_table_with_age_and_falls_back_online(served, tm
         assert figures["answers"]["stale"] == 1 and figures["answers"]["missing"] >= 2
         bad_load = client.post(app.url + "-/admin/lookup", json={**load, "path": str(tmp_path / "nope.parquet")},
                                headers=app.admin_headers())
+        assert bad_load.status_code == 422 and "not a file" in bad_load.json()["error"]["reason"]
+        not_parquet = tmp_path / "table.txt"
+        not_parquet.write_text("key,prediction\n")
+        bad_load = client.post(app.url + "-/admin/lookup", json={**load, "path": str(not_parquet)},
+                               headers=app.admin_headers())
         assert bad_load.status_code == 422 and "cannot read the prediction table" in bad_load.json()["error"]["reason"]
