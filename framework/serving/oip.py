@@ -398,7 +398,7 @@ class OipApi:
             try:
                 from ray import serve
 
-                self.name = serve.get_replica_context().replica_id.deployment_id.app_name
+                self.name = serve.get_replica_context().app_name
             except Exception:  # constructed outside a Serve replica (benchmarks, unit tests)
                 self.name = "model"
         return self.name
