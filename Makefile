@@ -44,6 +44,7 @@ bench: setup
 	$(PY) benchmarks/privacy.py
 	$(PY) benchmarks/tune_efficiency.py
 	$(PY) benchmarks/labels.py
+	$(PY) benchmarks/batch.py
 
 plan: setup
 	$(PY) -m framework plan +recipe=quickstart
