@@ -78,11 +78,13 @@ def test_the_batch_job_runs_on_both_nodes(second_node, tmp_path):
 
     splits = Kit().make_splits()
     exported = Kit().make_exported(splits, tmp_path / "model")
-    frame = splits.dataset.frame.sample(n=20_000, replace=True, random_state=0)
+    # enough blocks that an actor still starting on the second node gets some (actors join the
+    # pool as they become ready)
+    frame = splits.dataset.frame.sample(n=200_000, replace=True, random_state=0)
     assert ray.cluster_resources()["CPU"] >= 3 and len(alive_nodes()) >= 2
     ctx = make_stage_context(tmp_path, "batch")
     # 3 actors of 1 CPU: more than either node has, so both nodes score rows
-    config = RayDataBatchPredictor.Config(batch_size=500, num_cpus=1, concurrency=3, block_rows=1000)
+    config = RayDataBatchPredictor.Config(batch_size=500, num_cpus=1, concurrency=3, block_rows=2000)
     result = RayDataBatchPredictor(config).predict(exported, frame, ctx)
     assert ctx.metrics["nodes"] == 2, ctx.metrics
     expected = OnnxBatchPredictor().predict(exported, frame, ctx)
@@ -91,9 +93,10 @@ def test_the_batch_job_runs_on_both_nodes(second_node, tmp_path):
 
 def test_a_recipe_runs_its_batch_job_on_an_existing_two_node_cluster(second_node, serve_port, tmp_path):
     """``ray.address=`` hands the whole run to the cluster: the news-feed recipe trains, serves,
-    and its batch stage scores on both nodes: 5 actors of 0.5 CPU are all the CPU the two nodes
-    have left beside the served replica's 0.5 (3 CPUs in all), so neither node can hold them all, and
-    blocks of 100 rows keep every actor busy."""
+    scores with Ray Data and serves lookups from the table. Its actors are placed on both nodes
+    (5 of 0.5 CPU: more than the head's 2 CPUs hold), but its 1,537 rows may all be scored before
+    the second node's actor is ready (actors join the pool as they start): that both nodes score
+    is the test above's, on 200,000 rows."""
     import json
 
     import ray
@@ -109,5 +112,5 @@ def test_a_recipe_runs_its_batch_job_on_an_existing_two_node_cluster(second_node
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
     batch = next(s for s in summary["stages"] if s["stage"] == "batch")
-    assert batch["status"] == "ok" and batch["metrics"]["nodes"] == 2, batch
+    assert batch["status"] == "ok" and batch["metrics"]["nodes"] >= 1, batch
     assert batch["metrics"]["lookup_requests"] == 50 and batch["metrics"]["prediction_table"].startswith("news_feed:")
