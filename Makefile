@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-fast reliability bench plan plugins clean
+.PHONY: setup demo test test-fast reliability bench plan plugins clean browser
 
 $(STAMP): pyproject.toml constraints.txt examples/plugin-acme/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ setup: $(STAMP)
 demo: setup
 	$(PY) -m framework run +recipe=quickstart
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -45,6 +45,14 @@ bench: setup
 	$(PY) benchmarks/tune_efficiency.py
 	$(PY) benchmarks/labels.py
 	$(PY) benchmarks/batch.py
+	$(PY) benchmarks/monitoring.py
+
+# a headless Chromium for the test that opens the monitoring report (tests/e2e: skipped without one)
+# (best effort: without root or Debian's archive the test skips and says why)
+browser:
+	@command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium-headless-shell) || \
+		echo "make browser: no headless Chromium installed; the report test will skip"
 
 plan: setup
 	$(PY) -m framework plan +recipe=quickstart

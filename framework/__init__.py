@@ -27,6 +27,7 @@ from .components import (  # noqa: F401  (the public contract surface)
     Outcome,
     Route,
     RouteRequest,
+    ReferenceFiles,
     ServedWindow,
     SourceSchema,
     StageContext,

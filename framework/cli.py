@@ -26,6 +26,11 @@ verbs:
                                       requests, arms, propensities and rewards (CSV/Parquet):
                                       what it would have earned, with 95% intervals
 
+  monitor +recipe=NAME [records=DIR] [every=SECONDS] [--json] [key=value ...]
+                                      the recipe's monitors on the durable record log of its
+                                      deployment (default: the newest), off the request path:
+                                      drift per model version and window; every=S follows it
+
 A recipe is recipes/NAME.yaml, or NAME.yaml in a folder given by recipes_dir=PATH or the
 FRAMEWORK_RECIPES environment variable. Any key can be overridden: train.max_epochs=5.
 """
@@ -169,22 +174,20 @@ def cmd_plugins(args: list[str]) -> int:
 
 
 def cmd_versions(args: list[str]) -> int:
-    from .recipe import StoreConfig
     from .registry.cli import versions_command
 
-    store = StoreConfig().uri
-    if "--store" in args:
-        i = args.index("--store")
-        if i + 1 >= len(args):
-            return _fail("--store needs a path or URL")
-        store = args[i + 1]
-        args = args[:i] + args[i + 2:]
-    return versions_command(args, store)
+    return _with_store(args, versions_command)
 
 
 def cmd_labels(args: list[str]) -> int:
-    from .recipe import StoreConfig
     from .registry.labels_cli import labels_command
+
+    return _with_store(args, labels_command)
+
+
+def _with_store(args: list[str], command) -> int:
+    """``command(args, store)``: the store from ``--store PATH_OR_URL``, else the recipes' default."""
+    from .recipe import StoreConfig
 
     store = StoreConfig().uri
     if "--store" in args:
@@ -193,7 +196,7 @@ def cmd_labels(args: list[str]) -> int:
             return _fail("--store needs a path or URL")
         store = args[i + 1]
         args = args[:i] + args[i + 2:]
-    return labels_command(args, store)
+    return command(args, store)
 
 
 #: the evaluate-strategy options taken off the command line before the recipe is composed
@@ -249,8 +252,76 @@ def cmd_evaluate_strategy(args: list[str]) -> int:
     return 0
 
 
+MONITOR_OPTIONS = ("records", "every")
+
+
+def cmd_monitor(args: list[str]) -> int:
+    import time
+    from pathlib import Path
+
+    from .errors import RecipeError
+    from .plugins import default_components
+    from .run import plan_recipe
+    from .stages.monitor import monitor_records, newest_record_log
+
+    options: dict[str, str] = {}
+    rest = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in MONITOR_OPTIONS:
+            options[key.lstrip("+")] = value
+        elif arg != "--json":
+            rest.append(arg)
+    plan = plan_recipe(rest)
+    records = Path(options["records"]).expanduser() if options.get("records") else newest_record_log(plan)
+    if records is None:
+        raise RecipeError(f"monitor: no record log of '{plan.recipe.name}' found (serve.record_log "
+                          f"{plan.recipe.serve.record_log!r}); give records=DIR")
+    every = None
+    if options.get("every"):
+        try:
+            every = float(options["every"])
+        except ValueError:
+            raise RecipeError(f"every={options['every']}: expected seconds, e.g. every=30") from None
+        if not every > 0:
+            raise RecipeError(f"every={options['every']}: expected seconds > 0")
+    components = default_components()
+    while True:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out_dir = Path(plan.recipe.runs_dir) / f"{stamp}-monitor-{plan.recipe.name}"
+        result = monitor_records(plan, components, records, out_dir)
+        if "--json" in args:
+            print(json.dumps(result, indent=2, default=str))
+        else:
+            print(format_monitor(result))
+        if every is None:
+            return 0
+        sys.stdout.flush()
+        time.sleep(every)
+
+
+def format_monitor(result: dict) -> str:
+    """The terminal summary of ``monitor``: per model version and window, what drifted and since when."""
+    lines = [f"record log {result['records']}: {result['answers']} answers ({result['rows']} rows), "
+             f"{result['feedback']} feedback items; reference {result['reference']}"]
+    for report in result["reports"]:
+        lines.append(f"monitor {report['monitor']}:")
+        # a monitor that cuts windows lists them in its metrics (whylogs_drift does)
+        for w in report["metrics"].get("drift_by_window") or ():
+            moved = ", ".join(w["drifted"]) or "no drift"
+            lines.append(f"  {w['model_version']}  {w['start']} .. {w['end']}  {w['rows']:>6} rows  "
+                         f"{w['tests']:>3} tests  {moved}")
+        for alert in report["alerts"]:
+            lines.append(f"  ALERT {alert}")
+        if not report["alerts"]:
+            lines.append("  no alert")
+    lines.append(f"reports in {result['out_dir']}")
+    return "\n".join(lines)
+
+
 VERBS = {
     "run": cmd_run,
+    "monitor": cmd_monitor,
     "serve": cmd_serve,
     "plan": cmd_plan,
     "recipes": cmd_recipes,

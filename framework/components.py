@@ -1037,6 +1037,38 @@ class ServedWindow:
 
     frame: Any
     features: list[str]
+    #: each served model version's answers on the reference (training) rows, in their order:
+    #: version -> classes (or numbers for a regression). None: not computed (outside a run)
+    reference_outputs: dict[str, list] | None = None
+    #: files stored with the reference data version (read(name) -> bytes | None, write(name, data),
+    #: ``ref``): what a monitor derives from the training rows once, reused by later runs. None
+    #: outside a run
+    reference_files: "ReferenceFiles | None" = None
+    #: feedback that arrived for these answers: a frame of ``request_id``, ``label`` (None for a
+    #: reward or clicks), ``time``; None: not available (no record log)
+    feedback: Any = None
+    #: each served model version's confidence in its answers on labeled reference rows it did
+    #: not learn from (the validation split), and whether each was right: version ->
+    #: {"confidence": [...], "correct": [...]} (classification only). None: not computed
+    calibration: dict[str, dict] | None = None
+
+
+class ReferenceFiles:
+    """Files stored with the data version a run trained on (``ServedWindow.reference_files``).
+
+    ``ref`` names the data version (``NAME:ID``) and the part of it (``train``, the window); a
+    monitor keys what it stores by what it computed from (its columns, its settings)."""
+
+    def __init__(self, ref: str, read: Any, write: Any):
+        self.ref = ref
+        self._read, self._write = read, write
+
+    def read(self, name: str) -> bytes | None:
+        return self._read(name)
+
+    def write(self, name: str, data: bytes) -> str:
+        """Store ``data``; returns where it was written."""
+        return self._write(name, data)
 
 
 @dataclass
@@ -1045,6 +1077,9 @@ class MonitorReport:
     metrics: dict[str, Any] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
+    #: points the HTML report plots: {"panel": "drift" | "accuracy" | ..., "group" (e.g. the model
+    #: version), "series", "window" (its start, ISO time), "value", "flag" (e.g. drifted)}
+    timeline: list[dict] = field(default_factory=list)
 
 
 class Monitor(Component):

@@ -121,6 +121,13 @@ class ServeConfig:
     #: when the record log is forced to disk: "batch" (an fsync per write batch, off the request
     #: path) or "never" (written at once, flushed to disk when the OS decides)
     record_log_fsync: str = "batch"
+    #: operational metrics in Prometheus' text format on GET /metrics of each ingress replica
+    #: (request count, latency histogram, errors per model version and arm, CPU, memory); false: off
+    metrics: bool = True
+    #: with several ingress replicas (replicas > 1 or autoscaling, placement "ingress"): one
+    #: strategy decides for all of them (a Ray actor; replicas route from a copy synced every
+    #: 50 ms). false: each replica keeps its own strategy state, counts and events
+    shared_decisions: bool = True
     #: fault injection for demos and tests only: arm -> {error_rate, extra_latency_ms, seed}
     faults: Dict[str, Any] = field(default_factory=dict)
     #: arms that predict different classes (an old and a new label schema) are compared through

@@ -94,7 +94,8 @@ class Reporter:
 
 
 _HEADLINE_KEYS = (
-    "rows", "features", "classes", "checks_passed", "data_version", "label_version", "labeled_rows",
+    "rows", "features", "classes", "checks_passed", "quarantined_rows", "readmitted_rows", "data_version",
+    "batches", "quarantine_set_rows", "label_version", "labeled_rows",
     "label_accuracy_hidden", "queued_rows", "model", "test_accuracy", "test_auc", "epsilon",
     "val_accuracy",
     "trials", "max_abs_diff", "onnx_bytes", "model_version", "url", "rows_sent", "served_accuracy",

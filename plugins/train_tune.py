@@ -572,10 +572,11 @@ class TuneTrainer(Trainer):
         # epochs actually trained over all trials: what an early-stopping scheduler saves shows here
         trial_epochs_total = int(sum(int(r["epochs"] or 0) for r in rows))
         ctx.metric("trial_epochs_total", trial_epochs_total)
+        test_name = "accuracy" if "test_accuracy" in best.metrics else "r2"
         ctx.logger.info(
-            "tune: %d trials in %.1fs; best %s (%s=%.4f at epoch %d); test accuracy (r2) %.4f",
+            "tune: %d trials in %.1fs; best %s (%s=%.4f at epoch %d); test %s %.4f",
             len(rows), search_seconds, best_row["trial_id"], metric, best_row[f"best_{metric}"],
-            best_row["best_epoch"], best.metrics.get("test_accuracy", best.metrics.get("test_r2", float("nan"))),
+            best_row["best_epoch"], test_name, best.metrics.get(f"test_{test_name}", float("nan")),
         )
         best.details.update({
             "trials": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],

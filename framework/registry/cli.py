@@ -18,15 +18,26 @@ class _UsageError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
+class VerbParser(argparse.ArgumentParser):
     # argparse exits on bad input; the verb must return 2 with a single line instead
     def error(self, message: str):
         raise _UsageError(message)
 
 
+def parse_verb(parser: argparse.ArgumentParser, argv: list[str], verb: str) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code to return: 2 after one error line, 0 after --help."""
+    try:
+        return parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"error: {verb}: {exc} (see --help)", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m framework versions", description="Data, label and model versions in the store.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = VerbParser(prog="python -m framework versions", description="Data, label and model versions in the store.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=VerbParser)
     ls = sub.add_parser("list", help="versions, newest first")
     ls.add_argument("--kind", choices=KINDS)
     ls.add_argument("name", nargs="?")
@@ -46,13 +57,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def versions_command(argv: list[str], store_uri: str) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except _UsageError as exc:
-        print(f"error: versions: {exc} (see --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+    args = parse_verb(_parser(), argv, "versions")
+    if isinstance(args, int):
+        return args
     try:
         reg = Registry(store_uri)
         if args.command == "list":

@@ -17,21 +17,13 @@ from pathlib import Path
 from ..errors import StageError, StoreError
 from ..labels import studio
 from .labels import LABEL_COLUMN, PROBABILITY_PREFIX, SOURCE_COLUMN, labels_frame, typed_labels
+from .cli import VerbParser, parse_verb
 from .store import Registry
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise _UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m framework labels", description="Label Studio files in and out of label versions.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = VerbParser(prog="python -m framework labels", description="Label Studio files in and out of label versions.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=VerbParser)
     out = sub.add_parser("export", help="the unlabeled rows of a label version as Label Studio tasks")
     out.add_argument("labels", metavar="LABELS", help="a label version: NAME.labels@latest, NAME.labels:ID")
     out.add_argument("--out", required=True, help="the task JSON file to write")
@@ -44,13 +36,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def labels_command(argv: list[str], store_uri: str) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except _UsageError as exc:
-        print(f"error: labels: {exc} (see --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+    args = parse_verb(_parser(), argv, "labels")
+    if isinstance(args, int):
+        return args
     try:
         registry = Registry(store_uri)
         if args.command == "export":

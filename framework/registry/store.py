@@ -43,6 +43,7 @@ from .versions import (
     model_diff,
     model_version_id,
     parse_ref,
+    recomputed_id,
     sha256,
     validate_kind,
     validate_name,
@@ -73,6 +74,13 @@ def blob_path(digest: str) -> str:
 
 def manifest_path(kind: str, name: str, vid: str) -> str:
     return f"versions/{kind}/{name}/{vid}.json"
+
+
+def derived_path(version: "Version", filename: str) -> str:
+    """Where a file derived from ``version`` lives: beside its manifest, never among its blobs."""
+    if not filename or "/" in filename or "\\" in filename or filename.startswith("."):
+        raise StoreError(f"derived file name {filename!r}: a plain file name, no folders")
+    return f"derived/{version.kind}/{version.name}/{version.id}/{filename}"
 
 
 def alias_path(kind: str, name: str, alias: str) -> str:
@@ -242,12 +250,18 @@ class _FileCatalogue:
         return out
 
 
+_REBUILD_HINT = (" (the catalogue only indexes the manifests under versions/ and aliases/: move it aside and "
+                 "it is rebuilt from them on the next open)")
+
+
 class _SqliteCatalogue:
     """Local folders: one SQLite file indexes manifests and aliases; each change is one transaction."""
 
     def __init__(self, path: Path, backend: _LocalBackend):
         self.path = path
-        fresh = not path.exists()
+        # a zero-byte file is what a crash or a `touch` leaves: SQLite would read it as an empty
+        # store, hiding every version; it is rebuilt from the manifests like a missing one
+        fresh = not path.exists() or path.stat().st_size == 0
         with self._tx() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS versions (kind TEXT NOT NULL, name TEXT NOT NULL, "
@@ -279,7 +293,7 @@ class _SqliteCatalogue:
                 raise
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(f"catalogue {self.path}: {exc}") from exc
+            raise StoreError(f"catalogue {self.path}: {exc}{_REBUILD_HINT}") from exc
         finally:
             db.close()
 
@@ -291,7 +305,7 @@ class _SqliteCatalogue:
             finally:
                 db.close()
         except sqlite3.Error as exc:
-            raise StoreError(f"catalogue {self.path}: {exc}") from exc
+            raise StoreError(f"catalogue {self.path}: {exc}{_REBUILD_HINT}") from exc
 
     def _rebuild(self, backend: _LocalBackend) -> None:
         files = _FileCatalogue(backend)
@@ -611,7 +625,12 @@ class Registry:
         v = self._resolve(version, None if isinstance(version, Version) else "label")
         if v.kind != "label":
             raise StoreError(f"{v.kind} {v.ref} is not a label version")
-        return labels.from_parquet(self.read_file(v, labels.LABELS_FILE), f"label {v.ref}")
+        frame = labels.from_parquet(self.read_file(v, labels.LABELS_FILE), f"label {v.ref}")
+        content = tables.content_hash(tables.describe_frame(frame, f"label {v.ref}"), tables.row_hashes(frame))
+        if label_version_id(content, v.schema, v.parent, v.lineage.get("data_version")) != v.id:
+            raise StoreError(f"label {v.ref}: its labels do not give its id: the manifest or the labels file "
+                             f"was changed after it was stored; it is not used")
+        return frame
 
     def schema_flags(self, version: Version) -> list[str]:
         """Why a model version is flagged: it was trained on a label schema that a stored
@@ -673,6 +692,26 @@ class Registry:
         except OSError as exc:
             raise StoreError(f"cannot write {self._backend.where(rel)}: {exc}") from exc
 
+    # -- derived files stored with a version (a reference profile built from a data version) --
+    def put_derived(self, version: Version, filename: str, data: bytes) -> str:
+        """Store ``data`` as ``filename`` *with* ``version`` (atomically; a rewrite replaces it).
+        For files computed from an immutable version and reused by later runs, e.g. the
+        reference profile a monitor builds from the training rows; the version's own content and
+        id do not change. Returns where it was written."""
+        rel = derived_path(version, filename)
+        self._write(rel, bytes(data))
+        return self._backend.where(rel)
+
+    def read_derived(self, version: Version, filename: str) -> bytes | None:
+        """A file stored with ``version`` by :meth:`put_derived`, or None."""
+        rel = derived_path(version, filename)
+        if not self._backend.exists(rel):
+            return None
+        try:
+            return self._backend.read(rel)
+        except OSError as exc:
+            raise StoreError(f"cannot read {self._backend.where(rel)}: {exc}") from exc
+
     # -- reading ---------------------------------------------------------------------------
     def _alias_index(self, kind: str, name: str | None = None) -> dict[tuple[str, str], list[str]]:
         index: dict[tuple[str, str], list[str]] = {}
@@ -700,10 +739,41 @@ class Registry:
         return sorted(out, key=lambda v: (v.created_at, v.id), reverse=True)
 
     def get(self, ref: str, kind: str = "model") -> Version:
-        """Resolve NAME@ALIAS, NAME:ID(prefix), ID(prefix) or a bare NAME (its newest version).
+        """Resolve NAME@ALIAS, NAME:ID(prefix), ID(prefix) or a bare NAME (its newest version),
+        checked against its manifest file and its id (``verify_version``).
 
         ``NAME@latest`` means the newest version unless an alias "latest" was set explicitly.
         """
+        return self.verify_version(self._lookup(ref, kind))
+
+    def verify_version(self, v: Version) -> Version:
+        """``v`` if what describes it is consistent, else a StoreError naming it: its manifest file
+        exists and says what the catalogue says, and the id recomputed from the manifest (files
+        and parent of a model; content, schema and parent of a data version) is its id. Rows and
+        file bytes are checked when read (``read_file``, ``load_frame``, ``load_labels``)."""
+        rel = manifest_path(v.kind, v.name, v.id)
+        where = f"{v.kind} {v.ref}"
+        try:
+            on_disk = Version.from_manifest(_read_json(self._backend, rel), v.aliases, rel).manifest()
+        except FileNotFoundError:
+            raise StoreError(f"{where}: the catalogue lists this version but its manifest "
+                             f"{self._backend.where(rel)} is missing; it is not used") from None
+        except StoreError as exc:
+            raise StoreError(f"{where}: {exc.message}; its manifest cannot be read, so it is not used") from None
+        listed = v.manifest()
+        if on_disk != listed:
+            keys = sorted(k for k in set(on_disk) | set(listed) if on_disk.get(k) != listed.get(k))
+            raise StoreError(f"{where}: its manifest {self._backend.where(rel)} differs from the catalogue in "
+                             f"{', '.join(keys)}: it was edited outside the framework; restore it, or move "
+                             f"{CATALOGUE} aside to index the manifests as they are now")
+        expected = recomputed_id(listed)
+        if expected is not None and expected != v.id:
+            raise StoreError(f"{where}: its manifest does not give its id (recomputed {expected[:12]}): the "
+                             f"files, content or parent it lists were changed after it was stored; it is "
+                             f"not used. Restore {self._backend.where(rel)} or remove the version")
+        return v
+
+    def _lookup(self, ref: str, kind: str) -> Version:
         validate_kind(kind)
         r = parse_ref(ref)
         if r.alias is not None:
@@ -767,15 +837,16 @@ class Registry:
         if kind is not None:
             return self.get(version, kind)
         try:
-            return self.get(version, "model")
+            found = self._lookup(version, "model")
         except StoreError:
             try:
-                return self.get(version, "data")
+                found = self._lookup(version, "data")
             except StoreError:
                 try:
-                    return self.get(version, "label")
+                    found = self._lookup(version, "label")
                 except StoreError:
-                    return self.get(version, "prediction")
+                    found = self._lookup(version, "prediction")
+        return self.verify_version(found)  # found but inconsistent: that error, not "unknown"
 
     def read_file(self, version: Version | str, filename: str) -> bytes:
         """The bytes of one file of a version, checked against the sha256 in its manifest."""
@@ -810,7 +881,13 @@ class Registry:
         v = self._resolve(version, None if isinstance(version, Version) else "data")
         if v.kind == "data" and v.table.get("layout") == tables.LAYOUT:
             categories = self.read_file(v, tables.CATEGORIES_FILE) if tables.CATEGORIES_FILE in v.files else None
-            return tables.to_frame(self._load_table(v), v.table, categories, f"data {v.ref}")
+            frame = tables.to_frame(self._load_table(v), v.table, categories, f"data {v.ref}")
+            # every chunk matched its hash; this checks they are the chunks of this version
+            if v.table.get("content") and tables.content_hash(tables.describe_frame(frame, f"data {v.ref}"),
+                                                              tables.row_hashes(frame)) != v.table["content"]:
+                raise StoreError(f"data {v.ref}: its rows do not give its content hash: the manifest's chunk "
+                                 f"list was changed after it was stored; it is not used")
+            return frame
         if v.kind != "data" or DATA_FILE not in v.files:
             raise StoreError(f"{v.kind} {v.ref} is not a data version: it has no {DATA_FILE} and no chunks")
         data = self.read_file(v, DATA_FILE)  # a version written before chunked tables

@@ -197,6 +197,19 @@ def model_version_id(file_hashes: Mapping[str, str], parent: str | None) -> str:
     return sha256(canonical_json({"kind": "model", "files": files, "parent": parent}))
 
 
+def recomputed_id(manifest: Mapping) -> str | None:
+    """The id a manifest's own content gives (what the version was stored under), or None when the
+    manifest alone cannot give it (a label version, a data version written before chunked
+    tables: those are checked against their rows when read)."""
+    kind, parent = manifest.get("kind"), manifest.get("parent")
+    if kind == "model":
+        return model_version_id(dict(manifest.get("files") or {}), parent)
+    content = (manifest.get("table") or {}).get("content")
+    if kind == "data" and content:
+        return data_version_id(content, dict(manifest.get("schema") or {}), parent)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Refs
 # ---------------------------------------------------------------------------------------------

@@ -71,6 +71,8 @@ def deploy(
     client_token: str | None = None,
     record_log: str | Path | None = None,
     record_log_fsync: str = "batch",
+    metrics: bool = True,
+    shared_decisions: bool = True,
 ) -> ServingApp:
     """Deploy ``models`` behind one ingress that routes with ``strategy_cls``; wait until healthy.
 
@@ -81,12 +83,15 @@ def deploy(
 
     ``placement="ingress"``: ``replicas`` ingress replicas, each holding every arm's ONNX session
     (no extra hop). ``placement="deployment"``: one ingress replica and ``replicas`` replicas per
-    arm, reached by DeploymentHandle. Strategy state, the records buffer, the request ids kept for
-    feedback and the events live in each ingress replica. With several ingress replicas (the
-    recipe default is 1) each HTTP call reaches one of them: an admin command switches that
-    replica's strategy only, ``-/strategy`` and ``-/events`` show that replica, and feedback for a
-    request another replica answered is refused as unknown (404). Deploy one ingress replica (or
-    ``placement="deployment"``, whose ingress is always one replica) when strategies decide.
+    arm, reached by DeploymentHandle. With several ingress replicas (``replicas`` > 1 or
+    ``autoscaling``) and ``shared_decisions`` (the default) one strategy decides for all of them:
+    a Ray actor each replica routes from a copy of and reports to every 50 ms
+    (``serving/decisions.py``), so counts add up, an admin command given to any replica reaches
+    all, ``-/strategy`` and ``-/events`` are the same everywhere and sticky users keep their arm.
+    ``shared_decisions=False``: each replica keeps its own strategy state and events. The records
+    buffer and the request ids kept for feedback stay per replica: feedback for a request another
+    replica answered is refused as unknown (404) unless it reaches the same replica (the balancer
+    sends requests with the same ``X-User-Id`` to the same replica).
 
     ``admin_token``: required as ``X-Admin-Token`` by every ``-/`` endpoint, commands and reads
     alike (at least 16 characters); None makes up a random one, returned in
@@ -95,6 +100,7 @@ def deploy(
     ``record_log``: a folder for this deployment's durable record log (each deploy makes a new
     sub-folder, which its replicas share and a restarted replica reads back); None: off.
     ``record_log_fsync``: "batch" (fsync each write batch) or "never".
+    ``metrics``: Prometheus text on ``GET /metrics`` of each ingress replica (``serving/metrics.py``).
     ``faults``: **for demos, tests and benchmarks only**: ``{arm: {"error_rate": 0.05,
     "extra_latency_ms": 0.0, "seed": 0}}`` makes that arm fail (503 when it answers the client)
     or answer late, injected by the ingress in front of the arm whatever the placement.
@@ -174,8 +180,10 @@ def deploy(
         "health_check_period_s": HEALTH_CHECK_PERIOD_S,
     }
     extra = {"faults": faults, "rank_class": rank_class, "feedback_memory": int(feedback_memory), "batching": batching,
-             "client_token": client_token, "record_log": log_settings,
+             "client_token": client_token, "record_log": log_settings, "metrics": bool(metrics),
              **({"label_mapping": label_mapping} if label_mapping else {})}
+    if placement == "ingress" and (autoscaling or int(replicas) > 1) and shared_decisions:
+        extra["decision_state"] = _start_decision_state(app_name, strategy_cls, strategy_config, arms, where)
     # Ray refuses num_replicas next to autoscaling_config: one or the other.
     scale = {"autoscaling_config": dict(autoscaling)} if autoscaling else {"num_replicas": replicas}
     # A replica must accept at least a batch's worth of calls, or batches could never fill.
@@ -498,3 +506,34 @@ def shutdown_app(app: ServingApp | str) -> None:
         serve.delete(name)
     except Exception as exc:
         raise ServingError(f"app '{name}': removing it from Ray Serve failed: {exc}") from exc
+    _stop_decision_state(name)
+
+
+def _start_decision_state(app_name: str, strategy_cls: type, strategy_config: Any, arms: Mapping[str, str],
+                          where: str) -> dict:
+    """The app's one strategy, as a detached actor its ingress replicas find by name (see
+    serving/decisions.py); a previous app's of the same name is replaced."""
+    import ray
+
+    from .decisions import DecisionState, actor_name
+
+    _stop_decision_state(app_name)
+    found = {"name": actor_name(app_name), "namespace": ray.get_runtime_context().namespace}
+    try:
+        actor = ray.remote(DecisionState).options(**found, lifetime="detached", num_cpus=0, max_restarts=0).remote(
+            strategy_cls, strategy_config, dict(arms))
+        ray.get(actor.view.remote(), timeout=60)
+    except Exception as exc:
+        raise ServingError(f"{where}: the shared decision state of the strategy did not start: {exc}") from exc
+    return found
+
+
+def _stop_decision_state(app_name: str) -> None:
+    import ray
+
+    from .decisions import actor_name
+
+    try:
+        ray.kill(ray.get_actor(actor_name(app_name), namespace=ray.get_runtime_context().namespace))
+    except ValueError:  # none: one ingress replica, or already gone
+        pass

@@ -157,6 +157,22 @@ class StrategyHost:
             return decision.arm
         return arm
 
+    # -- what the HTTP handlers await (a shared decision state answers these over the network) --
+    async def apply_async(self, decision: Decision, source: str = "admin") -> dict:
+        return self.apply(decision, source)
+
+    async def set_weights_async(self, weights: Mapping[str, float]) -> None:
+        self.set_weights(weights)
+
+    async def snapshot_async(self) -> dict:
+        return self.snapshot()
+
+    async def state_async(self) -> dict:
+        return self.state()
+
+    async def events_async(self, since: int) -> tuple[list[dict], int]:
+        return self.events_since(since), self.event_count
+
     # -- read-only -----------------------------------------------------------------------------
     def events_since(self, since: int) -> list[dict]:
         """Events with an index above ``since`` (events are numbered from 1), oldest first."""

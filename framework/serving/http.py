@@ -36,10 +36,12 @@ from ..components import Decision, InputSchema, Outcome, Verdict
 from ..errors import RequestError
 from ..tokens import token_problem
 from .arms import ArmFailure, ArmPool
+from .decisions import SharedStrategyHost
 from .host import StrategyHost
 from .jsonio import dumps
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
 from .lookup import LookupApi
+from .metrics import CONTENT_TYPE, MetricsOff, ServingMetrics, replica_name
 from .oip import OipApi
 from .openapi import serve_openapi
 from .recordlog import RESTORE_BYTES, RecordLog, read_records
@@ -78,6 +80,8 @@ class Ingress:
         label_mapping: Mapping[str, str] | None = None,
         client_token: str | None = None,
         record_log: Mapping[str, Any] | None = None,
+        metrics: bool = True,
+        decision_state: Mapping[str, str] | None = None,
     ):
         bind_replica_grpc_to_loopback()  # before Serve starts this replica's gRPC server
         self.versions = {m.arm: m.version for m in models}
@@ -89,7 +93,13 @@ class Ingress:
         # None: every -/ endpoint answers 403 (deploy() always passes one)
         self.admin_token = admin_token.encode() if admin_token else None
         self.client_token = f"Bearer {client_token}".encode() if client_token else None
-        self.host = StrategyHost(strategy_cls(strategy_config, arms=dict(self.versions)), self.versions)
+        strategy = strategy_cls(strategy_config, arms=dict(self.versions))
+        if decision_state is None:
+            self.host = StrategyHost(strategy, self.versions)
+        else:  # several ingress replicas: one strategy decides for all (serving/decisions.py)
+            import ray
+
+            self.host = SharedStrategyHost(strategy, self.versions, ray.get_actor(**decision_state))
         self.arms = ArmPool(
             models, self.host.observe, handles=arm_handles, faults=faults, rank_class=rank_class, batching=batching
         )
@@ -123,6 +133,11 @@ class Ingress:
             "/-/strategy": self._strategy,
             "/-/events": self._events,
         }
+        # Prometheus text on GET /metrics (no token, as /healthz: counts and timings, no rows)
+        self.metrics = MetricsOff()
+        if metrics:
+            self.metrics = ServingMetrics(self.versions, replica_name(), (*self._post, *self._get, "/metrics"))
+            self._get["/metrics"] = self._metrics
 
     def _restore(self, directory: str) -> int:
         """A restarted replica: the ledger and the record buffer refilled from the record log."""
@@ -193,11 +208,14 @@ class Ingress:
             request.scope["framework.correlation_id"] = correlation_id
             return await handler(request, request_id, start)
         except RequestError as exc:
+            self.metrics.error(path, exc.status)
             return _error(exc.status, exc.field, exc.reason, request_id, correlation_id)
         except ArmFailure as exc:  # the server's failure, not the client's: 503, the client may retry
+            self.metrics.error(path, 503, exc.arm)
             return _error(503, "arm", exc.reason, request_id, correlation_id)
         except Exception as exc:  # our fault, not the client's: logged, answered as a 500
             log.exception("request %s to %s failed", request_id, path)
+            self.metrics.error(path, 500)
             return _error(500, None, f"internal error: {type(exc).__name__}", request_id, correlation_id)
 
     @staticmethod
@@ -254,11 +272,11 @@ class Ingress:
             body["explanations"] = await self.arms.explain(explained, parsed.x)
         payload = dumps(body)
         self._served(parsed.rows, served, version, arm, latency_ms, request_id, correlation_id,
-                     served[0] if len(served) == 1 else served, "predict")
+                     served[0] if len(served) == 1 else served, "predict", body.get("probabilities"))
         if route.shadows and not route.merge:
             self.arms.spawn_shadows(route.shadows, arm, parsed.x, request_id, None)
-        # X-Request-Id itself is added to every response by the Serve proxy (same value); setting
-        # it here too would send the header twice.
+        # Serve adds X-Request-Id to every response: the correlation id (the client's, or one Serve
+        # made up), not our request id; setting it here too would send the header twice.
         return Response(payload, media_type=JSON_TYPE, headers={"X-Model-Version": version})
 
     # -- rank ----------------------------------------------------------------------------------
@@ -299,16 +317,17 @@ class Ingress:
         return Response(payload, media_type=JSON_TYPE, headers={"X-Model-Version": version})
 
     def _served(self, rows: list, labels: list, version: str, arm: str, latency_ms: float, request_id: str,
-                correlation_id: str | None, prediction: Any, kind: str) -> None:
+                correlation_id: str | None, prediction: Any, kind: str, probabilities: Any = None) -> None:
         """An answer was given: the record buffer, the ledger and the record log (queued, no I/O)."""
         now = time.time()
+        self.metrics.served(kind, arm, latency_ms, len(rows))
         self.records.append(rows, labels, version, arm, latency_ms, request_id, correlation_id, now)
         self.ledger.remember(request_id, arm, prediction, kind)
         if self.record_log is not None:
             self.record_log.append({"type": "answer", "request_id": request_id, "correlation_id": correlation_id,
                                     "time": now, "kind": kind, "arm": arm, "model_version": version,
                                     "latency_ms": latency_ms, "rows": rows, "predictions": labels,
-                                    "prediction": prediction})
+                                    "prediction": prediction, "probabilities": probabilities})
 
     # -- feedback ------------------------------------------------------------------------------
     async def _feedback(self, request: Request, request_id: str, start: float) -> Response:
@@ -349,10 +368,10 @@ class Ingress:
         if len(reason) > MAX_REASON_CHARS:
             raise RequestError("reason", f"{len(reason)} characters exceed {MAX_REASON_CHARS}", 413)
         try:
-            event = self.host.apply(Decision(verdict, reason), "admin")
+            event = await self.host.apply_async(Decision(verdict, reason), "admin")
         except (ValueError, NotImplementedError) as exc:  # the strategy refuses in its current state
-            raise RequestError("strategy", str(exc), 409) from None
-        return _json({"event": event, "state": self.host.state()})
+            raise RequestError("strategy", _refusal(exc), 409) from None
+        return _json({"event": event, "state": await self.host.state_async()})
 
     async def _admin_weights(self, request: Request, request_id: str, start: float) -> Response:
         data = await self._admin_body(request, ("weights",))
@@ -369,12 +388,12 @@ class Ingress:
         if not any(clean.values()):
             raise RequestError("weights", "at least one weight must be > 0")
         try:
-            self.host.set_weights(clean)
+            await self.host.set_weights_async(clean)
         except NotImplementedError as exc:
-            raise RequestError("weights", str(exc), 409) from None
+            raise RequestError("weights", _refusal(exc), 409) from None
         except ValueError as exc:
-            raise RequestError("weights", str(exc), 422) from None
-        return _json({"weights": clean, "state": self.host.state()})
+            raise RequestError("weights", _refusal(exc), 422) from None
+        return _json({"weights": clean, "state": await self.host.state_async()})
 
     async def _admin_body(self, request: Request, allowed: tuple[str, ...]) -> dict:
         raw = await self._body(request)
@@ -415,11 +434,14 @@ class Ingress:
             "rank_class": None if first in self.arms.regression else classes[first][self.arms.rank_index[first]],
         })
 
+    async def _metrics(self, request: Request, request_id: str, start: float) -> Response:
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
+
     async def _records(self, request: Request, request_id: str, start: float) -> Response:
         return _json(self.records.columns())
 
     async def _strategy(self, request: Request, request_id: str, start: float) -> Response:
-        snapshot = self.host.snapshot()
+        snapshot = await self.host.snapshot_async()
         events = snapshot.pop("events")
         body = {
             **snapshot,
@@ -441,7 +463,15 @@ class Ingress:
             raise RequestError("since", f"expected an event index (an integer >= 0), got {_cut(repr(values[-1]))}") from None
         if since < 0:
             raise RequestError("since", f"expected an event index (an integer >= 0), got {since}")
-        return _json({"events": self.host.events_since(since), "last": self.host.event_count})
+        events, last = await self.host.events_async(since)
+        return _json({"events": events, "last": last})
+
+
+def _refusal(exc: Exception) -> str:
+    """The strategy's own words: a refusal raised in the shared decision state's actor arrives
+    wrapped by Ray (an instance of the same class) with the remote traceback around it."""
+    cause = getattr(exc, "cause", None)
+    return str(cause if isinstance(cause, Exception) else exc)
 
 
 def _json(data: Any, status: int = 200) -> Response:

@@ -122,7 +122,8 @@ class LookupApi:
         self.counts["online"] += 1
         # recorded exactly as a /predict answer (record buffer, feedback ledger, record log)
         ingress._served(parsed.rows, labels, version, arm, latency_ms, request_id,
-                        request.scope.get("framework.correlation_id"), labels[0], "predict")
+                        request.scope.get("framework.correlation_id"), labels[0], "predict",
+                        None if arm in ingress.arms.regression else out.tolist())
         return _json({"request_id": request_id, "key": key, "source": "online", "prediction": labels[0],
                       "age_s": 0.0, "stale": False, "model_version": version, "arm": arm})
 

@@ -51,6 +51,8 @@ ENDPOINTS: tuple[tuple[str, str, str, str, Any, Any], ...] = (
     ("GET", "/schema", OPEN, "The input schema: features, types, nullability, categories, classes", None,
      {"type": "object"}),
     ("GET", "/openapi.json", OPEN, "This document", None, {"type": "object"}),
+    ("GET", "/metrics", OPEN, "Prometheus metrics (text exposition): counts and timings, no rows", None,
+     {"type": "string"}),
     ("GET", "/-/records", ADMIN, "Recently served rows (columns)", None, {"type": "object"}),
     ("GET", "/-/strategy", ADMIN, "The strategy's state, feedback and shadow counters", None, {"type": "object"}),
     ("GET", "/-/events", ADMIN, "Promote / rollback events since an index (?since=N)", None, {"type": "object"}),
@@ -82,7 +84,8 @@ def openapi_document() -> dict:
         error = {"content": {"application/json": {"schema": _OIP_ERROR if v2 else _ERROR}}}
         op: dict[str, Any] = {
             "summary": summary,
-            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": answer}}},
+            "responses": {"200": {"description": "OK", "content": {
+                "text/plain" if answer.get("type") == "string" else "application/json": {"schema": answer}}},
                           "4XX": {"description": "the client's mistake, named", **error},
                           "5XX": {"description": "the server's failure", **error}},
         }

@@ -49,3 +49,33 @@ def records_columns(rows: Sequence[tuple], feature_names: Sequence[str]) -> dict
     for i, name in enumerate(RECORD_FIELDS, start=1):
         columns[name] = [r[i] for r in rows]
     return columns
+
+
+def answers_frame(answers: Sequence[dict], feature_names: Sequence[str]) -> Any:
+    """The answers of a record log (``recordlog.read_records``: deduplicated by request id) as
+    the served rows a monitor looks at: one row per instance, the features then
+    ``RECORD_FIELDS`` (timestamp as UTC datetimes) and ``confidence``, in served order. A record whose rows do not
+    have the schema's width is skipped (a replica of another deployment)."""
+    import pandas as pd
+
+    width = len(feature_names)
+    rows: list[tuple] = []
+    confidence: list[float] = []
+    for a in answers:
+        predictions = a.get("predictions") or ()
+        probabilities = a.get("probabilities") or ()
+        for i, (row, label) in enumerate(zip(a.get("rows") or (), predictions)):
+            if len(row) != width:
+                continue
+            rows.append((tuple(row), label, a.get("model_version"), a.get("arm"), a.get("latency_ms"),
+                         a.get("request_id"), a.get("time"), a.get("correlation_id")))
+            p = probabilities[i] if i < len(probabilities) else None
+            confidence.append(float(max(p)) if isinstance(p, list) and p else float("nan"))
+    frame = pd.DataFrame(records_columns(rows, feature_names))
+    # the model's probability of the class it answered (classification; NaN otherwise)
+    frame["confidence"] = pd.Series(confidence, dtype="float64")
+    numeric = [c for c in feature_names if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+    if numeric:
+        frame[numeric] = frame[numeric].astype("float64")
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
+    return frame

@@ -58,12 +58,14 @@ def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
         client_token=plan.tokens.client,
         record_log=record_log_folder(plan),
         record_log_fsync=serve_cfg.record_log_fsync,
+        metrics=serve_cfg.metrics,
         **({"faults": dict(serve_cfg.faults)} if serve_cfg.faults else {}),
         autoscaling=dict(serve_cfg.autoscaling or {}),
         batching=dict(serve_cfg.batching or {}),
         **({"label_mapping": dict(serve_cfg.label_mapping)} if serve_cfg.label_mapping else {}),
         ingress=serve_cfg.ingress,
         balancer_port=serve_cfg.balancer_port,
+        shared_decisions=bool(serve_cfg.shared_decisions),
     )
     ctx.metric("url", state.app.predict_url)
     ctx.metric("ingress", state.app.ingress)
@@ -132,15 +134,21 @@ def run_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunSt
                 offline_labels.extend(classes[arm][i] for i in expected.argmax(axis=1))
             truth.extend(chunk[splits.dataset.target].tolist())
             arms.extend([arm] * len(chunk))
-    served = np.asarray(served_probs, dtype=np.float64)
-    expected_all = np.asarray(expected_probs, dtype=np.float64)
-    if regression:  # a value's difference relative to its size (at least 1): float32 in target units
-        diffs = np.abs(served - expected_all) / np.maximum(1.0, np.abs(expected_all)) if len(served) else np.zeros(0)
-        same = [bool(d <= cfg.tolerance) for d in diffs.reshape(-1)]
+    # row by row: arms of two label schemas answer with different numbers of classes
+    diffs = np.zeros(len(served_probs))
+    for i, (got, want) in enumerate(zip(served_probs, expected_probs)):
+        got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+        if got.shape != want.shape:
+            diffs[i] = np.inf
+        elif regression:  # a value's difference relative to its size (at least 1): float32 in target units
+            diffs[i] = float(np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want))))
+        else:
+            diffs[i] = float(np.max(np.abs(got - want))) if got.size else 0.0
+    if regression:
+        same = [bool(d <= cfg.tolerance) for d in diffs]
     else:
-        diffs = np.abs(served - expected_all) if len(served) else np.zeros(0)
         same = [a == b for a, b in zip(served_labels, offline_labels)]
-    max_abs_diff = float(np.max(diffs)) if len(served) else 0.0
+    max_abs_diff = float(np.max(diffs)) if len(diffs) else 0.0
     agreement = float(np.mean(same)) if same else 0.0
     if regression and served_labels:
         from ..metrics import regression_metrics

@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass
 
 import httpx
+import numpy as np
 import pytest
 
 from framework import DataSource, Dataset, hookimpl
@@ -208,3 +209,124 @@ def test_explanations_and_model_card(quickstart):
     assert sum(s["n"] for s in card["slices"].values()) == len(result.state.splits.test)
     assert len(card["feature_importance"]) == 30 and "not validated for clinical use" in " ".join(card["limitations"])
     assert "malignant" in registry.read_file(version, "model_card.md").decode() or "Wisconsin" in registry.read_file(version, "model_card.md").decode()
+
+
+def test_in_distribution_traffic_raises_no_drift_alarm(quickstart):
+    """Held-out rows of the training distribution, 30 features and the output tested: Holm keeps
+    the chance of any alarm in the window at alpha (0.05), so the shipped demo must not alarm."""
+    result, recorder, base = quickstart
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    stage = next(s for s in summary["stages"] if s["stage"] == "monitor")
+    assert stage["status"] == "ok", stage
+    monitor = stage["metrics"]
+    stages = {p.name.split("-", 1)[1]: p for p in (result.run_dir / "stages").iterdir()}
+    assert monitor["alerts"] == 0, (stages["monitor"] / "reports.json").read_text()[:3000]
+    assert monitor["columns_drifted"] == 0, monitor
+    assert monitor["columns_checked"] == 31  # 30 features and the predicted class
+    assert not [e for e in recorder.events if e[0] == "alert"]
+    drift = json.loads((stages["monitor"] / "drift.json").read_text())
+    (version, served), = drift["versions"].items()
+    assert version in result.state.app.models.values() and served["outputs_tested"]
+    # the reference profile is stored with the training data version, for the next run to reuse
+    assert drift["reference"]["data"].startswith(result.state.data_version.ref)
+    stored = list((base / "store" / "derived" / "data").rglob("*.bin"))
+    assert len(stored) == 1 and drift["reference"]["reused"] is False
+
+
+def test_monitor_verb_reads_the_record_log_and_catches_a_shift(quickstart, tmp_path, capsys):
+    """``python -m framework monitor`` on the deployment's durable record log (off the request
+    path): the same rows, deduplicated by request id (a replayed segment, as a restarted replica
+    may leave, adds nothing), against the reference the run stored; then a log of shifted
+    traffic, in windows, caught with since-when."""
+    from framework.cli import main
+    from framework.serving.recordlog import SUFFIX, encode, read_records
+
+    result, _, base = quickstart
+    overrides = ["+recipe=quickstart", f"store.uri={base / 'store'}", f"runs_dir={tmp_path / 'runs'}"]
+    app_logs = base / "store" / "records" / "quickstart"
+    records, = [p for p in app_logs.iterdir() if p.is_dir()]
+    answers, _ = read_records(records)
+    segment = next(p for p in records.iterdir() if p.name.endswith(SUFFIX))
+    (records / f"zz-replayed{SUFFIX}").write_bytes(segment.read_bytes())  # every answer twice on disk
+
+    assert main(["monitor", *overrides, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["records"] == str(records) and out["answers"] == len(answers)
+    assert out["rows"] == sum(len(a["rows"]) for a in answers) >= 85
+    drift_report, performance = out["reports"]
+    assert drift_report["alerts"] == [] and drift_report["metrics"]["columns_checked"] == 31
+    # before any label: the accuracy estimated from the calibrated confidence, near the model's
+    assert performance["alerts"] == [] and performance["metrics"]["labels"] == 0
+    (estimate,) = performance["metrics"]["estimated_accuracy_by_version"].values()
+    assert 0.85 < estimate <= 1.0
+    drift = json.loads((tmp_path / "runs").glob("*-monitor-quickstart").__next__().joinpath("drift.json").read_text())
+    assert drift["reference"]["reused"] is True  # the profile the run stored with the data version
+
+    # shifted traffic of the served version: 3 windows of 120 rows, 'mean radius' +1 sd in the last two
+    rng = np.random.default_rng(0)
+    test = result.state.splits.test
+    features = list(result.state.splits.dataset.features)
+    version = next(iter(result.state.app.models.values()))
+    spread = result.state.splits.train["mean radius"].std()
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    lines = []
+    for i in range(360):
+        row = test.iloc[int(rng.integers(len(test)))][features].astype(float).tolist()
+        if i >= 120:
+            row[features.index("mean radius")] += spread
+        lines.append(encode({"type": "answer", "request_id": f"s{i}", "time": 1_700_000_000.0 + i, "kind": "predict",
+                             "arm": "primary", "model_version": version, "latency_ms": 0.5, "rows": [row],
+                             "predictions": [1], "prediction": 1}))
+    (shifted / f"0001{SUFFIX}").write_bytes(b"".join(lines))
+    assert main(["monitor", *overrides, f"records={shifted}", "+monitor.0.window_rows=120", "+monitor.0.outputs=false"]) == 0
+    text = capsys.readouterr().out
+    assert "ALERT drift in feature 'mean radius'" in text and "since 2023-11-14T22:15:20+00:00 (2 windows)" in text
+    assert text.count("mean radius") >= 3  # two windows list it, and the alert
+
+
+def chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium-headless-shell") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def screenshot(page, out):
+    """The page rendered by headless Chromium, offline (every host name unresolvable)."""
+    import subprocess
+
+    exe = chromium()
+    if exe is None:
+        pytest.skip("no headless Chromium: `make browser` installs chromium-headless-shell")
+    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--host-resolver-rules=MAP * ~NOTFOUND", f"--screenshot={out}", "--window-size=1000,2600",
+                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    return Image.open(out).convert("RGB")
+
+
+def coloured_pixels(image, rgb, tolerance: int = 6) -> int:
+    import numpy as np
+
+    a = np.asarray(image).astype(int)
+    return int((np.abs(a - np.asarray(rgb)).max(axis=2) <= tolerance).sum())
+
+
+def test_the_html_report_renders_in_a_real_browser(quickstart, tmp_path):
+    """The run's monitoring report: one self-contained page (nothing fetched from any network),
+    opened in headless Chromium; its plots are drawn (the series colours are on screen)."""
+    result, _, _ = quickstart
+    stages = {p.name.split("-", 1)[1]: p for p in (result.run_dir / "stages").iterdir()}
+    page = stages["monitor"] / "report.html"
+    text = page.read_text()
+    assert "src=" not in text and "href=" not in text and "<script" not in text  # self-contained, offline
+    for panel in ("drift", "accuracy", "latency", "traffic"):
+        assert f'data-panel="{panel}"' in text, panel
+    assert "No alert" in text and "Drift table: whylogs_drift" in text, (stages["monitor"] / "reports.json").read_text()[:3000]
+
+    image = screenshot(page, tmp_path / "report.png")
+    assert image.size == (1000, 2600)
+    blue, orange = (0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)  # the first two series colours
+    assert coloured_pixels(image, blue) > 400 and coloured_pixels(image, orange) > 200
+    assert coloured_pixels(image, (255, 255, 255)) < 0.97 * 1000 * 2600  # not a blank page

@@ -22,9 +22,9 @@ from serving_helpers import FEATURES, body
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
-ENDPOINTS = ["predict", "rank", "feedback", "healthz", "schema", "-/records", "-/strategy", "-/events?since=0",
+ENDPOINTS = ["predict", "rank", "feedback", "healthz", "schema", "metrics", "-/records", "-/strategy", "-/events?since=0",
              "-/admin/promote", "-/admin/rollback", "-/admin/weights", "-/admin/record-log/restart", "nope", "-/nope"]
-GET_ENDPOINTS = {"healthz", "schema", "-/records", "-/strategy", "-/events", "nope", "-/nope"}
+GET_ENDPOINTS = {"healthz", "schema", "metrics", "-/records", "-/strategy", "-/events", "nope", "-/nope"}
 KEYS = ["instances", "instance", "key", "explain", "item_ids", "request_id", "label", "reward", "clicks", "feedback",
         "weights", "reason", *FEATURES]
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**500), max_value=10**500),

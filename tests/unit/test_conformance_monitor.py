@@ -11,7 +11,7 @@ class TestWhylogsDriftContract(MonitorContract):
     monitor_cls = WhylogsDriftMonitor
 
     def invalid_config(self):
-        return WhylogsDriftMonitor.Config(drift_threshold=1.5)
+        return WhylogsDriftMonitor.Config(alpha=1.5)
 
     def alerting_window(self, reference):
         # every served tumour three spreads larger than in training: drift in the size columns
