@@ -108,21 +108,9 @@ def parse_infer(data: Any, schema: Any, matrix_input: str | None, parser: Any) -
     inputs = data.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise OipError('inputs: expected a non-empty list of tensors {"name", "shape", "datatype", "data"}')
-    tensors: dict[str, dict] = {}
-    for i, tensor in enumerate(inputs):
-        if not isinstance(tensor, dict):
-            raise OipError(f"inputs[{i}]: expected a tensor object, got {describe_value(tensor)}")
-        name = tensor.get("name")
-        if not isinstance(name, str):
-            raise OipError(f"inputs[{i}].name: expected the input's name (a string), got {describe_value(name)}")
-        if name in tensors:
-            raise OipError(f"input '{_cut(name)}': given twice")
-        for k in tensor:
-            if k not in _INPUT_FIELDS:
-                raise OipError(f"input '{_cut(name)}': unknown field '{_cut(k)}'; expected only: {', '.join(_INPUT_FIELDS)}")
-        if (tensor.get("parameters") or {}).get("binary_data_size") is not None:
-            raise OipError(f"input '{_cut(name)}': the binary tensor data extension is not supported; send JSON data")
-        tensors[name] = tensor
+    tensors = _plain_tensors(inputs)
+    if tensors is None:
+        tensors = _checked_tensors(inputs)
     limit = parser.max_instances
     if matrix_input is not None and matrix_input in tensors:
         if len(tensors) > 1:
@@ -141,6 +129,39 @@ def parse_infer(data: Any, schema: Any, matrix_input: str | None, parser: Any) -
         raise _named(exc) from None
     parsed.key = key
     return parsed, client_id, outputs, key
+
+
+_PLAIN_FIELDS = frozenset(("name", "shape", "datatype", "data"))
+
+
+def _plain_tensors(inputs: list) -> dict | None:
+    """name -> tensor when every tensor is a plain object of those four fields with a unique
+    string name (checked at C speed), else None: the careful path then names what is off."""
+    if not all(type(t) is dict and t.keys() <= _PLAIN_FIELDS for t in inputs):
+        return None
+    tensors = {t.get("name"): t for t in inputs}
+    if len(tensors) != len(inputs) or not all(type(n) is str for n in tensors):
+        return None
+    return tensors
+
+
+def _checked_tensors(inputs: list) -> dict:
+    tensors: dict[str, dict] = {}
+    for i, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict):
+            raise OipError(f"inputs[{i}]: expected a tensor object, got {describe_value(tensor)}")
+        name = tensor.get("name")
+        if not isinstance(name, str):
+            raise OipError(f"inputs[{i}].name: expected the input's name (a string), got {describe_value(name)}")
+        if name in tensors:
+            raise OipError(f"input '{_cut(name)}': given twice")
+        for k in tensor:
+            if k not in _INPUT_FIELDS:
+                raise OipError(f"input '{_cut(name)}': unknown field '{_cut(k)}'; expected only: {', '.join(_INPUT_FIELDS)}")
+        if (tensor.get("parameters") or {}).get("binary_data_size") is not None:
+            raise OipError(f"input '{_cut(name)}': the binary tensor data extension is not supported; send JSON data")
+        tensors[name] = tensor
+    return tensors
 
 
 #: datatype -> what its values must be: s(tring), b(ool), i(nteger, with a range), f(loat)
