@@ -40,7 +40,10 @@ from .decisions import SharedStrategyHost
 from .host import StrategyHost
 from .jsonio import dumps
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
+from .lookup import LookupApi
 from .metrics import CONTENT_TYPE, MetricsOff, ServingMetrics, replica_name
+from .oip import OipApi
+from .openapi import serve_openapi
 from .recordlog import RESTORE_BYTES, RecordLog, read_records
 from .records import RecordBuffer
 from .requests import MAX_BODY_BYTES, finite_number, load_json, parse_feedback_body
@@ -54,7 +57,7 @@ JSON_TYPE = "application/json"
 MAX_CORRELATION_CHARS = 128
 MAX_REASON_CHARS = 1000
 #: endpoints a client token guards
-CLIENT_PATHS = frozenset({"/predict", "/rank", "/feedback"})
+CLIENT_PATHS = frozenset({"/predict", "/rank", "/feedback", "/lookup"})
 
 
 @serve.deployment
@@ -109,10 +112,14 @@ class Ingress:
             self.restored = self._restore(record_log["directory"])
             self.record_log = RecordLog(record_log["directory"], record_log.get("fsync", "batch")).start()
         self._health = json.dumps({"status": "ok", "models": self.versions}).encode()
+        self.oip = OipApi(self, models[0])  # the Open Inference Protocol's /v2 routes (oip.py)
+        self.lookup = LookupApi(self)  # precomputed answers by key (lookup.py)
         self._post = {
             "/predict": self._predict,
             "/rank": self._rank,
             "/feedback": self._feedback,
+            "/lookup": self.lookup.lookup,
+            "/-/admin/lookup": self.lookup.admin_load,
             "/-/admin/promote": self._admin_promote,
             "/-/admin/rollback": self._admin_rollback,
             "/-/admin/weights": self._admin_weights,
@@ -121,6 +128,7 @@ class Ingress:
         self._get = {
             "/healthz": self._healthz,
             "/schema": self._schema,
+            "/openapi.json": serve_openapi,
             "/-/records": self._records,
             "/-/strategy": self._strategy,
             "/-/events": self._events,
@@ -178,6 +186,8 @@ class Ingress:
             if correlation_id is not None and (len(correlation_id) > MAX_CORRELATION_CHARS or not correlation_id.isprintable()):
                 correlation_id = None
                 raise RequestError("X-Request-Id", f"at most {MAX_CORRELATION_CHARS} printable characters")
+            if path == "/v2" or path.startswith("/v2/"):  # its own routes and error format
+                return await self.oip.handle(request, path, request_id, correlation_id, start)
             handler = self._post.get(path) if method == "POST" else self._get.get(path) if method == "GET" else None
             if handler is None:
                 if path in self._post or path in self._get:

@@ -26,6 +26,8 @@ class RunState:
     variant_table: list[dict] = field(default_factory=list)  # their measured comparison
     app: Any = None
     registry: Any = None
+    #: the prediction table the batch stage stored (a registry Version of kind "prediction")
+    prediction_table: Any = None
     #: rows the data checks took out of this run (stages.data.Quarantined), stored by the version stage
     quarantine: list = field(default_factory=list)
 
