@@ -86,7 +86,7 @@ class LookupApi:
 
     async def lookup(self, request: Request, request_id: str, start: float) -> Response:
         ingress = self.ingress
-        data = load_json(await ingress._body(request))  # the JSON endpoints' size and content-type rules
+        data = load_json(await ingress.read_body(request))  # the JSON endpoints' size and content-type rules
         if not isinstance(data, dict):
             raise RequestError("body", f"expected a JSON object, got {describe_value(data)}")
         for k in data:
@@ -121,7 +121,7 @@ class LookupApi:
         ingress.host.observe(Outcome(request_id, arm, latency_ms, prediction=labels))
         self.counts["online"] += 1
         # recorded exactly as a /predict answer (record buffer, feedback ledger, record log)
-        ingress._served(parsed.rows, labels, version, arm, latency_ms, request_id,
+        ingress.record_answer(parsed.rows, labels, version, arm, latency_ms, request_id,
                         request.scope.get("framework.correlation_id"), labels[0], "predict",
                         None if arm in ingress.arms.regression else out.tolist())
         return _json({"request_id": request_id, "key": key, "source": "online", "prediction": labels[0],
@@ -129,7 +129,7 @@ class LookupApi:
 
     async def admin_load(self, request: Request, request_id: str, start: float) -> Response:
         """Load a prediction table (admin): ``{"path", "table", "model_version", "max_age_s", "fallback"}``."""
-        data = await self.ingress._admin_body(request, _LOAD_FIELDS)
+        data = await self.ingress.read_admin_body(request, _LOAD_FIELDS)
         if not data:  # an empty body reads the current table's figures
             return _json({"lookup": self.summary()})
         path, table = data.get("path"), data.get("table")

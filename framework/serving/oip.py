@@ -549,7 +549,7 @@ class OipApi:
                 "parameters": parameters, "outputs": outputs}
         payload = dumps(body)
         # recorded exactly as a /predict answer (record buffer, feedback ledger, record log)
-        ingress._served(parsed.rows, labels, version, arm, latency_ms, request_id, client_id or correlation_id,
+        ingress.record_answer(parsed.rows, labels, version, arm, latency_ms, request_id, client_id or correlation_id,
                         labels[0] if len(labels) == 1 else labels, "predict", None if regression else out.tolist())
         if shadows:
             ingress.arms.spawn_shadows(shadows, arm, parsed.x, request_id, None)
