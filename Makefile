@@ -44,6 +44,7 @@ bench: setup
 	$(PY) benchmarks/privacy.py
 	$(PY) benchmarks/tune_efficiency.py
 	$(PY) benchmarks/labels.py
+	$(PY) benchmarks/batch.py
 	$(PY) benchmarks/monitoring.py
 
 # a headless Chromium for the test that opens the monitoring report (tests/e2e: skipped without one)

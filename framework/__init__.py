@@ -3,6 +3,7 @@ from .components import (  # noqa: F401  (the public contract surface)
     Action,
     ActionContext,
     Alert,
+    BatchConfig,
     BatchPredictor,
     CheckReport,
     ColumnInfo,

@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Optional, Protocol, Sequence
 
 
 #: a registered version as a recipe names it: ``NAME@ALIAS`` or ``NAME:ID`` (>= 6 hex characters)
@@ -725,12 +725,112 @@ class Exporter(Component):
         raise NotImplementedError
 
 
+#: ``batch.data``: the run's test split, the run's whole data version, or a registered data version
+BATCH_DATA_RE = re.compile(r"^(test|all|[A-Za-z0-9_.-]{1,128}([@:][A-Za-z0-9_.-]{1,128})?)$")
+
+
+#: ``batch.lookup.fallback``: a key that was not precomputed is predicted online, or gets a 404
+LOOKUP_FALLBACKS = ("online", "none")
+
+
+@dataclass
+class LookupConfig:
+    """Serving the precomputed answers by key (``POST /lookup``) from the running app."""
+
+    #: the batch stage loads its prediction table into the served app (the serve stage must run)
+    enabled: bool = False
+    #: a key that was not precomputed: "online" (predicted from the request's instance) or "none" (404)
+    fallback: str = "online"
+    #: an answer computed longer ago than this many seconds is reported stale (0: never)
+    max_age_s: float = 0.0
+    #: while serving, re-run the batch stage once the table is older than ``max_age_s``
+    recompute_stale: bool = False
+    #: after loading, this many lookups of rows sampled from the run's whole data version (hit
+    #: rate, staleness and latency go into the run summary); 0: none
+    probe_requests: int = 0
+
+
+@dataclass
+class ScheduleConfig:
+    """Re-running the batch stage while the app keeps serving (``python -m framework serve``, or
+    ``serve.keep_serving: true``); each re-run stores a new table and loads it into the app."""
+
+    #: re-run every this many seconds (0: not on a clock)
+    every_s: float = 0.0
+    #: re-run when ``batch.data`` (a registered ``NAME@latest``) resolves to a new data version
+    on_new_data: bool = False
+    #: how often to look for a new data version, seconds
+    check_s: float = 60.0
+
+
+@dataclass
+class BatchConfig:
+    """What every batch predictor's ``Config`` holds (subclass it): which rows the batch stage
+    scores and how it keys them. The stage writes the predictions as a versioned table."""
+
+    #: "test" (the run's test split), "all" (the run's whole data version) or a registered data
+    #: version (``NAME@latest``, ``NAME@ALIAS``, ``NAME:ID``): any source, any version
+    data: str = "test"
+    #: the column whose value keys each row of the prediction table (None: the frame's index)
+    key: Optional[str] = None
+    #: score only the rows this filter keeps (the row-filter grammar of model card slices, e.g.
+    #: "last_seen_days <= 7"); None: every row
+    where: Optional[str] = None
+    #: store the predictions as a prediction table (registry kind ``prediction``)
+    table: bool = True
+    lookup: LookupConfig = field(default_factory=LookupConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
 class BatchPredictor(Component):
+    """Scores a frame of raw rows with the run's exported model (see PLUGINS.md)."""
+
     kind = "batch_predictor"
     recipe_key = "batch"
+    Config: ClassVar[type] = BatchConfig
+
+    @classmethod
+    def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
+        check_batch_config(config, key)
 
     def predict(self, model: ExportedModel, frame: Any, ctx: StageContext) -> Any:
+        """One prediction per row of ``frame``: a Series (or a list) on the frame's index, or a
+        DataFrame with ``prediction`` (and optionally ``computed_at``, UTC) on that index."""
         raise NotImplementedError
+
+
+def check_batch_config(config: Any, key: str) -> None:
+    """The shared part of a batch predictor's plan-time checks (RecipeError naming the key)."""
+    from .errors import RecipeError
+
+    data = getattr(config, "data", "test")
+    if not isinstance(data, str) or not BATCH_DATA_RE.match(data):
+        raise RecipeError(f"{key}.data: expected 'test', 'all' or a registered data version (NAME@latest, "
+                          f"NAME:ID), got {data!r}")
+    column = getattr(config, "key", None)
+    if column is not None and (not isinstance(column, str) or not column.strip()):
+        raise RecipeError(f"{key}.key: expected a column name, got {column!r}")
+    schedule = getattr(config, "schedule", None)
+    if schedule is not None:
+        if not (float(schedule.every_s) >= 0):
+            raise RecipeError(f"{key}.schedule.every_s: seconds >= 0 (0: not on a clock), got {schedule.every_s}")
+        if not (float(schedule.check_s) > 0):
+            raise RecipeError(f"{key}.schedule.check_s: seconds > 0, got {schedule.check_s}")
+        if schedule.on_new_data and data in ("test", "all"):
+            raise RecipeError(f"{key}.schedule.on_new_data: watches a registered data version; set {key}.data to "
+                              "NAME@latest (the run's own data does not change while it serves)")
+    lookup = getattr(config, "lookup", None)
+    if lookup is not None:
+        if lookup.fallback not in LOOKUP_FALLBACKS:
+            raise RecipeError(f"{key}.lookup.fallback: expected one of {', '.join(LOOKUP_FALLBACKS)}, got {lookup.fallback!r}")
+        if not (float(lookup.max_age_s) >= 0):
+            raise RecipeError(f"{key}.lookup.max_age_s: seconds >= 0 (0: never stale), got {lookup.max_age_s}")
+        if int(lookup.probe_requests) < 0:
+            raise RecipeError(f"{key}.lookup.probe_requests: must be >= 0, got {lookup.probe_requests}")
+        if lookup.recompute_stale and not float(lookup.max_age_s) > 0:
+            raise RecipeError(f"{key}.lookup.recompute_stale: needs {key}.lookup.max_age_s > 0 (when a table is stale)")
+        if lookup.enabled and not getattr(config, "table", True):
+            raise RecipeError(f"{key}.lookup.enabled: answers by key come from the prediction table; set {key}.table: true")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -456,7 +456,26 @@ def build_plan(cfg: DictConfig, recipe_path: Path | None, components: Components
     _check_stage_dependencies(plan, components)
     plan.tokens = service_tokens(recipe)
     check_data_source(plan)
+    _check_batch(plan)
     return plan
+
+
+def _check_batch(plan: Plan) -> None:
+    """``batch.where`` parsed by the filter grammar (never evaluated); ``batch.lookup`` needs a served app."""
+    stage = plan.stage("batch")
+    if not stage.enabled:
+        return
+    config = stage.component.config
+    where = getattr(config, "where", None)
+    if where is not None:
+        try:
+            parse_filter(where)
+        except ExpressionError as exc:
+            raise RecipeError(f"batch.where: {exc}") from None
+    lookup = getattr(config, "lookup", None)
+    if lookup is not None and lookup.enabled and not (plan.recipe.serve.enabled and plan.recipe.target == "cloud"):
+        raise RecipeError("batch.lookup.enabled: answers by key are served by the app the serve stage deploys; "
+                          "set serve.enabled: true (target: cloud)")
 
 
 def service_tokens(recipe: RecipeConfig) -> ServiceTokens:

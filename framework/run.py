@@ -102,6 +102,7 @@ _HEADLINE_KEYS = (
     "agreement", "latency_p50_ms", "columns_drifted", "alerts", "requests", "share", "decision", "reason",
     "variant", "size_mb", "latency_p95_ms", "ram_mb", "bundle_agreement",
     "actions_taken", "actions_failed", "retrain_status", "prod",
+    "rows_per_s", "prediction_table", "hit_rate", "stale_share",
 )
 
 
@@ -237,7 +238,9 @@ def execute(plan: Plan, components: Components, reporter: Reporter | None = None
         keep = plan.recipe.serve.keep_serving if keep_serving is None else keep_serving
         if state.app is not None and failure is None and keep:
             kept_serving = True
-            _serve_until_interrupted(state.app, reporter)
+            from .stages.batch import BatchSchedule
+
+            _serve_until_interrupted(state.app, reporter, BatchSchedule.from_run(plan, state, components, run_dir))
     finally:
         if state.app is not None:
             _stop_serving(state.app, with_ray=ray_local and kept_serving)
@@ -277,7 +280,7 @@ def redact_data(data: Any, secrets: list[str]) -> Any:
     return data
 
 
-def _serve_until_interrupted(app: Any, reporter: Reporter) -> None:
+def _serve_until_interrupted(app: Any, reporter: Reporter, schedule: Any = None) -> None:
     import signal
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -294,6 +297,16 @@ def _serve_until_interrupted(app: Any, reporter: Reporter) -> None:
     try:
         while True:
             time.sleep(1.0)
+            if schedule is not None:  # batch re-runs (batch.schedule): the app keeps answering meanwhile
+                try:
+                    done = schedule.tick()
+                except Exception as exc:  # a failed re-run leaves the served table as it was
+                    logging.getLogger("framework").exception("batch re-run failed")
+                    reporter.console.print(f"[red]batch re-run failed[/]: {exc}")
+                else:
+                    if done is not None:
+                        reporter.console.print(f"batch re-run ({done['reason']}): {done.get('prediction_table')}, "
+                                               f"{done.get('rows')} rows")
     except KeyboardInterrupt:
         reporter.console.print("stopping")
 

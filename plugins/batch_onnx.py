@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from framework import BatchPredictor, hookimpl
+from framework import BatchConfig, BatchPredictor, hookimpl
+from framework.components import check_batch_config
 from framework.errors import RecipeError
 
 
@@ -20,12 +21,13 @@ class OnnxBatchPredictor(BatchPredictor):
     summary = "the exported ONNX file over a table in batches (raw typed rows as served), in-process"
 
     @dataclass
-    class Config:
+    class Config(BatchConfig):
         #: rows per onnxruntime call
         batch_size: int = 1024
 
     @classmethod
     def check_config(cls, config: Any, key: str, refs: Mapping[str, type] | None = None) -> None:
+        check_batch_config(config, key)
         if int(config.batch_size) < 1:
             raise RecipeError(f"{key}.batch_size: must be >= 1, got {config.batch_size}")
 

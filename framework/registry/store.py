@@ -34,6 +34,7 @@ from .versions import (
     RECIPE_FILE,
     DATA_FILE,
     KINDS,
+    PREDICTIONS_FILE,
     Version,
     canonical_json,
     data_version_id,
@@ -49,6 +50,8 @@ from .versions import (
 )
 
 CATALOGUE = "catalogue.sqlite"
+#: the columns of a prediction table
+PREDICTION_COLUMNS = ("key", "prediction", "computed_at")
 
 _clock_lock = threading.Lock()
 _last_stamp: datetime | None = None
@@ -572,6 +575,51 @@ class Registry:
         metrics = {"rows": int(len(frame)), "labeled": labeled, "unlabeled": int(len(frame)) - labeled}
         return self._commit("label", name, vid, parent_id, {labels.LABELS_FILE: digest}, metrics, lineage, meta, schema)
 
+    def put_predictions(self, name: str, frame: Any, lineage: dict, meta: dict | None = None) -> Version:
+        """Store a prediction table (batch prediction): one row per scored row, columns ``key``,
+        ``prediction`` and ``computed_at`` (UTC). ``lineage`` names the ``model_version`` and the
+        ``data_version`` that made it; the id covers the table and both of them."""
+        validate_name(name, "prediction table name")
+        where = f"prediction table {name!r}"
+        lineage = jsonable_dict(lineage, f"{where} lineage")
+        meta = jsonable_dict(meta, f"{where} meta")
+        missing = [c for c in PREDICTION_COLUMNS if c not in getattr(frame, "columns", ())]
+        if missing:
+            raise StoreError(f"{where}: the frame lacks column(s) {missing}; expected {list(PREDICTION_COLUMNS)}")
+        buffer = io.BytesIO()
+        frame.reset_index(drop=True).to_parquet(buffer, index=False)
+        data = buffer.getvalue()
+        digest = sha256(data)
+        identity = canonical_json({"table": digest, "model_version": lineage.get("model_version"),
+                                   "data_version": lineage.get("data_version")})
+        vid = sha256(identity)
+        existing = self._existing("prediction", name, vid)
+        if existing is not None:
+            return existing
+        if not self._backend.exists(blob_path(digest)):
+            self._write(blob_path(digest), data)
+        computed = frame["computed_at"]
+        metrics = {"rows": int(len(frame)), "keys": int(frame["key"].nunique()),
+                   "computed_from": str(computed.min()) if len(frame) else None,
+                   "computed_to": str(computed.max()) if len(frame) else None}
+        return self._commit("prediction", name, vid, None, {PREDICTIONS_FILE: digest}, metrics, lineage, meta, {})
+
+    def file_location(self, version: Version, filename: str) -> str:
+        """Where one file of a version is stored (a local path or an fsspec URL), for a reader
+        that loads it itself (the serving app loading a prediction table)."""
+        if filename not in version.files:
+            raise StoreError(f"{version.kind} {version.ref} has no file {filename!r}")
+        return self._backend.where(blob_path(version.files[filename]))
+
+    def load_predictions(self, version: Version | str) -> Any:
+        """A prediction table's frame (``key``, ``prediction``, ``computed_at``), hash-checked on read."""
+        import pandas as pd
+
+        v = self._resolve(version, None if isinstance(version, Version) else "prediction")
+        if v.kind != "prediction":
+            raise StoreError(f"{v.kind} {v.ref} is not a prediction table")
+        return pd.read_parquet(io.BytesIO(self.read_file(v, PREDICTIONS_FILE)))
+
     def load_labels(self, version: Version | str) -> Any:
         """A label version's frame (``label``, ``source``, ``p:CLASS``), hash-checked on read."""
         v = self._resolve(version, None if isinstance(version, Version) else "label")
@@ -794,7 +842,10 @@ class Registry:
             try:
                 found = self._lookup(version, "data")
             except StoreError:
-                found = self._lookup(version, "label")
+                try:
+                    found = self._lookup(version, "label")
+                except StoreError:
+                    found = self._lookup(version, "prediction")
         return self.verify_version(found)  # found but inconsistent: that error, not "unknown"
 
     def read_file(self, version: Version | str, filename: str) -> bytes:

@@ -15,7 +15,9 @@ from typing import Any, Mapping
 
 from ..errors import StoreError
 
-KINDS = ("data", "model", "label")
+KINDS = ("data", "model", "label", "prediction")
+#: the blob of a prediction table (batch prediction): key, prediction, computed_at
+PREDICTIONS_FILE = "predictions.parquet"
 #: the blob name of a data snapshot inside a version written before chunked tables
 DATA_FILE = "data.parquet"
 #: a model version's resolved recipe (YAML), stored by the register stage; lineage, so the

@@ -40,7 +40,10 @@ from .decisions import SharedStrategyHost
 from .host import StrategyHost
 from .jsonio import dumps
 from .ledger import FEEDBACK_MEMORY, FeedbackLedger
+from .lookup import LookupApi
 from .metrics import CONTENT_TYPE, MetricsOff, ServingMetrics, replica_name
+from .oip import OipApi
+from .openapi import serve_openapi
 from .recordlog import RESTORE_BYTES, RecordLog, read_records
 from .records import RecordBuffer
 from .requests import MAX_BODY_BYTES, finite_number, load_json, parse_feedback_body
@@ -54,7 +57,7 @@ JSON_TYPE = "application/json"
 MAX_CORRELATION_CHARS = 128
 MAX_REASON_CHARS = 1000
 #: endpoints a client token guards
-CLIENT_PATHS = frozenset({"/predict", "/rank", "/feedback"})
+CLIENT_PATHS = frozenset({"/predict", "/rank", "/feedback", "/lookup"})
 
 
 @serve.deployment
@@ -109,10 +112,14 @@ class Ingress:
             self.restored = self._restore(record_log["directory"])
             self.record_log = RecordLog(record_log["directory"], record_log.get("fsync", "batch")).start()
         self._health = json.dumps({"status": "ok", "models": self.versions}).encode()
+        self.oip = OipApi(self, models[0])  # the Open Inference Protocol's /v2 routes (oip.py)
+        self.lookup = LookupApi(self)  # precomputed answers by key (lookup.py)
         self._post = {
             "/predict": self._predict,
             "/rank": self._rank,
             "/feedback": self._feedback,
+            "/lookup": self.lookup.lookup,
+            "/-/admin/lookup": self.lookup.admin_load,
             "/-/admin/promote": self._admin_promote,
             "/-/admin/rollback": self._admin_rollback,
             "/-/admin/weights": self._admin_weights,
@@ -121,6 +128,7 @@ class Ingress:
         self._get = {
             "/healthz": self._healthz,
             "/schema": self._schema,
+            "/openapi.json": serve_openapi,
             "/-/records": self._records,
             "/-/strategy": self._strategy,
             "/-/events": self._events,
@@ -178,13 +186,15 @@ class Ingress:
             if correlation_id is not None and (len(correlation_id) > MAX_CORRELATION_CHARS or not correlation_id.isprintable()):
                 correlation_id = None
                 raise RequestError("X-Request-Id", f"at most {MAX_CORRELATION_CHARS} printable characters")
+            if path == "/v2" or path.startswith("/v2/"):  # its own routes and error format
+                return await self.oip.handle(request, path, request_id, correlation_id, start)
             handler = self._post.get(path) if method == "POST" else self._get.get(path) if method == "GET" else None
             if handler is None:
                 if path in self._post or path in self._get:
                     want = "POST" if path in self._post else "GET"
                     return _error(405, "method", f"use {want} for {path.lstrip('/')}, not {method}", request_id, correlation_id)
                 return _error(
-                    404, "path", f"no endpoint {path}; try POST predict, POST rank, POST feedback, GET healthz or GET schema",
+                    404, "path", f"no endpoint {path}; try POST predict, POST rank, POST feedback, GET healthz or GET schema (every endpoint: GET openapi.json)",
                     request_id, correlation_id,
                 )
             if path.startswith("/-/"):
@@ -209,7 +219,7 @@ class Ingress:
             return _error(500, None, f"internal error: {type(exc).__name__}", request_id, correlation_id)
 
     @staticmethod
-    async def _body(request: Request) -> bytes:
+    async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
             raise RequestError("body", f"request body of {length} bytes exceeds {MAX_BODY_BYTES}", 413)
@@ -220,7 +230,7 @@ class Ingress:
 
     # -- predict -------------------------------------------------------------------------------
     async def _predict(self, request: Request, request_id: str, start: float) -> Response:
-        parsed = self.parser.parse_body(await self._body(request))
+        parsed = self.parser.parse_body(await self.read_body(request))
         route_request, route = self.host.route(request_id, _user_key(request, parsed.key))
         arm = route.primary
         version = self.versions[arm]
@@ -261,7 +271,7 @@ class Ingress:
         if parsed.explain:
             body["explanations"] = await self.arms.explain(explained, parsed.x)
         payload = dumps(body)
-        self._served(parsed.rows, served, version, arm, latency_ms, request_id, correlation_id,
+        self.record_answer(parsed.rows, served, version, arm, latency_ms, request_id, correlation_id,
                      served[0] if len(served) == 1 else served, "predict", body.get("probabilities"))
         if route.shadows and not route.merge:
             self.arms.spawn_shadows(route.shadows, arm, parsed.x, request_id, None)
@@ -271,7 +281,7 @@ class Ingress:
 
     # -- rank ----------------------------------------------------------------------------------
     async def _rank(self, request: Request, request_id: str, start: float) -> Response:
-        parsed, item_ids = self.parser.parse_rank_body(await self._body(request))
+        parsed, item_ids = self.parser.parse_rank_body(await self.read_body(request))
         route_request, route = self.host.route(request_id, _user_key(request, parsed.key))
         correlation_id = request.scope.get("framework.correlation_id")
         arm = route.primary
@@ -300,13 +310,13 @@ class Ingress:
             body["correlation_id"] = correlation_id
         payload = dumps(body)
         # Ranked instances are served traffic too: monitors see them, with the primary's class.
-        self._served(parsed.rows, self.labeler[arm](probabilities), version, arm, latency_ms, request_id,
+        self.record_answer(parsed.rows, self.labeler[arm](probabilities), version, arm, latency_ms, request_id,
                      correlation_id, ranking, "rank")
         if route.shadows and not route.merge:
             self.arms.spawn_shadows(route.shadows, arm, parsed.x, request_id, item_ids)
         return Response(payload, media_type=JSON_TYPE, headers={"X-Model-Version": version})
 
-    def _served(self, rows: list, labels: list, version: str, arm: str, latency_ms: float, request_id: str,
+    def record_answer(self, rows: list, labels: list, version: str, arm: str, latency_ms: float, request_id: str,
                 correlation_id: str | None, prediction: Any, kind: str, probabilities: Any = None) -> None:
         """An answer was given: the record buffer, the ledger and the record log (queued, no I/O)."""
         now = time.time()
@@ -321,7 +331,7 @@ class Ingress:
 
     # -- feedback ------------------------------------------------------------------------------
     async def _feedback(self, request: Request, request_id: str, start: float) -> Response:
-        items, batch = parse_feedback_body(await self._body(request))
+        items, batch = parse_feedback_body(await self.read_body(request))
         accepted = self.ledger.accept(items, batch)
         now = time.time()
         for feedback, answer_kind in zip(accepted.feedback, accepted.answer_kinds):
@@ -351,7 +361,7 @@ class Ingress:
         return await self._admin_verdict(request, Verdict.ROLLBACK)
 
     async def _admin_verdict(self, request: Request, verdict: Verdict) -> Response:
-        data = await self._admin_body(request, ("reason",))
+        data = await self.read_admin_body(request, ("reason",))
         reason = data.get("reason", f"operator {verdict.value}")
         if not isinstance(reason, str):
             raise RequestError("reason", f"expected a string, got {type(reason).__name__}")
@@ -364,7 +374,7 @@ class Ingress:
         return _json({"event": event, "state": await self.host.state_async()})
 
     async def _admin_weights(self, request: Request, request_id: str, start: float) -> Response:
-        data = await self._admin_body(request, ("weights",))
+        data = await self.read_admin_body(request, ("weights",))
         weights = data.get("weights")
         if not isinstance(weights, dict) or not weights:
             raise RequestError("weights", 'expected an object of arm: weight, e.g. {"weights": {"champion": 0.9}}')
@@ -385,8 +395,8 @@ class Ingress:
             raise RequestError("weights", _refusal(exc), 422) from None
         return _json({"weights": clean, "state": await self.host.state_async()})
 
-    async def _admin_body(self, request: Request, allowed: tuple[str, ...]) -> dict:
-        raw = await self._body(request)
+    async def read_admin_body(self, request: Request, allowed: tuple[str, ...]) -> dict:
+        raw = await self.read_body(request)
         if not raw.strip():
             return {}
         data = load_json(raw)
@@ -399,7 +409,7 @@ class Ingress:
 
     async def _admin_restart_record_log(self, request: Request, request_id: str, start: float) -> Response:
         """Restart the record log's writer (e.g. after the disk was full); queued records wait."""
-        await self._admin_body(request, ())
+        await self.read_admin_body(request, ())
         if self.record_log is None:
             raise RequestError("record_log", "the record log is off for this deployment", 409)
         self.record_log.restart_writer()

@@ -41,7 +41,9 @@ def run_monitor(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
                           reference_outputs=reference_outputs(state.registry, state.splits.train, frame, ctx),
                           reference_files=files, feedback=feedback_frame(state.app.record_log),
                           calibration=calibration(state.registry, state.splits, frame, ctx))
-    evaluate_monitors(stage.components, served, state.splits, ctx, components, collected=state.alerts)
+    title = f"Monitoring report: run {ctx.out_dir.parent.parent.name}"
+    reports = evaluate_monitors(stage.components, served, state.splits, ctx, components, title, collected=state.alerts)
+    state.add_actions_to_report = report_with_actions(served, reports, ctx, title)  # the act stage's
 
 
 def evaluate_monitors(planned_monitors: Any, served: ServedWindow, splits: DataSplits, ctx: RunStageContext,
@@ -65,21 +67,16 @@ def evaluate_monitors(planned_monitors: Any, served: ServedWindow, splits: DataS
     write_json(ctx.out_dir / "reports.json", reports)
     write_report(ctx.out_dir / REPORT_HTML, served, reports, ctx,
                  title or f"Monitoring report: run {ctx.out_dir.parent.parent.name}")
-    if collected is not None:  # the act stage adds its actions to the same page
-        LAST_PAGE.update(path=ctx.out_dir / REPORT_HTML, served=served, reports=reports, ctx=ctx,
-                         title=title or f"Monitoring report: run {ctx.out_dir.parent.parent.name}")
     return reports
 
 
-#: what the last ``evaluate_monitors`` of this process rendered, so actions can be added to it
-LAST_PAGE: dict = {}
+def report_with_actions(served: ServedWindow, reports: list[dict], ctx: RunStageContext, title: str) -> Any:
+    """A function that renders the monitoring report again with the actions taken on its alerts."""
+    def render_with(events: list[dict]) -> None:
+        if events:
+            write_report(ctx.out_dir / REPORT_HTML, served, reports, ctx, title, events)
 
-
-def add_actions_to_report(events: list[dict]) -> None:
-    """Render the last monitoring report again with the actions taken on its alerts."""
-    if LAST_PAGE and events:
-        write_report(LAST_PAGE["path"], LAST_PAGE["served"], LAST_PAGE["reports"], LAST_PAGE["ctx"],
-                     LAST_PAGE["title"], events)
+    return render_with
 
 
 def _evidence(metrics: dict) -> dict:
@@ -318,14 +315,14 @@ def monitor_records(plan: Plan, components: Components, records: Path, out_dir: 
                           reference_outputs=reference_outputs(registry, splits.train, frame, ctx), reference_files=files,
                           feedback=feedback_frame(records), calibration=calibration(registry, splits, frame, ctx))
     alerts: list[Alert] = []
-    reports = evaluate_monitors(stage.components, served, splits, ctx, components,
-                                f"Monitoring report: {plan.recipe.name}, record log {records.name}", collected=alerts)
+    title = f"Monitoring report: {plan.recipe.name}, record log {records.name}"
+    reports = evaluate_monitors(stage.components, served, splits, ctx, components, title, collected=alerts)
     events: list[dict] = []
     if plan.enabled("act"):  # the recipe's actions on these alerts (log, webhook; cooldowns kept in the store)
         from .act import RecordLogActionContext, act_on_alerts
 
         events = act_on_alerts(plan, plan.stage("act").components, alerts, RecordLogActionContext(ctx), ctx)
-        add_actions_to_report(events)
+        report_with_actions(served, reports, ctx, title)(events)
         ctx.metric("actions_taken", sum(e["status"] == "done" for e in events))
     write_json(out_dir / "metrics.json", ctx.metrics)
     return {"records": str(records), "answers": len(answers), "feedback": len(feedback), "rows": int(len(frame)),

@@ -4,8 +4,8 @@ HTTP: hypothesis draws a method, an endpoint, headers (content types, tokens, re
 body (JSON of any shape and depth, or raw bytes); every answer must be < 500 and, when it is an
 error, the framework's JSON error body. The recipe loader: random overrides of real keys with
 hostile values, and random recipe files; the outcome is a plan or a RecipeError that names a key
-path (or the file), never another exception. (Schemathesis needs an OpenAPI document, which the
-app does not publish yet.)
+path (or the file), never another exception. The Open Inference Protocol's routes and /lookup
+get tensor-shaped bodies of their own.
 """
 from __future__ import annotations
 
@@ -95,6 +95,54 @@ def test_fuzz_every_http_endpoint(shared_app, figures):
         finally:
             figures.update(http_inputs=seen["inputs"], http_5xx=seen["5xx"],
                            statuses={str(k): v for k, v in sorted(seen["statuses"].items())})
+
+
+DATATYPES = ["BOOL", "INT8", "INT32", "INT64", "UINT8", "UINT64", "FP16", "FP32", "FP64", "BYTES", "FP128", "", None, 3]
+TENSOR = st.fixed_dictionaries(
+    {"name": st.sampled_from([*FEATURES, "input", "x", "", None, 1]),
+     "shape": st.one_of(st.lists(st.integers(min_value=-2, max_value=5), max_size=3), JSON),
+     "datatype": st.sampled_from(DATATYPES),
+     "data": st.one_of(st.lists(SCALARS, max_size=6), st.lists(st.lists(SCALARS, max_size=3), max_size=3), JSON)},
+    optional={"parameters": st.one_of(JSON, st.just({"binary_data_size": 4}))})
+V2_BODY = st.one_of(
+    st.fixed_dictionaries({"inputs": st.one_of(st.lists(TENSOR, max_size=6), JSON)},
+                          optional={"id": JSON, "parameters": JSON, "outputs": JSON}),
+    RAW.map(lambda raw: raw))
+
+
+def test_fuzz_the_open_inference_protocol_and_lookup(shared_app, figures):
+    """v2 routes answer < 500 with the protocol's {"error": "..."}; /lookup and -/admin/lookup
+    with the framework's error body."""
+    app = shared_app
+    name = app.app_name
+    endpoints = [f"v2/models/{name}/infer", f"v2/models/{name}/versions/x/infer", f"v2/models/{name}", "v2",
+                 "v2/health/ready", f"v2/models/{name}/ready", "v2/models/nope/infer", "lookup", "-/admin/lookup"]
+    seen = {"inputs": 0, "5xx": 0}
+    with httpx.Client(timeout=30.0, trust_env=False) as client:
+        @settings(max_examples=scale(150, 2000), deadline=None, derandomize=False,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(endpoint=st.sampled_from(endpoints), payload=V2_BODY, method=st.sampled_from(["POST"] * 6 + ["GET", "PUT"]),
+               content_type=st.sampled_from(["application/json"] * 4 + [None, "text/plain"]), token=st.booleans())
+        def probe(endpoint, payload, method, content_type, token):
+            raw = payload if isinstance(payload, bytes) else json.dumps(payload, allow_nan=True).encode()
+            headers = {**(app.client_headers() if token else {}), **(app.admin_headers() if token else {})}
+            if content_type is not None:
+                headers["Content-Type"] = content_type
+            r = client.request(method, app.url + endpoint, content=raw if method != "GET" else None, headers=headers)
+            seen["inputs"] += 1
+            seen["5xx"] += r.status_code >= 500
+            assert r.status_code < 500, (method, endpoint, raw[:200], r.status_code, r.text[:300])
+            if r.status_code >= 400:
+                error = r.json()["error"]
+                if endpoint.startswith("v2"):
+                    assert isinstance(error, str) and error, r.text
+                else:
+                    assert set(error) == {"field", "reason"}, r.text
+
+        try:
+            probe()
+        finally:
+            figures.update(v2_lookup_inputs=seen["inputs"], v2_lookup_5xx=seen["5xx"])
 
 
 # ---------------------------------------------------------------------------------------------
