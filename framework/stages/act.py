@@ -243,7 +243,11 @@ def _retrain_and_roll_out(plan: Plan, state: RunState, components: Components, c
         return result
     # the canary: prod against the new model, on the running app, with the rollout strategy
     model_name = plan.recipe.register.model_name
-    prod = state.registry.get(f"{model_name}@prod", kind="model")
+    try:
+        prod = state.registry.get(f"{model_name}@prod", kind="model")
+    except FrameworkError as exc:
+        raise StageError(f"retrain: registered {new.ref}, but there is no {model_name}@prod to canary it against "
+                         f"({exc}); give the served model the alias with register.aliases: [latest, prod]") from None
     champion = getattr(rollout_config, "champion", "champion")
     challenger = getattr(rollout_config, "challenger", "challenger")
     arms = {champion: prod.ref, challenger: new.ref}
