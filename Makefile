@@ -46,6 +46,7 @@ bench: setup
 	$(PY) benchmarks/labels.py
 	$(PY) benchmarks/batch.py
 	$(PY) benchmarks/monitoring.py
+	$(PY) benchmarks/closed_loop.py
 
 # a headless Chromium for the test that opens the monitoring report (tests/e2e: skipped without one)
 # (best effort: without root or Debian's archive the test skips and says why)

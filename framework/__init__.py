@@ -1,5 +1,8 @@
 """A declarative framework for production ML systems: recipes in, running systems out."""
 from .components import (  # noqa: F401  (the public contract surface)
+    Action,
+    ActionContext,
+    Alert,
     BatchConfig,
     BatchPredictor,
     CheckReport,

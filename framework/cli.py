@@ -315,6 +315,9 @@ def format_monitor(result: dict) -> str:
             lines.append(f"  ALERT {alert}")
         if not report["alerts"]:
             lines.append("  no alert")
+    for event in result.get("actions") or ():
+        detail = event.get("error") or event.get("note") or json.dumps(event.get("result", {}), default=str)[:200]
+        lines.append(f"ACTION {event['action']} {event['status']} on {event['alert_kind']} alert: {detail}")
     lines.append(f"reports in {result['out_dir']}")
     return "\n".join(lines)
 

@@ -1091,6 +1091,61 @@ class Monitor(Component):
     def evaluate(self, served: ServedWindow, reference: DataSplits, ctx: StageContext) -> MonitorReport:
         raise NotImplementedError
 
+    #: what its alerts are about, for the actions' ``on:`` (``drift``, ``accuracy_drop`` ...)
+    alert_kind: ClassVar[str] = "alert"
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions: what the recipe says to do when a monitor alerts
+# ---------------------------------------------------------------------------------------------
+#: the alert kinds an action's ``on:`` may name (``any``: every alert)
+ALERT_KINDS = ("drift", "accuracy_drop", "alert", "any")
+
+
+@dataclass
+class Alert:
+    """One monitor alert, as actions receive it: which monitor, what kind, the message and the
+    evidence (the monitor's figures for the window: drifted columns, accuracies ...)."""
+
+    monitor: str
+    kind: str
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    time: float = 0.0
+
+
+class ActionContext(Protocol):
+    """What an action can do to the running system. Implemented by the core (``stages/act.py``)."""
+
+    logger: logging.Logger
+    out_dir: Path
+    #: the running app's base URL (None: nothing is served)
+    app_url: str | None
+
+    def rollback(self, reason: str) -> dict:
+        """Roll back the running strategy through the app's admin API: the strategy's event."""
+        ...
+
+    def retrain(self, alert: Alert, data: Mapping[str, Any], rollout: Any, rollout_config: Any) -> dict:
+        """Rerun the recipe's data (``data``: keys overriding the recipe's data section) ▸ train
+        ▸ export ▸ gate ▸ register on the newest data version, then canary the new model against
+        ``prod`` with the traffic strategy class ``rollout`` (its ``rollout_config``): what happened."""
+        ...
+
+
+class Action(Component):
+    """Acts on a monitor's alert: ``act(alert, ctx)`` returns the event's details (JSON-able).
+
+    The core keys ``on:`` (alert kinds, default every one) and ``cooldown_s:`` (after acting, the
+    same action ignores alerts for this long: one incident, one action) are the core's, not the
+    action's options."""
+
+    kind = "action"
+    recipe_key = "actions"
+
+    def act(self, alert: Alert, ctx: ActionContext) -> dict:
+        raise NotImplementedError
+
 
 #: Every component kind, in stage order, with the registration hook that supplies it.
 COMPONENT_KINDS: dict[str, tuple[type[Component], str]] = {
@@ -1105,6 +1160,7 @@ COMPONENT_KINDS: dict[str, tuple[type[Component], str]] = {
     "traffic_strategy": (TrafficStrategy, "register_traffic_strategies"),
     "batch_predictor": (BatchPredictor, "register_batch_predictors"),
     "monitor": (Monitor, "register_monitors"),
+    "action": (Action, "register_actions"),
 }
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # annotations only: importing the hookspecs stays free
-    from .components import (BatchPredictor, Compressor, DataCheck, DataSource, Decision, Exporter, Labeler, Model,
+    from .components import (Action, BatchPredictor, Compressor, DataCheck, DataSource, Decision, Exporter, Labeler, Model,
                              Monitor, Preprocessor, Trainer, TrafficStrategy)
     from .plan import Plan
     from .registry import Version
@@ -134,6 +134,15 @@ def register_monitors() -> list[type[Monitor]]:
 @hookspec
 def on_alert_raised(monitor: str, alert: str) -> None:
     """A monitor raised an alert (drift, accuracy drop, SLO breach)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------------------------
+@hookspec
+def register_actions() -> list[type[Action]]:
+    """Return :class:`framework.components.Action` subclasses (recipe list ``actions``): what is
+    done when a monitor alerts (log, webhook, roll back, retrain)."""
 
 
 # ---------------------------------------------------------------------------------------------

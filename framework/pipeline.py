@@ -50,6 +50,8 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("traffic", None, None, False, False, "traffic:run_traffic", "simulated users; the strategy's verdicts acted on"),
     StageSpec("batch", "batch", "batch_predictor", False, True, "batch:run_batch", "batch prediction"),
     StageSpec("monitor", "monitor", "monitor", True, False, "monitor:run_monitor", "profiles, drift and alerts on served traffic"),
+    StageSpec("act", "actions", "action", True, False, "act:run_act",
+              "the recipe's actions on the monitors' alerts: log, webhook, roll back, retrain"),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)

@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .components import is_registry_ref
+from .components import ALERT_KINDS, is_registry_ref
 from .errors import FrameworkError, PluginError, RecipeError
 from .expressions import ExpressionError, RowFilter, parse_filter
 from .pipeline import STAGES, StageSpec
@@ -111,6 +111,38 @@ class Labeling:
 
 
 @dataclass
+class Trigger:
+    """The core's keys of an action: which alert kinds start it, and its cooldown."""
+
+    on: list[str] = field(default_factory=lambda: ["any"])
+    cooldown_s: float = 0.0
+
+    def matches(self, kind: str) -> bool:
+        return "any" in self.on or kind in self.on
+
+
+def _trigger(options: dict, key: str) -> Trigger:
+    on = ["any"]
+    # YAML 1.1 (Hydra's loader) reads an unquoted `on:` key as the boolean true
+    for spelling in ("on", True, "True"):
+        if spelling in options:
+            on = options.pop(spelling)
+    if isinstance(on, str):
+        on = [on]
+    if not isinstance(on, (list, tuple)) or not on:
+        raise RecipeError(f"{key}.on: expected a list of alert kinds ({', '.join(ALERT_KINDS)}), got {on!r}")
+    for i, kind in enumerate(on):
+        if kind not in ALERT_KINDS:
+            close = difflib.get_close_matches(str(kind), ALERT_KINDS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise RecipeError(f"{key}.on[{i}]: unknown alert kind '{kind}'.{hint} Known: {', '.join(ALERT_KINDS)}")
+    cooldown = options.pop("cooldown_s", 0.0)
+    if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) or cooldown < 0:
+        raise RecipeError(f"{key}.cooldown_s: expected a number of seconds >= 0, got {cooldown!r}")
+    return Trigger([str(k) for k in on], float(cooldown))
+
+
+@dataclass
 class PlannedComponent:
     key: str  # recipe key path, e.g. "checks[0]"
     type: str
@@ -128,6 +160,8 @@ class PlannedComponent:
     versioning: DataVersioning | None = None
     #: labelers only: ``label.hide`` and ``label.annotator``
     labeling: Labeling | None = None
+    #: actions only: the alert kinds it acts on (``on``) and its ``cooldown_s``
+    trigger: Trigger | None = None
 
     def build(self, *args: Any) -> Any:
         return self.cls(self.config, *args, refs=self.refs)
@@ -144,6 +178,8 @@ class PlannedComponent:
             described["versioning"] = self.versioning.describe()
         if self.labeling and self.labeling.describe():
             described["labeling"] = self.labeling.describe()
+        if self.trigger:
+            described["trigger"] = dataclasses.asdict(self.trigger)
         return described
 
 
@@ -257,6 +293,7 @@ def _component(components: Components, kind: str, node: Any, key: str) -> Planne
     if kind == "data_source":  # core keys of the data section, not options of the source
         versioning = _data_versioning(options, key)
     labeling = _labeling(options, key) if kind == "labeler" else None  # core keys of the label section
+    trigger = _trigger(options, key) if kind == "action" else None  # core keys of every action
     entry = components.get(kind, str(name), where=f"{key}.type")
     accepted = getattr(entry.cls, "severities", None)
     if severity is not None and accepted is not None and severity not in accepted:
@@ -266,7 +303,8 @@ def _component(components: Components, kind: str, node: Any, key: str) -> Planne
             for field, ref_kind in entry.cls.references.items()}
     entry.cls.check_config(config, key, refs)  # cheap, plugin-specific validation (no heavy imports)
     planned = PlannedComponent(key=key, type=str(name), plugin=entry.plugin, cls=entry.cls, config=config, refs=refs,
-                               severity=severity, readmit=readmit, versioning=versioning, labeling=labeling)
+                               severity=severity, readmit=readmit, versioning=versioning, labeling=labeling,
+                               trigger=trigger)
     if versioning is not None and versioning.window is not None:
         _check_time_column(planned)
     return planned
@@ -392,6 +430,9 @@ def build_plan(cfg: DictConfig, recipe_path: Path | None, components: Components
     except OmegaConfBaseException as exc:
         raise RecipeError(describe_omegaconf_error(exc, prefix="")) from None
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    for node in resolved.get("actions") or []:  # YAML 1.1 reads an unquoted `on:` key as true
+        if isinstance(node, dict) and True in node:
+            node["on"] = node.pop(True)
     _check_core_settings(recipe)
 
     stages: list[PlannedStage] = []
@@ -603,6 +644,11 @@ def _check_stage_dependencies(plan: Plan, components: Components) -> None:
         if monitor.enabled:
             monitor.enabled = False
             monitor.note = "needs serving"
+    act = plan.stage("act")
+    if act.enabled and not plan.enabled("monitor"):
+        raise RecipeError(f"{act.components[0].key}: actions act on the monitors' alerts, and this recipe monitors "
+                          f"nothing{' (' + plan.stage('monitor').note + ')' if plan.stage('monitor').note else ''}; "
+                          "declare one, e.g. 'monitor: [{type: whylogs_drift}]'")
     else:
         if not serve_stage.components:
             raise RecipeError("strategy: missing; serving needs a traffic strategy, e.g. 'strategy: {type: single}'")

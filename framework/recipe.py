@@ -146,6 +146,9 @@ class TrafficConfig:
     concurrency: int = 4
     #: split the request rows are drawn from (with replacement)
     source: str = "test"
+    #: or a CSV file of rows with the data's feature and target columns (e.g. later, drifted
+    #: rows than the model learnt from); relative to the working directory
+    path: Optional[str] = None
     #: distinct simulated users (the sticky key, sent as X-User-Id)
     users: int = 200
     feedback: bool = True
@@ -251,6 +254,10 @@ class RecipeConfig:
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
     batch: Dict[str, Any] = field(default_factory=dict)  # empty: no batch prediction
     monitor: List[Any] = field(default_factory=list)
+    #: what to do when a monitor alerts, in order: [{type: log}, {type: webhook, url: ...},
+    #: {type: rollback}, {type: retrain, on: [drift], cooldown_s: 600}]; ``on`` and ``cooldown_s``
+    #: are the core's keys of every action
+    actions: List[Any] = field(default_factory=list)
 
 
 SCHEMA_NAME = "recipe_schema"

@@ -101,6 +101,7 @@ _HEADLINE_KEYS = (
     "trials", "max_abs_diff", "onnx_bytes", "model_version", "url", "rows_sent", "served_accuracy",
     "agreement", "latency_p50_ms", "columns_drifted", "alerts", "requests", "share", "decision", "reason",
     "variant", "size_mb", "latency_p95_ms", "ram_mb", "bundle_agreement",
+    "actions_taken", "actions_failed", "retrain_status", "prod",
     "rows_per_s", "prediction_table", "hit_rate", "stale_share",
 )
 

@@ -28,6 +28,7 @@ REPORT_FILE = "performance.json"
 
 class PerformanceMonitor(Monitor):
     name = NAME
+    alert_kind = "accuracy_drop"
     summary = "accuracy per model version and window: true from late feedback labels, estimated before them (CBPE)"
     tasks = ("classification",)
 

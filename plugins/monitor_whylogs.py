@@ -72,6 +72,7 @@ def _num(value: Any) -> Optional[float]:
 
 class WhylogsDriftMonitor(Monitor):
     name = NAME
+    alert_kind = "drift"
     summary = "whylogs profiles of training vs served windows; KS / chi-square drift per feature and output, Holm-corrected"
 
     @dataclass

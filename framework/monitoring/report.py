@@ -133,8 +133,10 @@ table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px soli
 .alert{color:#a00}.ok{color:#070}.meta{color:#666;font-size:12px}svg.chart{display:block;margin:8px 0}"""
 
 
-def render(title: str, reports: Sequence[Any], frame: Any = None, meta: dict | None = None) -> str:
-    """The page: ``reports`` are MonitorReports (or their dicts), ``frame`` the served rows."""
+def render(title: str, reports: Sequence[Any], frame: Any = None, meta: dict | None = None,
+           actions: Sequence[dict] | None = None) -> str:
+    """The page: ``reports`` are MonitorReports (or their dicts), ``frame`` the served rows,
+    ``actions`` the events of the recipe's actions on the alerts (``stages/act.py``)."""
     def get(report: Any, key: str, default: Any) -> Any:
         return report.get(key, default) if isinstance(report, dict) else getattr(report, key, default)
 
@@ -152,6 +154,15 @@ def render(title: str, reports: Sequence[Any], frame: Any = None, meta: dict | N
                    + "</ul>")
     else:
         out.append('<p class="ok">No alert: nothing drifted beyond the declared false-alarm rate, no accuracy drop.</p>')
+    if actions:
+        def detail(e: dict) -> str:
+            result = e.get("result") or {}
+            return e.get("error") or e.get("note") or ", ".join(
+                f"{k}: {_fmt(v)}" for k, v in result.items() if not isinstance(v, dict))[:300]
+
+        out.append('<div data-panel="actions">' + _table(
+            [(e.get("action"), e.get("status"), e.get("alert_kind"), e.get("time"), detail(e)) for e in actions],
+            ("action", "status", "on alert", "time", "details")) + "</div>")
     for panel, heading, y_label, y_max in PANELS:
         points = [p for p in timeline if p.get("panel") == panel]
         if not points:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import write_json
-from ..components import DataSplits, Dataset, ReferenceFiles, ServedWindow
+from ..components import Alert, DataSplits, Dataset, ReferenceFiles, ServedWindow
 from ..context import RunStageContext
 from ..errors import StageError
 from ..plan import Plan, PlannedStage
@@ -41,12 +41,15 @@ def run_monitor(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
                           reference_outputs=reference_outputs(state.registry, state.splits.train, frame, ctx),
                           reference_files=files, feedback=feedback_frame(state.app.record_log),
                           calibration=calibration(state.registry, state.splits, frame, ctx))
-    evaluate_monitors(stage.components, served, state.splits, ctx, components)
+    title = f"Monitoring report: run {ctx.out_dir.parent.parent.name}"
+    reports = evaluate_monitors(stage.components, served, state.splits, ctx, components, title, collected=state.alerts)
+    state.add_actions_to_report = report_with_actions(served, reports, ctx, title)  # the act stage's
 
 
 def evaluate_monitors(planned_monitors: Any, served: ServedWindow, splits: DataSplits, ctx: RunStageContext,
-                      components: Components, title: str | None = None) -> list[dict]:
-    """Every monitor on the window; alerts to the hook; metrics and ``reports.json`` written."""
+                      components: Components, title: str | None = None, collected: list | None = None) -> list[dict]:
+    """Every monitor on the window; alerts to the hook (and, as ``Alert``s with the monitor's
+    figures as evidence, into ``collected``); metrics and ``reports.json`` written."""
     alerts: list[str] = []
     reports = []
     for planned in planned_monitors:
@@ -55,6 +58,9 @@ def evaluate_monitors(planned_monitors: Any, served: ServedWindow, splits: DataS
         for alert in report.alerts:
             alerts.append(f"{planned.type}: {alert}")
             components.hooks.alert_raised(planned.type, alert)
+            if collected is not None:
+                collected.append(Alert(planned.type, getattr(planned.cls, "alert_kind", "alert"), alert,
+                                       _evidence(report.metrics), time.time()))
         for key, value in report.metrics.items():
             ctx.metric(key, value)
     ctx.metric("alerts", len(alerts))
@@ -64,7 +70,29 @@ def evaluate_monitors(planned_monitors: Any, served: ServedWindow, splits: DataS
     return reports
 
 
-def write_report(path: Path, served: ServedWindow, reports: list[dict], ctx: RunStageContext, title: str) -> None:
+def report_with_actions(served: ServedWindow, reports: list[dict], ctx: RunStageContext, title: str) -> Any:
+    """A function that renders the monitoring report again with the actions taken on its alerts."""
+    def render_with(events: list[dict]) -> None:
+        if events:
+            write_report(ctx.out_dir / REPORT_HTML, served, reports, ctx, title, events)
+
+    return render_with
+
+
+def _evidence(metrics: dict) -> dict:
+    """A monitor's figures as an alert's evidence: JSON-able values, long lists cut."""
+    out: dict = {}
+    for key, value in metrics.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = str(value)
+        out[key] = value[:50] if isinstance(value, list) else value
+    return out
+
+
+def write_report(path: Path, served: ServedWindow, reports: list[dict], ctx: RunStageContext, title: str,
+                 actions: list[dict] | None = None) -> None:
     """The self-contained HTML report (``framework.monitoring.report``) next to the reports."""
     from ..monitoring.report import render
 
@@ -73,7 +101,7 @@ def write_report(path: Path, served: ServedWindow, reports: list[dict], ctx: Run
     meta = {"served rows": int(len(frame)), "model versions": versions,
             "reference": getattr(served.reference_files, "ref", None) or "the run's training rows",
             "written": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path.write_text(render(title, reports, frame, meta))
+    path.write_text(render(title, reports, frame, meta, actions))
     ctx.metric("report", str(path))
 
 
@@ -286,12 +314,20 @@ def monitor_records(plan: Plan, components: Components, records: Path, out_dir: 
     served = ServedWindow(frame=frame, features=list(splits.dataset.features),
                           reference_outputs=reference_outputs(registry, splits.train, frame, ctx), reference_files=files,
                           feedback=feedback_frame(records), calibration=calibration(registry, splits, frame, ctx))
-    reports = evaluate_monitors(stage.components, served, splits, ctx, components,
-                                f"Monitoring report: {plan.recipe.name}, record log {records.name}")
+    alerts: list[Alert] = []
+    title = f"Monitoring report: {plan.recipe.name}, record log {records.name}"
+    reports = evaluate_monitors(stage.components, served, splits, ctx, components, title, collected=alerts)
+    events: list[dict] = []
+    if plan.enabled("act"):  # the recipe's actions on these alerts (log, webhook; cooldowns kept in the store)
+        from .act import RecordLogActionContext, act_on_alerts
+
+        events = act_on_alerts(plan, plan.stage("act").components, alerts, RecordLogActionContext(ctx), ctx)
+        report_with_actions(served, reports, ctx, title)(events)
+        ctx.metric("actions_taken", sum(e["status"] == "done" for e in events))
     write_json(out_dir / "metrics.json", ctx.metrics)
     return {"records": str(records), "answers": len(answers), "feedback": len(feedback), "rows": int(len(frame)),
             "versions": versions, "reference": files.ref, "reports": reports, "metrics": ctx.metrics,
-            "out_dir": str(out_dir)}
+            "actions": events, "out_dir": str(out_dir)}
 
 
 def newest_record_log(plan: Plan) -> Path | None:

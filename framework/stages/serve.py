@@ -38,15 +38,28 @@ def record_log_folder(plan: Plan) -> Path | None:
 
 
 def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
-    from ..serving import deploy
-
     serve_cfg = plan.recipe.serve
     models = [served_model(state, arm, str(ref)) for arm, ref in serve_cfg.models.items()]
     strategy = stage.component
-    state.app = deploy(
+    state.app = deploy_models(plan, models, strategy.cls, strategy.config)
+    ctx.metric("url", state.app.predict_url)
+    ctx.metric("ingress", state.app.ingress)
+    if state.app.record_log:
+        ctx.metric("record_log", state.app.record_log)
+    ctx.metric("arms", {m.arm: m.version for m in models})
+    write_json(ctx.out_dir / "endpoint.json", {"predict_url": state.app.predict_url, "models": {m.arm: m.version for m in models}})
+
+
+def deploy_models(plan: Plan, models: list, strategy_cls: type, strategy_config: Any) -> Any:
+    """Deploy ``models`` behind the strategy with the recipe's serve settings, as the app of the
+    recipe (a second call updates the running app in place: the retrain action's rollout)."""
+    from ..serving import deploy
+
+    serve_cfg = plan.recipe.serve
+    return deploy(
         models,
-        strategy.cls,
-        strategy.config,
+        strategy_cls,
+        strategy_config,
         host=serve_cfg.host,
         port=serve_cfg.port,
         route_prefix=serve_cfg.route_prefix,
@@ -67,12 +80,6 @@ def run_serve(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageCon
         balancer_port=serve_cfg.balancer_port,
         shared_decisions=bool(serve_cfg.shared_decisions),
     )
-    ctx.metric("url", state.app.predict_url)
-    ctx.metric("ingress", state.app.ingress)
-    if state.app.record_log:
-        ctx.metric("record_log", state.app.record_log)
-    ctx.metric("arms", {m.arm: m.version for m in models})
-    write_json(ctx.out_dir / "endpoint.json", {"predict_url": state.app.predict_url, "models": {m.arm: m.version for m in models}})
 
 
 def run_online_eval(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:

@@ -30,6 +30,10 @@ class RunState:
     prediction_table: Any = None
     #: rows the data checks took out of this run (stages.data.Quarantined), stored by the version stage
     quarantine: list = field(default_factory=list)
+    #: the monitors' alerts of this run (``components.Alert``), for the act stage
+    alerts: list = field(default_factory=list)
+    #: the monitor stage's: renders its report again with the act stage's events
+    add_actions_to_report: Any = None
 
     def candidate(self, rank: int, where: str) -> TrainedModel:
         """Candidate ``rank`` of this run's training: 1 the best, 2 the runner-up ..."""

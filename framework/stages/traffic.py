@@ -2,6 +2,8 @@
 feedback, and the strategy's promotions and rollbacks acted on (registry aliases, hooks)."""
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from ..artifacts import write_json
@@ -12,7 +14,7 @@ from ..plugins import Components
 from .state import RunState
 
 
-class _SimulatedUsers:
+class SimulatedUsers:
     """Request bodies and the feedback a user would give, drawn from a held-out split."""
 
     def __init__(self, plan: Plan, splits: DataSplits):
@@ -21,7 +23,7 @@ class _SimulatedUsers:
         cfg = plan.recipe.traffic
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed if cfg.seed is not None else plan.recipe.seed)
-        self.frame = getattr(splits, cfg.source)
+        self.frame = getattr(splits, cfg.source) if not cfg.path else _rows_file(cfg.path, splits)
         self.features = list(splits.dataset.features)
         self.target = splits.dataset.target
         classes = list(splits.dataset.classes or [None])  # a regression has none
@@ -49,8 +51,37 @@ class _SimulatedUsers:
         return {"request_id": request_id, "clicks": clicks}
 
 
+def _rows_file(path: str, splits: DataSplits) -> Any:
+    """``traffic.path``: rows of a CSV file with the data's feature and target columns."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from ..errors import StageError
+
+    if not Path(path).is_file():
+        raise StageError(f"traffic.path: no file {path} (relative to {Path.cwd()})")
+    frame = pd.read_csv(path)
+    wanted = [*splits.dataset.features, splits.dataset.target]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise StageError(f"traffic.path: {path} lacks the column(s) {', '.join(missing)} the model's data has")
+    if not len(frame):
+        raise StageError(f"traffic.path: {path} has no rows")
+    return frame
+
+
 def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageContext, components: Components) -> None:
     """Simulated users: requests with a sticky key, late feedback, and the strategy's decisions acted on."""
+    arms = {arm: state.registry_ref(str(ref), f"serve.models.{arm}") for arm, ref in plan.recipe.serve.models.items()}
+    drive_traffic(plan, state, ctx, components, arms, plan.stage("serve").component.type)
+
+
+def drive_traffic(plan: Plan, state: RunState, ctx: RunStageContext, components: Components, arms: dict[str, str],
+                  strategy_name: str, requests: int | None = None) -> dict:
+    """``requests`` (default ``traffic.requests``) simulated requests to the app serving ``arms``
+    (arm -> registry ref); a promotion moves ``prod`` to the promoted arm's version. Returns
+    what ``traffic.json`` holds."""
     import collections
     from concurrent.futures import ThreadPoolExecutor
 
@@ -59,12 +90,11 @@ def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
     from ..serving import fetch_events
 
     cfg = plan.recipe.traffic
-    users = _SimulatedUsers(plan, state.splits)
+    total = cfg.requests if requests is None else int(requests)
+    users = SimulatedUsers(plan, state.splits)
     url = state.app.url.rstrip("/") + "/" + cfg.endpoint
     feedback_url = state.app.url.rstrip("/") + "/feedback"
-    strategy_name = plan.stage("serve").component.type
-    arms = {arm: state.registry_ref(str(ref), f"serve.models.{arm}") for arm, ref in plan.recipe.serve.models.items()}
-    progress = ctx.progress(total=cfg.requests, description=f"simulated requests ({strategy_name})")
+    progress = ctx.progress(total=total, description=f"simulated requests ({strategy_name})")
     per_arm: collections.Counter = collections.Counter()
     statuses: collections.Counter = collections.Counter()
     pending: collections.deque = collections.deque()
@@ -99,11 +129,12 @@ def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
         return finished
 
     sent = 0
+    started_at = time.time()
     stopped_early = False
     with ThreadPoolExecutor(cfg.concurrency) as pool:
         try:
-            while sent < cfg.requests:
-                batch = [(sent + k, *users.request(sent + k)) for k in range(min(cfg.concurrency * 5, cfg.requests - sent))]
+            while sent < total:
+                batch = [(sent + k, *users.request(sent + k)) for k in range(min(cfg.concurrency * 5, total - sent))]
                 for status, answer, truth in pool.map(send, batch):
                     statuses[status] += 1
                     if status == 200:
@@ -117,7 +148,7 @@ def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
                     users.rng.shuffle(late)  # out of order, as real feedback arrives
                     clients[0].post(feedback_url, json={"feedback": late}, headers=state.app.client_headers())
                 if act_on_events() and cfg.stop_on_decision:
-                    stopped_early = sent < cfg.requests
+                    stopped_early = sent < total
                     break
             if cfg.feedback and pending:
                 clients[0].post(feedback_url, json={"feedback": list(pending)}, headers=state.app.client_headers())
@@ -134,10 +165,11 @@ def run_traffic(plan: Plan, stage: PlannedStage, state: RunState, ctx: RunStageC
     if decisions:
         ctx.metric("reason", decisions[-1].get("reason", ""))
     ctx.metric("stopped_early", stopped_early)
-    write_json(ctx.out_dir / "traffic.json", {
-        "requests": sent, "statuses": dict(statuses), "per_arm": dict(per_arm), "decisions": decisions,
-        "strategy": strategy_state,
-    })
+    ctx.metric("started_at", started_at)
+    out = {"started_at": started_at, "requests": sent, "statuses": dict(statuses), "per_arm": dict(per_arm), "decisions": decisions,
+           "strategy": strategy_state}
+    write_json(ctx.out_dir / "traffic.json", out)
+    return out
 
 
 def promoted_arm(event: dict) -> str | None:
@@ -147,3 +179,48 @@ def promoted_arm(event: dict) -> str | None:
         return event["arm"]
     weights = event.get("weights") or {}
     return max(weights, key=weights.get) if weights else None
+
+
+class BackgroundUsers:
+    """One simulated user sending requests (no feedback) to the app's URL from a thread, until
+    stopped: what the app answered while something else happened (a retrain, a redeploy)."""
+
+    def __init__(self, plan: Plan, state: RunState):
+        import collections
+
+        self.users = SimulatedUsers(plan, state.splits)
+        self.url = state.app.url.rstrip("/") + "/" + plan.recipe.traffic.endpoint
+        self.headers = state.app.client_headers()
+        self.statuses: collections.Counter = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="background-users", daemon=True)
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=30.0) as client:
+            i = 0
+            while not self._stop.is_set():
+                body, headers, _ = self.users.request(i)
+                try:
+                    status = client.post(self.url, json=body, headers={**headers, **self.headers}).status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__  # refused, reset, timed out: a failed request too
+                self.statuses[str(status)] += 1
+                i += 1
+                self._stop.wait(0.02)
+
+    def __enter__(self) -> "BackgroundUsers":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=35.0)
+
+    def summary(self) -> dict:
+        return {"requests": sum(self.statuses.values()), "statuses": dict(self.statuses),
+                "errors": sum(n for code, n in self.statuses.items() if code != "200")}

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import numpy as np
@@ -279,10 +281,33 @@ def test_monitor_verb_reads_the_record_log_and_catches_a_shift(quickstart, tmp_p
                              "arm": "primary", "model_version": version, "latency_ms": 0.5, "rows": [row],
                              "predictions": [1], "prediction": 1}))
     (shifted / f"0001{SUFFIX}").write_bytes(b"".join(lines))
-    assert main(["monitor", *overrides, f"records={shifted}", "+monitor.0.window_rows=120", "+monitor.0.outputs=false"]) == 0
+    # the recipe's actions act on the verb's alerts: a webhook to a loopback receiver, with the evidence
+    received: list = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_port}/alerts"
+    try:
+        assert main(["monitor", *overrides, f"records={shifted}", "+monitor.0.window_rows=120", "+monitor.0.outputs=false",
+                     f"+actions=[{{type: webhook, url: '{hook}', on: [drift], cooldown_s: 600}}]"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
     text = capsys.readouterr().out
     assert "ALERT drift in feature 'mean radius'" in text and "since 2023-11-14T22:15:20+00:00 (2 windows)" in text
     assert text.count("mean radius") >= 3  # two windows list it, and the alert
+    assert "ACTION webhook done on drift alert" in text
+    assert len(received) == 1 and received[0]["kind"] == "drift" and "mean radius" in received[0]["message"]
+    assert received[0]["evidence"]["columns_drifted"] >= 1
 
 
 def chromium() -> str | None:
