@@ -199,6 +199,20 @@ def _with_store(args: list[str], command) -> int:
     return command(args, store)
 
 
+def _verb_options(args: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """A verb's own ``name=value`` options (``names``), and the rest: the recipe's overrides
+    (``--json`` is the verb's too, read by the caller)."""
+    options: dict[str, str] = {}
+    rest = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in names:
+            options[key.lstrip("+")] = value
+        elif arg != "--json":
+            rest.append(arg)
+    return options, rest
+
+
 #: the evaluate-strategy options taken off the command line before the recipe is composed
 EVALUATE_OPTIONS = ("log", "method", "arms", "max_rows", "policy_samples", "arm_column", "reward_column",
                     "propensity_column")
@@ -209,14 +223,7 @@ def cmd_evaluate_strategy(args: list[str]) -> int:
     from .offline_eval import evaluate, format_report, read_log
     from .run import plan_recipe
 
-    options: dict[str, str] = {}
-    rest = []
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if sep and key.lstrip("+") in EVALUATE_OPTIONS:
-            options[key.lstrip("+")] = value
-        elif arg != "--json":
-            rest.append(arg)
+    options, rest = _verb_options(args, EVALUATE_OPTIONS)
     if "log" not in options:
         raise RecipeError("evaluate-strategy: name the log, e.g. log=path/to/log.csv or log=obd:random "
                           "(the Open Bandit Dataset sample in the obp package)")
@@ -264,14 +271,7 @@ def cmd_monitor(args: list[str]) -> int:
     from .run import plan_recipe
     from .stages.monitor import monitor_records, newest_record_log
 
-    options: dict[str, str] = {}
-    rest = []
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if sep and key.lstrip("+") in MONITOR_OPTIONS:
-            options[key.lstrip("+")] = value
-        elif arg != "--json":
-            rest.append(arg)
+    options, rest = _verb_options(args, MONITOR_OPTIONS)
     plan = plan_recipe(rest)
     records = Path(options["records"]).expanduser() if options.get("records") else newest_record_log(plan)
     if records is None:

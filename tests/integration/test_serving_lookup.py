@@ -13,10 +13,11 @@ import pytest
 from framework.components import raw_instances
 from framework.registry import Registry
 from framework.registry.versions import PREDICTIONS_FILE
-from framework.serving import ServedModel, deploy, shutdown_app
+from framework.serving import deploy, shutdown_app
 from framework.testing import make_stage_context
 from plugins.batch_onnx import OnnxBatchPredictor
 from plugins.strategy_single import SingleConfig, SingleStrategy
+from test_serving_oip import typed_cars_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 TOKEN = "admin-token-for-the-lookup-tests-0123456789"
@@ -24,23 +25,8 @@ TOKEN = "admin-token-for-the-lookup-tests-0123456789"
 
 @pytest.fixture(scope="module")
 def served(ray_session, serve_port, tmp_path_factory):
-    import torch
-
-    from framework.components import TrainedModel
-    from framework.testing.data import cars_splits
-    from plugins.export_onnx import OnnxExporter
-    from plugins.features_tabular import TabularPreprocessor
-    from plugins.train_tune import fit_in_process
-
     tmp = tmp_path_factory.mktemp("lookup")
-    splits = cars_splits()
-    splits.features = TabularPreprocessor().fit(splits, make_stage_context(tmp, "features"))
-    torch.set_num_threads(1)
-    module = fit_in_process({"hidden": 16, "lr": 0.02}, splits, epochs=20, seed=0)
-    trained = TrainedModel(module, splits.input_schema(), list(splits.dataset.classes), {})
-    exported = OnnxExporter().export(trained, splits, make_stage_context(tmp, "export"))
-    model = ServedModel("primary", "cars:lookup-1", exported.path.read_bytes(), exported.schema,
-                        list(exported.classes), exported.input_name, exported.output_name, inputs=exported.inputs)
+    splits, exported, model = typed_cars_model(tmp, "cars:lookup-1")
     name = f"it-lookup-{uuid.uuid4().hex[:6]}"
     app = deploy([model], SingleStrategy, SingleConfig(), port=serve_port, route_prefix=f"/{name}", app_name=name,
                  admin_token=TOKEN)

@@ -257,8 +257,9 @@ def test_openapi_document_equals_the_routes(app, client):
 # ---------------------------------------------------------------------------------------------
 # Raw typed rows: BYTES categories, nulls
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def typed_app(ray_session, serve_port, tmp_path_factory):
+def typed_cars_model(tmp, version: str):
+    """A small model of vega_datasets' cars trained in-process, its preprocessing (a string
+    column, missing values) merged into the ONNX file: (splits, exported, served model)."""
     import torch
 
     from framework.components import TrainedModel
@@ -268,15 +269,20 @@ def typed_app(ray_session, serve_port, tmp_path_factory):
     from plugins.features_tabular import TabularPreprocessor
     from plugins.train_tune import fit_in_process
 
-    tmp = tmp_path_factory.mktemp("oip-typed")
     splits = cars_splits()
     splits.features = TabularPreprocessor().fit(splits, make_stage_context(tmp, "features"))
     torch.set_num_threads(1)
     module = fit_in_process({"hidden": 16, "lr": 0.02}, splits, epochs=20, seed=0)
     trained = TrainedModel(module, splits.input_schema(), list(splits.dataset.classes), {})
     exported = OnnxExporter().export(trained, splits, make_stage_context(tmp, "export"))
-    model = ServedModel("primary", "cars:1", exported.path.read_bytes(), exported.schema, list(exported.classes),
+    model = ServedModel("primary", version, exported.path.read_bytes(), exported.schema, list(exported.classes),
                         exported.input_name, exported.output_name, inputs=exported.inputs)
+    return splits, exported, model
+
+
+@pytest.fixture(scope="module")
+def typed_app(ray_session, serve_port, tmp_path_factory):
+    splits, exported, model = typed_cars_model(tmp_path_factory.mktemp("oip-typed"), "cars:1")
     name = f"it-oip-typed-{uuid.uuid4().hex[:6]}"
     app = deploy([model], SingleStrategy, SingleConfig(), port=serve_port, route_prefix=f"/{name}", app_name=name)
     yield app, splits, exported
