@@ -83,37 +83,36 @@ class RunStageContext:
     def registered_model(self, ref: str) -> RegisteredModel:
         """A registered model version (``NAME@ALIAS``, ``NAME:ID``): ONNX bytes, schema, classes
         and tensor names. StageError when it is missing or this context has no registry."""
-        if self.registry is None:
-            raise StageError(f"{self.stage}: '{ref}' names a registered model, but this stage runs without a registry")
-        try:
-            return load_registered_model(self.registry, ref)
-        except StoreError as exc:
-            raise StageError(f"{self.stage}: {exc}") from None
+        return self._from_registry(ref, "a registered model", lambda registry: load_registered_model(registry, ref))
 
     def registered_data(self, ref: str) -> RegisteredData:
         """A registered data version (``NAME@ALIAS``, ``NAME:ID``, ``NAME@latest``: the newest) with
         its frame. StageError when it is missing or this context has no registry."""
-        if self.registry is None:
-            raise StageError(f"{self.stage}: '{ref}' names a registered data version, but this stage runs without a registry")
-        try:
-            version = self.registry.get(ref, kind="data")
-            frame = self.registry.load_frame(version)
-        except StoreError as exc:
-            raise StageError(f"{self.stage}: {exc}") from None
-        return RegisteredData(version.ref, version.name, version.id, frame, dict(version.schema), dict(version.meta),
-                              version.created_at)
+        def load(registry):
+            version = registry.get(ref, kind="data")
+            return RegisteredData(version.ref, version.name, version.id, registry.load_frame(version),
+                                  dict(version.schema), dict(version.meta), version.created_at)
+
+        return self._from_registry(ref, "a registered data version", load)
 
     def registered_labels(self, ref: str) -> RegisteredLabels:
         """A stored label version (``NAME@latest``, ``NAME:ID``) with its frame. StageError when it
         is missing or this context has no registry."""
+        def load(registry):
+            version = registry.get(ref, kind="label")
+            return RegisteredLabels(version.ref, version.name, version.id, registry.load_labels(version),
+                                    dict(version.schema), dict(version.lineage))
+
+        return self._from_registry(ref, "a label version", load)
+
+    def _from_registry(self, ref: str, what: str, load: Callable[[Any], Any]) -> Any:
+        """``load(registry)``, its StoreError a StageError naming this stage."""
         if self.registry is None:
-            raise StageError(f"{self.stage}: '{ref}' names a label version, but this stage runs without a registry")
+            raise StageError(f"{self.stage}: '{ref}' names {what}, but this stage runs without a registry")
         try:
-            version = self.registry.get(ref, kind="label")
-            frame = self.registry.load_labels(version)
+            return load(self.registry)
         except StoreError as exc:
             raise StageError(f"{self.stage}: {exc}") from None
-        return RegisteredLabels(version.ref, version.name, version.id, frame, dict(version.schema), dict(version.lineage))
 
     def progress(self, total: int, description: str) -> ConsoleProgress:
         hook = self.progress_factory(description, total) if self.progress_factory else None

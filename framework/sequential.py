@@ -307,6 +307,19 @@ def holm(p_values: Mapping[str, float], alpha: float) -> set[str]:
     return rejected
 
 
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's adjusted p-values, in the order given: a test rejects at family-wise level alpha
+    exactly when its adjusted p-value is <= alpha (the same verdicts as ``holm``)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 # ---------------------------------------------------------------------------------------------
 # Fixed-horizon sample sizes (for the classic test a user may want instead)
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Small helpers that traffic strategies share (built-in and third-party): pure Python, cheap."""
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 
@@ -14,6 +15,18 @@ def same_prediction(a: Any, b: Any) -> bool:
         return bool(result.all()) if hasattr(result, "all") else bool(result)
     except Exception:
         return False
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, not a number, NaN or infinite): a reward
+    a strategy can count."""
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 def nearest_rank_percentile(sorted_values: Sequence[float], q: float) -> float | None:

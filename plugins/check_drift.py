@@ -31,23 +31,11 @@ from typing import Any, List, Optional
 
 from framework import CheckReport, DataCheck, Dataset, hookimpl
 from framework.errors import RecipeError
+from framework.sequential import holm_adjusted
 from plugins.check_support import check_reference, flag, is_numeric, reference_data
 
 #: new category values named per column in a report (the rows are all flagged)
 SHOWN_VALUES = 10
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (same order as given): reject where adjusted < alpha
-    keeps the family-wise error rate at alpha."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 def shift_test(current: Any, reference: Any) -> dict:
@@ -121,7 +109,7 @@ class DriftCheck(DataCheck):
             stats[column] = shift_test(frame[column], reference[column])
             stats[column]["missing"] = float(frame[column].isna().mean())
             stats[column]["missing_reference"] = float(reference[column].isna().mean())
-        for column, p_holm in zip(compared, holm([stats[c]["p"] for c in compared])):
+        for column, p_holm in zip(compared, holm_adjusted([stats[c]["p"] for c in compared])):
             s = stats[column]
             s["p_holm"] = p_holm
             if p_holm < cfg.alpha and s["effect"] >= cfg.min_effect:

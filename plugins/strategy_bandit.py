@@ -68,6 +68,7 @@ from framework.components import (
     TrafficStrategy,
     Verdict,
 )
+from framework.strategy_tools import finite_or_none as _finite
 from framework.strategy_tools import refuse_accuracy_for_regression as _refuse_accuracy
 from framework.errors import RecipeError, RequestError
 from framework.hookspecs import hookimpl
@@ -610,16 +611,6 @@ def kl_ucb_index(mean: float, n: int, log_t: float) -> float:
         if step < 1e-12:
             break
     return max(q, mean)
-
-
-def _finite(value: Any) -> Optional[float]:
-    if value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def simulate(

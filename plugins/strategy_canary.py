@@ -54,6 +54,7 @@ from typing import List, Mapping, Optional, Sequence
 from framework import sequential as sq
 from framework.components import Decision, Feedback, Outcome, Route, RouteRequest, TrafficStrategy, Verdict
 from framework.errors import RecipeError
+from framework.strategy_tools import finite_or_none as _finite
 from framework.strategy_tools import refuse_accuracy_for_regression as _refuse_accuracy
 from framework.strategy_tools import nearest_rank_percentile as _percentile
 from framework.strategy_tools import same_prediction as _same
@@ -539,16 +540,6 @@ class CanaryStrategy(TrafficStrategy):
             "history": list(self.history),
             "finished": self.finished,
         }
-
-
-def _finite(value) -> float | None:
-    if value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def _rate_mixture(limit: float) -> sq.BetaMixture:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import RecipeError
-from ..sequential import holm, two_proportion_z_p_value
+from ..sequential import holm, holm_adjusted, two_proportion_z_p_value
 
 __all__ = [
     "CategoricalSummary",
@@ -224,19 +224,6 @@ def missing_test(column: str, ref_missing: int, ref_total: int, cur_missing: int
     share_cur = cur_missing / cur_total if cur_total else 0.0
     return ColumnDrift(column, "missing", "missing_z", None, float(p), abs(share_cur - share_ref), cur_total, ref_total,
                        {"kind": "missing", "missing_share": share_cur, "missing_share_reference": share_ref})
-
-
-def holm_adjusted(p_values: Sequence[float]) -> list[float]:
-    """Holm's adjusted p-values, in the order given: a test rejects at family-wise level alpha
-    exactly when its adjusted p-value is <= alpha (the same verdicts as ``sequential.holm``)."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [1.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 @dataclass(frozen=True)

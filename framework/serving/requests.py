@@ -66,15 +66,11 @@ def envelope(data: Any, max_instances: int) -> tuple[list, str, str | None, bool
     return instances, where, key, parse_explain(data)
 
 
-class RequestParser:
-    """Validates ``{"instances": [{feature: number}, ...]}`` (or ``{"instance": {...}}``)."""
+class BodyParser:
+    """What every request parser does with a body; a subclass gives ``parse(data)``."""
 
-    def __init__(self, schema: InputSchema, max_instances: int = MAX_INSTANCES):
-        self.names = schema.names
-        self.name_set = frozenset(self.names)
-        self.n = len(self.names)
-        self.integer = {f.name for f in schema.features if f.dtype == "int"}
-        self.max_instances = max_instances
+    def parse(self, data: Any) -> ParsedRequest:
+        raise NotImplementedError
 
     def parse_body(self, body: bytes) -> ParsedRequest:
         return self.parse(load_json(body))
@@ -86,6 +82,17 @@ class RequestParser:
         if parsed.explain:
             raise RequestError("explain", "explanations are given by predict only, not by rank")
         return parsed, parse_item_ids(data, len(parsed.rows))
+
+
+class RequestParser(BodyParser):
+    """Validates ``{"instances": [{feature: number}, ...]}`` (or ``{"instance": {...}}``)."""
+
+    def __init__(self, schema: InputSchema, max_instances: int = MAX_INSTANCES):
+        self.names = schema.names
+        self.name_set = frozenset(self.names)
+        self.n = len(self.names)
+        self.integer = {f.name for f in schema.features if f.dtype == "int"}
+        self.max_instances = max_instances
 
     def parse(self, data: Any) -> ParsedRequest:
         instances, where, key, explain = envelope(data, self.max_instances)

@@ -16,15 +16,15 @@ import numpy as np
 
 from ..components import InputLayout, InputSchema
 from ..errors import RequestError
-from .requests import (MAX_INSTANCES, ParsedRequest, RequestParser, describe_value, envelope, finite32, list_names,
-                       load_json, parse_item_ids, short_value)
+from .requests import (MAX_INSTANCES, BodyParser, ParsedRequest, RequestParser, describe_value, envelope, finite32, list_names,
+                       short_value)
 
 _NUMBER_TYPES = (int, float)
 #: how a field is checked and where it goes: (name, kind, column in its input, nullable, known)
 _NUMBER, _INTEGER, _BOOL, _CATEGORY = "float", "int", "bool", "category"
 
 
-class TypedRequestParser:
+class TypedRequestParser(BodyParser):
     """Validates ``{"instances": [{feature: value}, ...]}`` against a typed schema."""
 
     def __init__(self, schema: InputSchema, layout: InputLayout, max_instances: int = MAX_INSTANCES):
@@ -50,16 +50,6 @@ class TypedRequestParser:
                                     bool(f.nullable), None))
         self.n_numeric = len(layout.numeric_columns)
         self.n_categorical = len(layout.categorical_columns)
-
-    def parse_body(self, body: bytes) -> ParsedRequest:
-        return self.parse(load_json(body))
-
-    def parse_rank_body(self, body: bytes) -> tuple[ParsedRequest, list]:
-        data = load_json(body)
-        parsed = self.parse(data)
-        if parsed.explain:
-            raise RequestError("explain", "explanations are given by predict only, not by rank")
-        return parsed, parse_item_ids(data, len(parsed.rows))
 
     def parse(self, data: Any) -> ParsedRequest:
         instances, where, key, explain = envelope(data, self.max_instances)

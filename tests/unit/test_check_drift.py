@@ -11,7 +11,8 @@ import pytest
 
 from framework import Dataset
 from framework.errors import RecipeError, StageError
-from plugins.check_drift import DriftCheck, NewCategoriesCheck, holm
+from framework.sequential import holm_adjusted as holm
+from plugins.check_drift import DriftCheck, NewCategoriesCheck
 from plugins.data_sklearn import SklearnDataSource
 
 SCHEMA = {"features": [], "target": "target"}
