@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from framework.serving import deploy, shutdown_app
     from framework.serving.app import ensure_serve
     from plugins.strategy_single import SingleConfig, SingleStrategy
-    from serving_latency import Load, free_port, pct
+    from serving_latency import Load, alternating_rounds, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-preprocessing-"))
     splits, exported, bare = build(tmp)
@@ -166,22 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         loads = {name: Load(urls[name], conc) for name in order}
         for name in order:
             loads[name].run(payloads[name][: args.warmup])
-        lat = {n: [] for n in order}
-        wall = {n: 0.0 for n in order}
-        bad = {n: 0 for n in order}
         measured = list(range(args.warmup, args.warmup + args.requests))
         rounds = max(1, min(args.rounds, args.requests // max(conc, 1)))
-        for r in range(rounds):
-            part = measured[r::rounds]
-            for name in order if r % 2 == 0 else reversed(order):
-                got, w, b = loads[name].run([payloads[name][i] for i in part])
-                lat[name] += got
-                wall[name] += w
-                bad[name] += b
-        for name in order:
-            loads[name].close()
-            results[(conc, name)] = {"p50": statistics.median(lat[name]), "p99": pct(lat[name], 99),
-                                     "rps": len(lat[name]) / wall[name], "errors": bad[name]}
+        for name, figures in alternating_rounds(loads, payloads, measured, rounds).items():
+            results[(conc, name)] = figures
     for app in apps.values():
         shutdown_app(app)
 

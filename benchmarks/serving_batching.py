@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from serving_latency import Load, benchmark_model, free_port, pct  # noqa: E402
+from serving_latency import Load, alternating_rounds, benchmark_model, free_port  # noqa: E402
 
 NUM_CPUS = 0.25
 TOKEN = "bench-admin-token-0123456789"
@@ -111,24 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in order:  # warm-up: connections, code paths, ORT arenas
             loads[name].run(bodies[name][: args.warmup])
         before = {name: batch_stats(name) for name in apps if "batch" in name}
-        lat: dict[str, list[float]] = {n: [] for n in order}
-        wall = {n: 0.0 for n in order}
-        bad = {n: 0 for n in order}
         measured = list(range(args.warmup, args.warmup + args.requests))
         rounds = max(1, min(args.rounds, args.requests // max(conc, 1)))
-        for r in range(rounds):
-            part = measured[r::rounds]
-            for name in order if r % 2 == 0 else reversed(order):
-                l, w, b = loads[name].run([bodies[name][i] for i in part])
-                lat[name] += l
-                wall[name] += w
-                bad[name] += b
-        for name in order:
-            loads[name].close()
-            results[(conc, name)] = {
-                "p50": statistics.median(lat[name]), "p99": pct(lat[name], 99),
-                "rps": len(lat[name]) / wall[name], "errors": bad[name],
-            }
+        for name, figures in alternating_rounds(loads, bodies, measured, rounds).items():
+            results[(conc, name)] = figures
         for name, b in before.items():
             a = batch_stats(name)
             batches, calls = a["batches"] - b["batches"], a["requests"] - b["requests"]

@@ -135,6 +135,27 @@ class Load:
             self.pool.shutdown()
 
 
+def alternating_rounds(loads: dict, bodies: dict, measured: list[int], rounds: int) -> dict:
+    """Each app's ``bodies[name][i]`` for ``i`` in ``measured``, split into ``rounds`` rounds whose
+    order of apps alternates (load from elsewhere hits every app alike); closes the loads.
+    Returns ``{name: {p50, p99, rps, errors}}``."""
+    order = list(loads)
+    lat = {n: [] for n in order}
+    wall = {n: 0.0 for n in order}
+    bad = {n: 0 for n in order}
+    for r in range(rounds):
+        part = measured[r::rounds]
+        for name in order if r % 2 == 0 else reversed(order):
+            got, w, b = loads[name].run([bodies[name][i] for i in part])
+            lat[name] += got
+            wall[name] += w
+            bad[name] += b
+    for name in order:
+        loads[name].close()
+    return {name: {"p50": statistics.median(lat[name]), "p99": pct(lat[name], 99),
+                   "rps": len(lat[name]) / wall[name], "errors": bad[name]} for name in order}
+
+
 # ---------------------------------------------------------------------------------------------
 # The client: keep-alive HTTP/1.1 over asyncio streams, one connection per concurrent client
 # ---------------------------------------------------------------------------------------------
