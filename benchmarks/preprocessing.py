@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     urls = {name: app.predict_url for name, app in apps.items()}
     payloads = {"raw": raw_bodies, "encoded": encoded_bodies}
-    with httpx.Client(trust_env=False) as c:  # the same answers, or the comparison means nothing
+    with httpx.Client(trust_env=False, headers={"Content-Type": "application/json"}) as c:  # the same answers, or the comparison means nothing
         for i in range(5):
             a = c.post(urls["raw"], content=raw_bodies[i]).json()["probabilities"]
             b = c.post(urls["encoded"], content=encoded_bodies[i]).json()["probabilities"]

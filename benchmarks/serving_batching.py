@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     order = list(apps) + ["plain"]
 
     # Same answers from every app (batched or not), or the comparison means nothing.
-    with httpx.Client(trust_env=False) as c:
+    with httpx.Client(trust_env=False, headers={"Content-Type": "application/json"}) as c:
         for i in range(3):
             ref = c.post(urls["plain"], content=plain_bodies[i]).json()["probabilities"]
             for name in apps:

@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = [Target(n, urls[n], plain_bodies if n == "plain" else ours_bodies) for n in order]
 
         # The same answers from all, or the comparison means nothing.
-        with httpx.Client(trust_env=False, timeout=30) as c:
+        with httpx.Client(trust_env=False, timeout=30, headers={"Content-Type": "application/json"}) as c:
             _wait_plain(c, urls["plain"], plain_bodies[0])
             for i in range(3):
                 want = c.post(urls["plain"], content=plain_bodies[i]).json()["probabilities"]

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     bodies = {key: [json.dumps({"instances": [dict(zip(names, r))], "key": key}).encode() for r in rows]
               for key in VARIANTS}
     # Same answer whatever shadows, or the comparison means nothing.
-    with httpx.Client(trust_env=False) as c:
+    with httpx.Client(trust_env=False, headers={"Content-Type": "application/json"}) as c:
         answers = {key: c.post(app.predict_url, content=bodies[key][0]).json()["probabilities"] for key in VARIANTS}
         assert all(a == answers["none"] for a in answers.values()), answers
 
